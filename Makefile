@@ -1,0 +1,34 @@
+# stellarpop: install into .venv from the pinned lock (no resolving), run the demo, run the tests.
+# The first Python 3.10 that runs (a pyenv shim may exist without its version being active).
+PYTHON ?= $(shell for p in python3.10 $$HOME/.pyenv/versions/3.10*/bin/python3.10; do \
+            $$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1 && { echo $$p; break; }; done)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+UV_VERSION := 0.13.9
+
+.PHONY: install demo test test-all clean
+
+$(BIN)/python:
+	@test -n "$(PYTHON)" || { echo "stellarpop needs Python 3.10 (e.g. pyenv install 3.10)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.installed: requirements.lock setup.py $(BIN)/python
+	$(BIN)/uv pip install --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+# The main job on bundled data: the real SDSS spectra that ship inside ppxf.
+demo: install
+	$(BIN)/stellarpop ingest bundled --output runs/demo
+
+test: install
+	$(BIN)/python -m pytest -m "not slow"
+
+test-all: install
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

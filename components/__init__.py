@@ -1,0 +1,1 @@
+"""The science of stellarpop and the custom TFX components that run it on Beam."""

@@ -1,0 +1,251 @@
+"""The ingest job: spectrum files -> tf.Examples on the model grid, plus failure records.
+
+:func:`process_file` handles one file and is testable without Beam; :func:`IngestSpectra`
+maps it over files with Beam, drops duplicate spectrum ids, applies the paper's selection
+and writes failure records and a run summary. The FitsExampleGen executor and the
+``stellarpop ingest`` command both run this transform.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import apache_beam as beam
+import tensorflow as tf
+
+from stellarpop.components import examples, sdss_io
+from stellarpop.components.spectra import (
+    DEFAULT_BAD_BITS,
+    Selection,
+    SpectrumError,
+    check_normalisable,
+    describe_cuts,
+    failed_cuts,
+    to_model_grid,
+    validate,
+)
+from stellarpop.transforms import features as F
+
+log = logging.getLogger(__name__)
+
+FAILURES_DIR = "failures"  # beside the Split-* folders of the Examples artefact
+SUMMARY_FILE = "ingest_summary.json"
+
+# Stages of a failure record; "select" records are spectra outside the paper's sample, the
+# others are inputs that could not be used.
+ERROR_STAGES = ("resolve", "read", "validate", "duplicate")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Everything the ingest job needs besides its inputs and outputs (recorded with them)."""
+
+    select: bool = True  # drop spectra outside the paper's sample (always recorded)
+    selection: Selection = field(default_factory=Selection)
+    norm_centre: float = F.NORM_CENTRE
+    norm_half_width: float = F.NORM_HALF_WIDTH
+    min_coverage: float = 0.8
+    bad_bits: tuple[int, ...] = DEFAULT_BAD_BITS
+    inputs: tuple[str, ...] = ()  # explicit inputs (CLI); empty: input_base/pattern
+    catalogue: str = ""  # plate/mjd/fiber table resolved against sdss_root
+    sdss_root: str = ""
+    progress_dir: str = ""  # where workers report progress for a local progress bar
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "IngestConfig":
+        raw = json.loads(text) if text else {}
+        sel = Selection(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.pop("selection", {}).items()})
+        raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+        return cls(selection=sel, **raw)
+
+
+def failure(file: str, stage: str, reason: str, message: str, spec_id: str = "") -> dict[str, str]:
+    """A failure record: which file, at which stage, a reason code and a readable message."""
+    return {"file": file, "spec_id": spec_id, "stage": stage, "reason": reason, "message": message}
+
+
+def process_file(path: str, config: IngestConfig) -> tuple[Any, dict | None]:
+    """Read, validate and resample one file; decide its selection.
+
+    Returns
+    -------
+    (Spectrum on the model grid, None), or (None, failure record)
+    """
+    stage, spec = "read", None
+    try:
+        spec = sdss_io.read_spectrum(path, config.bad_bits)
+        stage = "validate"
+        validate(spec, min_coverage=config.min_coverage)
+        grid = to_model_grid(spec)
+        check_normalisable(grid, config.norm_centre, config.norm_half_width)
+    except SpectrumError as exc:
+        return None, failure(path, stage, exc.reason, f"{path}: {exc}", spec.spec_id if spec else "")
+    except Exception as exc:  # noqa: BLE001 - a crash on one file must not stop the batch
+        log.exception("unexpected error on %s", path)
+        return None, failure(path, stage, "internal_error", f"{path}: {type(exc).__name__}: {exc}")
+    return grid.replace(selection=failed_cuts(grid, config.selection)), None
+
+
+def resolve(config: IngestConfig, pattern: str = "") -> tuple[list[str], list[dict]]:
+    """Input files and failure records of inputs that name no file."""
+    files, missing = sdss_io.resolve_inputs(list(config.inputs) or ([pattern] if pattern else []))
+    if config.catalogue:
+        found, miss = sdss_io.catalogue_paths(config.catalogue, config.sdss_root)
+        files = sorted(set(files) | set(found))
+        missing += miss
+    return files, [failure(m.file, "resolve", "not_found", f"{m.file}: {m.message}") for m in missing]
+
+
+class _ProcessFile(beam.DoFn):
+    """Beam wrapper of :func:`process_file`; reports progress to ``progress_dir``."""
+
+    def __init__(self, config: IngestConfig):
+        self._config = config
+
+    def setup(self):
+        self._done = 0
+        self._last = 0.0
+        self._progress_file = None
+        if self._config.progress_dir:
+            self._progress_file = os.path.join(self._config.progress_dir, f"{uuid.uuid4().hex}.count")
+
+    def process(self, path: str):
+        spec, fail = process_file(path, self._config)
+        if fail is not None:
+            yield beam.pvalue.TaggedOutput("failures", fail)
+        else:
+            yield (spec.spec_id, path, examples.to_example(spec).SerializeToString(), spec.selection, describe_cuts(spec, self._config.selection))
+        self._done += 1
+        if self._progress_file and time.monotonic() - self._last > 0.5:
+            self._report()
+
+    def finish_bundle(self):
+        if self._progress_file:
+            self._report()
+
+    def _report(self):
+        tmp = self._progress_file + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.write(str(self._done))
+        os.replace(tmp, self._progress_file)
+        self._last = time.monotonic()
+
+
+def _duplicates(item):
+    """For one spectrum id read from several files, keep the first file; fail the others."""
+    spec_id, paths = item
+    paths = sorted(paths)
+    for other in paths[1:]:
+        yield failure(other, "duplicate", "duplicate_id", f"{other}: spectrum id {spec_id} already read from {paths[0]}", spec_id)
+
+
+def _summary(_, n_inputs, n_written, stage_reason_counts, cut_counts, config_json):
+    failures: dict[str, dict[str, int]] = {}
+    for (stage, reason), n in stage_reason_counts:
+        failures.setdefault(stage, {})[reason] = n
+    n_errors = sum(n for (stage, _), n in stage_reason_counts if stage in ERROR_STAGES)
+    n_rejected = sum(n for (stage, _), n in stage_reason_counts if stage == "select")
+    return json.dumps(
+        {
+            "inputs": n_inputs,
+            "examples": n_written,
+            "errors": n_errors,
+            "rejected_by_selection": n_rejected,
+            "failures": failures,
+            "selection_cuts_failed": dict(cut_counts),
+            "config": json.loads(config_json),
+        },
+        indent=2,
+        sort_keys=True,
+    )
+
+
+@beam.ptransform_fn
+def IngestSpectra(pipeline: beam.Pipeline, config: IngestConfig, report_dir: str, pattern: str = ""):  # noqa: N802
+    """Files -> tf.train.Examples on the model grid (the PTransform's output).
+
+    Side outputs, written under ``report_dir``: ``failures/failures-*.jsonl`` (one record
+    per unusable input, duplicate or rejected spectrum) and ``ingest_summary.json``.
+    """
+    files, unresolved = resolve(config, pattern)
+    log.info("ingest: %d input files, %d unresolved inputs", len(files), len(unresolved))
+    results = (
+        pipeline
+        | "Files" >> beam.Create(files)
+        | "Reshuffle" >> beam.Reshuffle()
+        | "Process" >> beam.ParDo(_ProcessFile(config)).with_outputs("failures", main="spectra")
+    )
+    spectra = results.spectra
+    dup_failures = (
+        spectra
+        | "IdToPath" >> beam.Map(lambda r: (r[0], r[1]))
+        | "GroupById" >> beam.GroupByKey()
+        | "Duplicates" >> beam.FlatMap(_duplicates)
+    )
+    losers = dup_failures | "LoserPaths" >> beam.Map(lambda f: f["file"]) | "LoserSet" >> beam.combiners.ToSet()
+    unique = spectra | "DropDuplicates" >> beam.Filter(
+        lambda r, lost: r[1] not in lost, lost=beam.pvalue.AsSingleton(losers)
+    )
+    if config.select:
+        kept = unique | "Selected" >> beam.Filter(lambda r: not r[3])
+        rejected = (
+            unique
+            | "Rejected" >> beam.Filter(lambda r: bool(r[3]))
+            | "RejectRecord" >> beam.Map(
+                lambda r: failure(r[1], "select", "+".join(r[3]), f"{r[1]}: outside the paper's sample: {r[4]}", r[0])
+            )
+        )
+    else:
+        kept = unique
+        rejected = pipeline | "NoRejected" >> beam.Create([])
+    unresolved_pc = pipeline | "Unresolved" >> beam.Create(unresolved)
+    all_failures = (results.failures, dup_failures, rejected, unresolved_pc) | "AllFailures" >> beam.Flatten()
+    _ = (
+        all_failures
+        | "FailureJson" >> beam.Map(lambda f: json.dumps(f, sort_keys=True))
+        | "WriteFailures" >> beam.io.WriteToText(
+            os.path.join(report_dir, FAILURES_DIR, "failures"), file_name_suffix=".jsonl", num_shards=1
+        )
+    )
+    counts = all_failures | "StageReason" >> beam.Map(lambda f: (f["stage"], f["reason"])) | "CountFailures" >> beam.combiners.Count.PerElement()
+    cuts = unique | "Cuts" >> beam.FlatMap(lambda r: r[3]) | "CountCuts" >> beam.combiners.Count.PerElement()
+    n_written = kept | "CountWritten" >> beam.combiners.Count.Globally()
+    _ = (
+        pipeline
+        | "SummarySeed" >> beam.Create([None])
+        | "Summary" >> beam.Map(
+            _summary,
+            n_inputs=len(files) + len(unresolved),
+            n_written=beam.pvalue.AsSingleton(n_written),
+            stage_reason_counts=beam.pvalue.AsList(counts),
+            cut_counts=beam.pvalue.AsList(cuts),
+            config_json=config.to_json(),
+        )
+        | "WriteSummary" >> beam.io.WriteToText(
+            os.path.join(report_dir, SUMMARY_FILE), num_shards=1, shard_name_template=""
+        )
+    )
+    return kept | "ToExample" >> beam.Map(lambda r: tf.train.Example.FromString(r[2]))
+
+
+def read_summary(report_dir: str) -> dict:
+    with tf.io.gfile.GFile(os.path.join(report_dir, SUMMARY_FILE)) as fh:
+        return json.loads(fh.read())
+
+
+def read_failures(report_dir: str) -> list[dict]:
+    out = []
+    for path in sorted(tf.io.gfile.glob(os.path.join(report_dir, FAILURES_DIR, "failures*.jsonl"))):
+        with tf.io.gfile.GFile(path) as fh:
+            out.extend(json.loads(line) for line in fh if line.strip())
+    return out

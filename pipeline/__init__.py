@@ -1,0 +1,1 @@
+"""The TFX pipeline, its runners and the command line."""

@@ -1,0 +1,178 @@
+"""The ``stellarpop`` command line: thin commands over the library."""
+
+from __future__ import annotations
+
+import os
+
+# Quiet the libraries before they load, here and in Beam's worker processes, which inherit
+# the environment: TensorFlow's CUDA-plugin and C++ info lines, google-cloud's Python 3.10
+# deprecation notices.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
+
+import warnings  # noqa: E402
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+import json
+import logging
+import platform
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+app = typer.Typer(help="Stellar populations of galaxies from SDSS spectra (TFX pipeline).", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.ERROR,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+
+
+class _ProgressWatcher:
+    """Sums the counters that ingest workers write to a folder, for a Rich progress bar."""
+
+    def __init__(self, folder: str, total: int, label: str):
+        self.folder, self.total, self.label = folder, total, label
+        self._stop = threading.Event()
+
+    def _count(self) -> int:
+        done = 0
+        for name in os.listdir(self.folder):
+            if name.endswith(".count"):
+                try:
+                    done += int(Path(self.folder, name).read_text() or 0)
+                except (OSError, ValueError):
+                    pass
+        return done
+
+    def __enter__(self):
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+        )
+        self._task = self._progress.add_task(self.label, total=self.total)
+        self._progress.start()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(0.5):
+            self._progress.update(self._task, completed=min(self._count(), self.total))
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self._progress.update(self._task, completed=min(self._count(), self.total))
+        self._progress.stop()
+
+
+@app.callback()
+def _root() -> None:
+    """Stellar populations of galaxies from SDSS spectra (TFX pipeline)."""
+
+
+@app.command()
+def ingest(
+    inputs: Annotated[Optional[list[str]], typer.Argument(help="Files, directories, globs, @list files, or 'bundled' (the SDSS spectra inside ppxf).")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder: examples/ (TFRecords, failures, summary) and run.json.")] = Path("runs/ingest"),
+    catalogue: Annotated[Optional[Path], typer.Option(help="Table (CSV/FITS/Parquet) of plate, mjd, fiber to resolve against --sdss-root.")] = None,
+    sdss_root: Annotated[Optional[Path], typer.Option(help="Folder laid out like SDSS's spectra/lite: PLATE/spec-PLATE-MJD-FIBER.fits.")] = None,
+    select: Annotated[bool, typer.Option(help="Drop spectra outside the paper's sample (they are recorded either way).")] = True,
+    norm_centre: Annotated[float, typer.Option(help="Centre of the flux normalisation window, Angstrom.")] = 5000.0,
+    norm_half_width: Annotated[float, typer.Option(help="Half width of the normalisation window, Angstrom.")] = 50.0,
+    workers: Annotated[int, typer.Option(help="Local Beam worker processes (DirectRunner).")] = os.cpu_count() or 1,
+    beam_arg: Annotated[Optional[list[str]], typer.Option(help="Beam pipeline argument, repeatable (e.g. --beam-arg=--runner=DataflowRunner); replaces the local profile.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Read spectrum files into train/eval/test TFRecords of tf.Examples on the model grid."""
+    _setup_logging(verbose)
+    from stellarpop.components.fits_example_gen import executor, ingest as ingest_lib
+    from stellarpop.pipeline import configs
+
+    if not inputs and not catalogue:
+        raise typer.BadParameter("give INPUTS or --catalogue")
+    if catalogue and not sdss_root:
+        raise typer.BadParameter("--catalogue needs --sdss-root")
+    output.mkdir(parents=True, exist_ok=True)
+    examples_dir = output / "examples"
+    if examples_dir.exists():
+        shutil.rmtree(examples_dir)
+    files, unresolved = ingest_lib.resolve(ingest_lib.IngestConfig(inputs=tuple(inputs or ())))
+    list_file = output / "inputs.txt"
+    list_file.write_text("".join(f"{f}\n" for f in files) + "".join(f"{u['file']}\n" for u in unresolved))
+    progress_dir = tempfile.mkdtemp(prefix="progress-", dir=output)
+    config = ingest_lib.IngestConfig(
+        select=select,
+        norm_centre=norm_centre,
+        norm_half_width=norm_half_width,
+        inputs=(f"@{list_file.resolve()}",),
+        catalogue=str(catalogue.resolve()) if catalogue else "",
+        sdss_root=str(sdss_root.resolve()) if sdss_root else "",
+        progress_dir=progress_dir,
+    )
+    args = list(beam_arg) if beam_arg else configs.local_beam_args(workers)
+    console.print(f"Ingesting {len(files)} files ({len(unresolved)} inputs name no file) into {examples_dir}")
+    started = time.time()
+    try:
+        with _ProgressWatcher(progress_dir, len(files), "spectra"):
+            summary = executor.run_standalone(str(output), config, args)
+    finally:
+        shutil.rmtree(progress_dir, ignore_errors=True)
+    elapsed = time.time() - started
+    run = {
+        "command": sys.argv,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started)),
+        "seconds": round(elapsed, 2),
+        "beam_args": args,
+        "python": platform.python_version(),
+        "summary": summary,
+    }
+    (output / "run.json").write_text(json.dumps(run, indent=2))
+    _print_summary(summary, examples_dir, elapsed)
+    if summary["errors"]:
+        raise typer.Exit(code=1)
+
+
+def _print_summary(summary: dict, examples_dir: Path, elapsed: float) -> None:
+    from stellarpop.components.fits_example_gen import ingest as ingest_lib
+
+    table = Table(title=f"ingest: {summary['inputs']} inputs in {elapsed:.1f} s")
+    table.add_column("outcome")
+    table.add_column("reason")
+    table.add_column("count", justify="right")
+    table.add_row("written", "", str(summary["examples"]))
+    for stage, reasons in sorted(summary["failures"].items()):
+        for reason, n in sorted(reasons.items()):
+            table.add_row("rejected (selection)" if stage == "select" else f"error ({stage})", reason, str(n))
+    console.print(table)
+    failures = ingest_lib.read_failures(str(examples_dir))
+    for rec in failures[:10]:
+        style = "yellow" if rec["stage"] == "select" else "red"
+        console.print(f"[{style}]{rec['message']}[/{style}]", highlight=False)
+    if len(failures) > 10:
+        console.print(f"... {len(failures) - 10} more in {examples_dir / ingest_lib.FAILURES_DIR}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

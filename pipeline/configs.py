@@ -1,0 +1,28 @@
+"""Names, dotted module paths and Beam argument profiles shared by runners and the CLI."""
+
+from __future__ import annotations
+
+import os
+
+PIPELINE_NAME = "stellarpop"
+
+
+def local_beam_args(workers: int | None = None) -> list[str]:
+    """DirectRunner on several local processes (Beam's default runs one thread)."""
+    workers = workers or os.cpu_count() or 1
+    return [
+        "--runner=DirectRunner",
+        "--direct_running_mode=multi_processing",
+        f"--direct_num_workers={workers}",
+    ]
+
+
+def dataflow_beam_args(project: str, region: str, temp_location: str, setup_file: str = "./setup.py") -> list[str]:
+    """Dataflow: workers install this distribution from ``setup.py``."""
+    return [
+        "--runner=DataflowRunner",
+        f"--project={project}",
+        f"--region={region}",
+        f"--temp_location={temp_location}",
+        f"--setup_file={setup_file}",
+    ]

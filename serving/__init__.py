@@ -1,0 +1,1 @@
+"""TF Serving configuration, gRPC client and streaming inference."""

@@ -1,0 +1,1 @@
+"""Feature keys and the tf.Transform preprocessing."""

@@ -1,0 +1,91 @@
+"""Every feature and label key of stellarpop, the model grid, and the slicing bin edges.
+
+One place for names: the tf.Example writer (``components/examples.py``), the
+tf.Transform ``preprocessing_fn``, the Trainer and the Evaluator all import
+their keys from here, so a spectrum read from an SDSS file and a simulated one
+reach the network through the same features.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# --- The model's wavelength grid (observed frame, vacuum, Angstrom) -------------------------
+# The paper: "resample the spectra with an interval of 1 A in the wavelength range
+# [3800 A, 8900 A] ... each spectrum is a 5100-dimensional vector".
+GRID_START = 3800.0
+GRID_STOP = 8900.0  # exclusive, as np.arange(3800, 8900, 1) in the authors' script
+GRID_STEP = 1.0
+N_PIXELS = 5100
+
+
+def model_grid() -> np.ndarray:
+    """Pixel centres of the model grid.
+
+    Returns
+    -------
+    ndarray, shape (5100,), float64, Angstrom (vacuum, observed frame)
+    """
+    return GRID_START + GRID_STEP * np.arange(N_PIXELS, dtype=np.float64)
+
+
+# Flux normalisation window (done inside the tf.Transform graph; numpy reference in
+# components/spectra.py). The paper says "around 5000 A"; the authors' public script takes
+# the median within +-1 A of 5500 A. A 3-pixel median is noise-dominated at S/N 5, so the
+# default is the median over 4950-5050 A; both are configurable.
+NORM_CENTRE = 5000.0
+NORM_HALF_WIDTH = 50.0
+
+# --- Spectrum features (fixed length N_PIXELS) ----------------------------------------------
+FLUX = "flux"  # 1e-17 erg/s/cm^2/A, resampled, bad pixels interpolated over
+IVAR = "ivar"  # inverse variance of FLUX, 0 where masked
+MASK = "mask"  # 1 where the pixel was bad, padded or interpolated over, else 0
+SPECTRUM_KEYS = (FLUX, IVAR, MASK)
+
+# --- Metadata (scalars) ---------------------------------------------------------------------
+SPEC_ID = "spec_id"  # "PLATE-MJD-FIBER" for SDSS, a user id otherwise; unique per spectrum
+OBJECT_ID = "object_id"  # groups repeat observations of one object; the split key
+PLATE = "plate"
+MJD = "mjd"
+FIBER = "fiber"
+RA = "ra"  # degrees
+DEC = "dec"  # degrees
+Z = "z"
+Z_ERR = "z_err"
+ZWARNING = "zwarning"
+SNR_R = "snr_r"  # median S/N per pixel in the r band
+SPEC_CLASS = "class"  # SDSS CLASS (GALAXY, STAR, QSO) or a simulator class
+SUBCLASS = "subclass"
+BPT_CLASS = "bpt_class"  # passive / star-forming / composite / AGN; empty when unknown
+SDSS_VDISP = "sdss_vdisp"  # km/s, the SDSS pipeline's velocity dispersion (0 when absent)
+SDSS_VDISP_ERR = "sdss_vdisp_err"
+COVERAGE = "coverage"  # fraction of the model grid covered by the input spectrum
+SELECTION = "selection"  # comma-separated names of failed selection cuts; empty = selected
+SOURCE_FILE = "source_file"
+
+INT_META_KEYS = (PLATE, MJD, FIBER, ZWARNING)
+FLOAT_META_KEYS = (RA, DEC, Z, Z_ERR, SNR_R, SDSS_VDISP, SDSS_VDISP_ERR, COVERAGE)
+STRING_META_KEYS = (SPEC_ID, OBJECT_ID, SPEC_CLASS, SUBCLASS, BPT_CLASS, SELECTION, SOURCE_FILE)
+
+# --- Labels (pPXF or truth) and truth of simulated spectra ------------------------------------
+LOG_AGE = "log_age"  # light-weighted mean age, log10(yr)
+MH = "mh"  # light-weighted [M/H], dex
+EBV = "ebv"  # Calzetti E(B-V), mag
+VD = "vd"  # stellar velocity dispersion, km/s
+LABEL_KEYS = (LOG_AGE, MH, EBV, VD)
+TRUTH_PREFIX = "true_"
+TRUTH_KEYS = tuple(TRUTH_PREFIX + k for k in LABEL_KEYS)
+
+# --- Slicing bins (the paper's Sections 4.2-4.3) ----------------------------------------------
+SNR_BIN_EDGES = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0)  # last bin open: >= 30
+Z_BIN_EDGES = (0.0, 0.06, 0.08, 0.10, 0.12, 0.15, 0.18, 0.30)
+
+# --- The paper's selection ---------------------------------------------------------------------
+Z_MIN = 0.002
+Z_MAX = 0.3
+SNR_R_MIN = 5.0
+
+
+def transformed_name(key: str) -> str:
+    """Name of a feature after the tf.Transform step."""
+    return key + "_xf"
