@@ -84,7 +84,9 @@ class Selection:
 
 
 def pixel_edges(wave: np.ndarray) -> np.ndarray:
-    """Pixel edges of a grid of pixel centres (geometric midpoints: exact for SDSS log grids).
+    """Pixel edges of a grid of pixel centres.
+
+    Geometric midpoints for a grid uniform in log(lambda) (SDSS), arithmetic ones otherwise.
 
     Parameters
     ----------
@@ -94,10 +96,12 @@ def pixel_edges(wave: np.ndarray) -> np.ndarray:
     -------
     ndarray, shape (L + 1,)
     """
-    mid = np.sqrt(wave[1:] * wave[:-1])
-    first = wave[0] ** 2 / mid[0]
-    last = wave[-1] ** 2 / mid[-1]
-    return np.concatenate(([first], mid, [last]))
+    dlog = np.diff(np.log(wave))
+    if np.allclose(dlog, dlog[0], rtol=1e-4, atol=0):
+        mid = np.sqrt(wave[1:] * wave[:-1])
+        return np.concatenate(([wave[0] ** 2 / mid[0]], mid, [wave[-1] ** 2 / mid[-1]]))
+    mid = 0.5 * (wave[1:] + wave[:-1])
+    return np.concatenate(([2 * wave[0] - mid[0]], mid, [2 * wave[-1] - mid[-1]]))
 
 
 def rebin(
