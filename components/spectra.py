@@ -104,34 +104,30 @@ def pixel_edges(wave: np.ndarray) -> np.ndarray:
     return np.concatenate(([2 * wave[0] - mid[0]], mid, [2 * wave[-1] - mid[-1]]))
 
 
-def rebin(
-    in_edges: np.ndarray, out_edges: np.ndarray, values: np.ndarray, power: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact-overlap rebinning of piecewise-constant densities.
+class Overlap:
+    """Exact overlaps between input and output pixels, for flux-conserving rebinning.
 
-    Each output pixel gets ``sum_i (overlap_i ** power) * values_i``; with ``power=1`` and
-    a flux density this is the integral over the output pixel (flux conserving), with
-    ``power=2`` and a variance it is the variance of that integral.
-
-    Returns
-    -------
-    weighted : ndarray, shape (M,), the sums above
-    covered : ndarray, shape (M,), length of each output pixel covered by input pixels
+    The overlap is cut into segments, each inside one input pixel ``i_in`` and one output
+    pixel ``i_out``, of ``length`` (Angstrom). Computed once per spectrum and applied to
+    flux, variance and the bad-pixel indicator.
     """
-    lo = max(in_edges[0], out_edges[0])
-    hi = min(in_edges[-1], out_edges[-1])
-    n_out = len(out_edges) - 1
-    if hi <= lo:
-        return np.zeros(n_out), np.zeros(n_out)
-    cuts = np.union1d(in_edges, out_edges)
-    cuts = cuts[(cuts >= lo) & (cuts <= hi)]
-    length = np.diff(cuts)
-    mid = 0.5 * (cuts[1:] + cuts[:-1])
-    i_in = np.searchsorted(in_edges, mid) - 1
-    i_out = np.searchsorted(out_edges, mid) - 1
-    weighted = np.bincount(i_out, length**power * values[i_in], minlength=n_out)
-    covered = np.bincount(i_out, length, minlength=n_out)
-    return weighted, covered
+
+    def __init__(self, in_edges: np.ndarray, out_edges: np.ndarray):
+        self.n_out = len(out_edges) - 1
+        lo, hi = max(in_edges[0], out_edges[0]), min(in_edges[-1], out_edges[-1])
+        cuts = np.union1d(in_edges, out_edges) if hi > lo else np.array([])
+        cuts = cuts[(cuts >= lo) & (cuts <= hi)]
+        self.length = np.diff(cuts)
+        mid = 0.5 * (cuts[1:] + cuts[:-1])
+        self.i_in = np.searchsorted(in_edges, mid) - 1
+        self.i_out = np.searchsorted(out_edges, mid) - 1
+        self.covered = np.bincount(self.i_out, self.length, minlength=self.n_out)
+
+    def rebin(self, values: np.ndarray, power: int = 1) -> np.ndarray:
+        """``sum_i (overlap_i ** power) * values_i`` per output pixel: with ``power=1`` and a
+        flux density, the integral over the output pixel; with ``power=2`` and a variance,
+        the variance of that integral."""
+        return np.bincount(self.i_out, self.length**power * values[self.i_in], minlength=self.n_out)
 
 
 def to_model_grid(spec: Spectrum, grid: np.ndarray | None = None) -> Spectrum:
@@ -165,9 +161,11 @@ def to_model_grid(spec: Spectrum, grid: np.ndarray | None = None) -> Spectrum:
     var = np.zeros_like(flux)
     var[good] = 1.0 / spec.ivar[good]
 
-    flux_int, covered = rebin(in_edges, out_edges, flux)
-    var_int, _ = rebin(in_edges, out_edges, var, power=2)
-    bad_len, _ = rebin(in_edges, out_edges, (~good).astype(np.float64))
+    overlap = Overlap(in_edges, out_edges)
+    covered = overlap.covered
+    flux_int = overlap.rebin(flux)
+    var_int = overlap.rebin(var, power=2)
+    bad_len = overlap.rebin((~good).astype(np.float64))
 
     full = covered >= step * (1 - 1e-9)
     some = covered > 0

@@ -162,7 +162,7 @@ def _print_summary(summary: dict, examples_dir: Path, elapsed: float) -> None:
         for reason, n in sorted(reasons.items()):
             table.add_row("rejected (selection)" if stage == "select" else f"error ({stage})", reason, str(n))
     console.print(table)
-    failures = ingest_lib.read_failures(str(examples_dir))
+    failures = sorted(ingest_lib.read_failures(str(examples_dir)), key=lambda r: (r["stage"] == "select", r["file"]))
     for rec in failures[:10]:
         style = "yellow" if rec["stage"] == "select" else "red"
         console.print(f"[{style}]{rec['message']}[/{style}]", highlight=False)
