@@ -99,11 +99,13 @@ def ingest(
     norm_half_width: Annotated[float, typer.Option(help="Half width of the normalisation window, Angstrom.")] = 50.0,
     workers: Annotated[int, typer.Option(help="Local Beam worker processes (DirectRunner).")] = os.cpu_count() or 1,
     beam_arg: Annotated[Optional[list[str]], typer.Option(help="Beam pipeline argument, repeatable (e.g. --beam-arg=--runner=DataflowRunner); replaces the local profile.")] = None,
+    chunk_size: Annotated[int, typer.Option(help="Files per chunk; a re-run of the same command skips finished chunks (0: one chunk).")] = 50_000,
+    restart: Annotated[bool, typer.Option(help="Discard a previous run in --output instead of resuming it.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Read spectrum files into train/eval/test TFRecords of tf.Examples on the model grid."""
     _setup_logging(verbose)
-    from stellarpop.components.fits_example_gen import executor, ingest as ingest_lib
+    from stellarpop.components.fits_example_gen import chunked, ingest as ingest_lib
     from stellarpop.pipeline import configs
 
     if not inputs and not catalogue:
@@ -112,27 +114,28 @@ def ingest(
         raise typer.BadParameter("--catalogue needs --sdss-root")
     output.mkdir(parents=True, exist_ok=True)
     examples_dir = output / "examples"
-    if examples_dir.exists():
-        shutil.rmtree(examples_dir)
-    files, unresolved = ingest_lib.resolve(ingest_lib.IngestConfig(inputs=tuple(inputs or ())))
-    list_file = output / "inputs.txt"
-    list_file.write_text("".join(f"{f}\n" for f in files) + "".join(f"{u['file']}\n" for u in unresolved))
-    progress_dir = tempfile.mkdtemp(prefix="progress-", dir=output)
+    files, unresolved = ingest_lib.resolve(
+        ingest_lib.IngestConfig(
+            inputs=tuple(inputs or ()),
+            catalogue=str(catalogue.resolve()) if catalogue else "",
+            sdss_root=str(sdss_root.resolve()) if sdss_root else "",
+        )
+    )
+    progress_dir = tempfile.mkdtemp(prefix=".progress-", dir=output)
     config = ingest_lib.IngestConfig(
-        select=select,
-        norm_centre=norm_centre,
-        norm_half_width=norm_half_width,
-        inputs=(f"@{list_file.resolve()}",),
-        catalogue=str(catalogue.resolve()) if catalogue else "",
-        sdss_root=str(sdss_root.resolve()) if sdss_root else "",
-        progress_dir=progress_dir,
+        select=select, norm_centre=norm_centre, norm_half_width=norm_half_width, progress_dir=progress_dir
     )
     args = list(beam_arg) if beam_arg else configs.local_beam_args(workers)
     console.print(f"Ingesting {len(files)} files ({len(unresolved)} inputs name no file) into {examples_dir}")
     started = time.time()
     try:
         with _ProgressWatcher(progress_dir, len(files), "spectra"):
-            summary = executor.run_standalone(str(output), config, args)
+            summary = chunked.run_chunked(
+                files + [u["file"] for u in unresolved], str(output), config, args, chunk_size, restart
+            )
+    except chunked.ResumeError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(code=2) from None
     finally:
         shutil.rmtree(progress_dir, ignore_errors=True)
     elapsed = time.time() - started

@@ -36,6 +36,7 @@ from stellarpop.transforms import features as F
 log = logging.getLogger(__name__)
 
 FAILURES_DIR = "failures"  # beside the Split-* folders of the Examples artefact
+IDS_DIR = "ids"  # spec_id <TAB> file of every spectrum read (for duplicates across runs)
 SUMMARY_FILE = "ingest_summary.json"
 
 # Stages of a failure record; "select" records are spectra outside the paper's sample, the
@@ -57,6 +58,7 @@ class IngestConfig:
     catalogue: str = ""  # plate/mjd/fiber table resolved against sdss_root
     sdss_root: str = ""
     progress_dir: str = ""  # where workers report progress for a local progress bar
+    known_ids: str = ""  # ids files of earlier runs (chunks): spectra already read
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -149,6 +151,36 @@ def _duplicates(item):
         yield failure(other, "duplicate", "duplicate_id", f"{other}: spectrum id {spec_id} already read from {paths[0]}", spec_id)
 
 
+class _DropKnown(beam.DoFn):
+    """Fails spectra whose id an earlier run (chunk) already read."""
+
+    def __init__(self, known_ids: str):
+        self._pattern = known_ids
+
+    def setup(self):
+        self._known = read_ids(self._pattern) if self._pattern else {}
+
+    def process(self, r):
+        first = self._known.get(r[0])
+        if first is None:
+            yield r
+        else:
+            msg = f"{r[1]}: spectrum id {r[0]} already read from {first}"
+            yield beam.pvalue.TaggedOutput("failures", failure(r[1], "duplicate", "duplicate_id", msg, r[0]))
+
+
+def read_ids(pattern: str) -> dict[str, str]:
+    """{spec_id: file} from ids files (a glob)."""
+    out: dict[str, str] = {}
+    for path in sorted(tf.io.gfile.glob(pattern)):
+        with tf.io.gfile.GFile(path) as fh:
+            for line in fh:
+                if line.strip():
+                    spec_id, file = line.rstrip("\n").split("\t", 1)
+                    out.setdefault(spec_id, file)
+    return out
+
+
 def _summary(_, n_inputs, n_written, stage_reason_counts, cut_counts, config_json):
     failures: dict[str, dict[str, int]] = {}
     for (stage, reason), n in stage_reason_counts:
@@ -193,8 +225,16 @@ def IngestSpectra(pipeline: beam.Pipeline, config: IngestConfig, report_dir: str
         | "Duplicates" >> beam.FlatMap(_duplicates)
     )
     losers = dup_failures | "LoserPaths" >> beam.Map(lambda f: f["file"]) | "LoserSet" >> beam.combiners.ToSet()
-    unique = spectra | "DropDuplicates" >> beam.Filter(
-        lambda r, lost: r[1] not in lost, lost=beam.pvalue.AsSingleton(losers)
+    checked = (
+        spectra
+        | "DropDuplicates" >> beam.Filter(lambda r, lost: r[1] not in lost, lost=beam.pvalue.AsSingleton(losers))
+        | "KnownIds" >> beam.ParDo(_DropKnown(config.known_ids)).with_outputs("failures", main="unique")
+    )
+    unique = checked.unique
+    _ = (
+        unique
+        | "IdLine" >> beam.Map(lambda r: f"{r[0]}\t{r[1]}")
+        | "WriteIds" >> beam.io.WriteToText(os.path.join(report_dir, IDS_DIR, "ids"), file_name_suffix=".tsv")
     )
     if config.select:
         kept = unique | "Selected" >> beam.Filter(lambda r: not r[3])
@@ -209,7 +249,9 @@ def IngestSpectra(pipeline: beam.Pipeline, config: IngestConfig, report_dir: str
         kept = unique
         rejected = pipeline | "NoRejected" >> beam.Create([])
     unresolved_pc = pipeline | "Unresolved" >> beam.Create(unresolved)
-    all_failures = (results.failures, dup_failures, rejected, unresolved_pc) | "AllFailures" >> beam.Flatten()
+    all_failures = (
+        (results.failures, dup_failures, checked.failures, rejected, unresolved_pc) | "AllFailures" >> beam.Flatten()
+    )
     _ = (
         all_failures
         | "FailureJson" >> beam.Map(lambda f: json.dumps(f, sort_keys=True))
@@ -245,7 +287,7 @@ def read_summary(report_dir: str) -> dict:
 
 def read_failures(report_dir: str) -> list[dict]:
     out = []
-    for path in sorted(tf.io.gfile.glob(os.path.join(report_dir, FAILURES_DIR, "failures*.jsonl"))):
+    for path in sorted(tf.io.gfile.glob(os.path.join(report_dir, FAILURES_DIR, "*.jsonl"))):
         with tf.io.gfile.GFile(path) as fh:
             out.extend(json.loads(line) for line in fh if line.strip())
     return out
