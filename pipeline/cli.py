@@ -53,7 +53,8 @@ class _ProgressWatcher:
 
     def _count(self) -> int:
         done = 0
-        for name in os.listdir(self.folder):
+        names = os.listdir(self.folder) if os.path.isdir(self.folder) else []
+        for name in names:
             if name.endswith(".count"):
                 try:
                     done += int(Path(self.folder, name).read_text() or 0)
@@ -112,6 +113,7 @@ def ingest(
         raise typer.BadParameter("give INPUTS or --catalogue")
     if catalogue and not sdss_root:
         raise typer.BadParameter("--catalogue needs --sdss-root")
+    output = output.resolve()  # Beam workers and TFX may run in another working directory
     output.mkdir(parents=True, exist_ok=True)
     examples_dir = output / "examples"
     files, unresolved = ingest_lib.resolve(
