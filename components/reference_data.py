@@ -33,7 +33,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("STELLARPOP_CACHE", Path.home() / ".cache" / "stellarpop"))
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -44,7 +44,7 @@ def _sha256(path: Path) -> str:
 def ppxf_sdist() -> Path:
     """Path of the verified ppxf 8.2.6 source archive, downloading it with pip if needed."""
     target = cache_dir() / PPXF_SDIST_FILE
-    if target.exists() and _sha256(target) == PPXF_SDIST_SHA256:
+    if target.exists() and sha256(target) == PPXF_SDIST_SHA256:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
@@ -57,7 +57,7 @@ def ppxf_sdist() -> Path:
                 f"cannot obtain {PPXF_SDIST} (source distribution) from the package registry and it is not "
                 f"in the cache {target.parent}: {proc.stderr.strip()[-500:]}"
             )
-        if _sha256(got) != PPXF_SDIST_SHA256:
+        if sha256(got) != PPXF_SDIST_SHA256:
             raise ReferenceDataError(f"{PPXF_SDIST_FILE} from the registry does not match its pinned SHA-256")
         os.replace(got, target)
     return target

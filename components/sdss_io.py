@@ -591,3 +591,39 @@ def catalogue_paths(catalogue: str, root: str) -> tuple[list[str], list[Unresolv
         else:
             missing.append(Unresolved(path, f"catalogue row plate={plate} mjd={mjd} fiber={fiber}: file not found"))
     return found, missing
+
+
+# --------------------------------------------------------------------------------------------
+# The instrument as real SDSS files record it (for the simulator)
+# --------------------------------------------------------------------------------------------
+SDSS_LOGLAM0 = 3.5800  # log10(Angstrom) of the first pixel of SDSS's coadd grid
+SDSS_DLOGLAM = 1e-4
+SDSS_NPIX = 3841  # 3801.9-9203.9 A
+
+
+def sdss_loglam() -> np.ndarray:
+    """SDSS's native coadd grid: log10(lambda / A) = 3.5800 + 1e-4 i (vacuum)."""
+    return SDSS_LOGLAM0 + SDSS_DLOGLAM * np.arange(SDSS_NPIX)
+
+
+def instrument_from_files(paths: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Median sky spectrum and line-spread width of real SDSS spec files, on SDSS's grid.
+
+    Returns
+    -------
+    loglam : ndarray, shape (3841,)
+    sky : ndarray, shape (3841,), 1e-17 erg/s/cm^2/A (the pipeline's sky model per fibre)
+    wdisp : ndarray, shape (3841,), instrumental dispersion in units of pixels (sigma)
+    """
+    paths = list(paths) if paths else bundled_spectra()
+    grid = sdss_loglam()
+    skies, wdisps = [], []
+    for path in paths:
+        with fits.open(path, memmap=False) as hdul:
+            cols = table_columns(hdul, 1, str(path))
+        _need(cols, ("loglam", "sky", "wdisp"), "COADD")
+        good = cols["wdisp"] > 0
+        loglam = cols["loglam"].astype(float)
+        skies.append(np.interp(grid, loglam[good], cols["sky"][good]))
+        wdisps.append(np.interp(grid, loglam[good], cols["wdisp"][good]))
+    return grid, np.median(skies, axis=0), np.median(wdisps, axis=0)

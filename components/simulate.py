@@ -1,0 +1,441 @@
+"""Realistic SDSS-like galaxy spectra with exact truth (pure: arrays in, arrays out, rng passed).
+
+A spectrum is built as SDSS would record it: an SSP mixture from a star-formation history
+(each component with its own [M/H], ages limited by the age of the Universe at z), Calzetti
+(2000) dust, a Gaussian LOSVD, the line-spread function of SDSS's spectrograph, nebular
+emission with BPT-class line ratios tied to the young stars, redshift, SDSS's log-lambda
+pixels in vacuum, a smooth flux-calibration error, and noise from object plus sky with
+sky-subtraction residuals and masked pixels, scaled to a drawn S/N_r.
+
+Truth is the light-weighted log age and [M/H] in the rest-frame window that the pPXF
+labeller normalises its templates in (:data:`LIGHT_WINDOW`), E(B-V) and sigma.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from astropy.cosmology import Planck18
+from ppxf import ppxf_util
+
+from stellarpop.components.spectra import SPPIXMASK, Spectrum
+from stellarpop.components.templates import Library
+
+C_KMS = 299792.458
+SDSS_VELSCALE = C_KMS * math.log(10) * 1e-4  # 69.03 km/s per SDSS pixel
+LIGHT_WINDOW = (5070.0, 5950.0)  # rest frame, A: V band, the labeller's norm_range
+R_BAND = (5600.0, 6800.0)  # observed, A (as spectra.R_BAND)
+FWHM_PER_SIGMA = 2 * math.sqrt(2 * math.log(2))
+L_HALPHA_PER_SFR = 1.26e41 / 3.828e33  # L_sun per (M_sun/yr), Kennicutt (1998)
+CLASSES = ("passive", "star-forming", "composite", "AGN")
+
+# Vacuum rest wavelengths (A) of the nebular lines.
+LINES = {
+    "Halpha": 6564.61, "Hbeta": 4862.68, "Hgamma": 4341.68, "Hdelta": 4102.89, "Hepsilon": 3971.20,
+    "OII3726": 3727.09, "OII3729": 3729.88, "OIII4959": 4960.30, "OIII5007": 5008.24,
+    "NII6548": 6549.86, "NII6583": 6585.27, "SII6716": 6718.29, "SII6731": 6732.67,
+    "OI6300": 6302.05, "HeI5876": 5877.25,
+}
+BALMER_TO_HBETA = {"Halpha": 2.86, "Hbeta": 1.0, "Hgamma": 0.468, "Hdelta": 0.259, "Hepsilon": 0.159}  # case B
+
+
+def calzetti_k(lam: np.ndarray) -> np.ndarray:
+    """Calzetti et al. (2000) attenuation curve k(lambda), R_V = 4.05 (lam in Angstrom).
+
+    A(lambda) = k(lambda) E(B-V); the two branches meet at 6300 A.
+    """
+    x = 1e4 / np.asarray(lam, float)  # 1/micron
+    blue = 2.659 * (-2.156 + 1.509 * x - 0.198 * x**2 + 0.011 * x**3) + 4.05
+    red = 2.659 * (-1.857 + 1.040 * x) + 4.05
+    return np.where(lam < 6300.0, blue, red)
+
+
+def kauffmann03(x):
+    """The Kauffmann et al. (2003) star-forming upper limit in the [NII] BPT diagram."""
+    return 0.61 / (x - 0.05) + 1.30
+
+
+def kewley01(x):
+    """The Kewley et al. (2001) maximum-starburst line."""
+    return 0.61 / (x - 0.47) + 1.19
+
+
+def bpt_region(log_nii_ha: float, log_oiii_hb: float) -> str:
+    """star-forming / composite / AGN for a point of the [NII] BPT diagram."""
+    x, y = log_nii_ha, log_oiii_hb
+    if x < 0.05 and y < kauffmann03(x):
+        return "star-forming"
+    if x < 0.47 and y < kewley01(x):
+        return "composite"
+    return "AGN"
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs prepared once per worker
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Instrument:
+    """SDSS as its files record it: the coadd grid, a sky spectrum and the LSF width."""
+
+    loglam: np.ndarray  # (P,) log10 vacuum Angstrom
+    sky: np.ndarray  # (P,) 1e-17 erg/s/cm^2/A
+    wdisp: np.ndarray  # (P,) LSF sigma in pixels
+
+    @property
+    def sigma_kms(self) -> np.ndarray:
+        return self.wdisp * SDSS_VELSCALE
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Templates ready for mixing: vacuum, at SDSS resolution, on a log grid.
+
+    ``templates`` has shape (n_pix, n_ages * n_metals) in L_sun/A per M_sun formed, on
+    ``ln_lam`` (natural log of vacuum rest wavelength) with ``velscale`` km/s per pixel.
+    ``light`` is each template's mean flux in :data:`LIGHT_WINDOW` (light per M_sun).
+    """
+
+    ln_lam: np.ndarray
+    templates: np.ndarray
+    light: np.ndarray
+    ages: np.ndarray  # (n_ages,) Gyr
+    metals: np.ndarray  # (n_metals,)
+    masses: np.ndarray  # (n_ages, n_metals)
+    velscale: float
+    lsf_kms: float  # SDSS's median instrumental sigma (for the emission lines)
+
+
+def prepare(lib: Library, instrument: Instrument, oversample: int = 2, z_ref: float = 0.1) -> Prepared:
+    """Bring the library to vacuum and to SDSS's line-spread function, on a log grid.
+
+    The LSF difference (quadratic, in Angstrom) is taken with SDSS's sigma at the observed
+    wavelength lambda_rest * (1 + z_ref); SDSS's LSF is nearly constant in velocity, so the
+    error of using one z_ref for 0 < z < 0.3 is a few km/s in quadrature.
+    """
+    lam_vac = ppxf_util.air_to_vac(lib.lam)
+    sig_sdss_kms = np.interp(np.log10(lam_vac * (1 + z_ref)), instrument.loglam, instrument.sigma_kms)
+    sig_sdss = sig_sdss_kms / C_KMS * lam_vac  # rest-frame Angstrom
+    sig_tem = lib.fwhm / FWHM_PER_SIGMA
+    sig_diff = np.sqrt(np.clip(sig_sdss**2 - sig_tem**2, 0, None))
+    flat = lib.templates.reshape(lib.lam.size, -1)
+    smooth = ppxf_util.varsmooth(lam_vac, flat, sig_diff)
+    velscale = SDSS_VELSCALE / oversample
+    templates, ln_lam, velscale = ppxf_util.log_rebin(lam_vac, smooth, velscale=velscale)
+    lam = np.exp(ln_lam)
+    win = (lam >= LIGHT_WINDOW[0]) & (lam <= LIGHT_WINDOW[1])
+    return Prepared(
+        ln_lam=ln_lam,
+        templates=np.ascontiguousarray(templates, dtype=np.float64),
+        light=templates[win].mean(axis=0),
+        ages=lib.ages,
+        metals=lib.metals,
+        masses=lib.masses,
+        velscale=float(velscale),
+        lsf_kms=float(np.median(instrument.sigma_kms)),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Star-formation histories
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Component:
+    """One stellar component: a delayed-exponential episode or a burst, with its [M/H].
+
+    ``start`` is the lookback time (Gyr, at the galaxy's redshift) when it began; a burst
+    (``tau`` = 0) forms all its mass at ``start``. ``mass`` is the mass formed (M_sun).
+    """
+
+    start: float
+    tau: float
+    mh: float
+    mass: float
+
+
+def age_bin_edges(ages: np.ndarray) -> np.ndarray:
+    """Edges (Gyr) of the age bins that the SSP ages represent (geometric midpoints)."""
+    mid = np.sqrt(ages[1:] * ages[:-1])
+    return np.concatenate(([0.0], mid, [ages[-1] ** 2 / mid[-1]]))
+
+
+def mass_weights(components: list[Component], ages: np.ndarray, metals: np.ndarray) -> np.ndarray:
+    """Mass formed in each SSP (n_ages, n_metals) for a list of components.
+
+    Each component's mass goes into the age bins by its SFR integrated over the bins, and
+    between the two [M/H] grid points that bracket its metallicity (linear in [M/H]).
+    """
+    edges = age_bin_edges(ages)
+    w = np.zeros((ages.size, metals.size))
+    for comp in components:
+        if comp.tau <= 0:
+            per_age = np.zeros(ages.size)
+            per_age[np.clip(np.searchsorted(edges, comp.start) - 1, 0, ages.size - 1)] = 1.0
+        else:
+            t = np.linspace(0.0, comp.start, 400)  # lookback times
+            since = comp.start - t  # time since the episode began
+            sfr = since * np.exp(-since / comp.tau)
+            idx = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, ages.size - 1)
+            per_age = np.bincount(idx, sfr, minlength=ages.size)
+            per_age /= per_age.sum()
+        mh = float(np.clip(comp.mh, metals[0], metals[-1]))
+        j = int(np.clip(np.searchsorted(metals, mh) - 1, 0, metals.size - 2))
+        f = (mh - metals[j]) / (metals[j + 1] - metals[j])
+        w[:, j] += comp.mass * per_age * (1 - f)
+        w[:, j + 1] += comp.mass * per_age * f
+    return w
+
+
+def light_weighted(weights: np.ndarray, prep: Prepared) -> tuple[float, float, np.ndarray]:
+    """Light-weighted log10(age/yr) and [M/H] of mass weights, and the light fractions.
+
+    Light is each SSP's mean flux in :data:`LIGHT_WINDOW` times its mass formed, as pPXF's
+    weights are with templates normalised in that window.
+    """
+    light = weights.ravel() * prep.light
+    frac = (light / light.sum()).reshape(weights.shape)
+    log_age = np.log10(prep.ages * 1e9)
+    return float((frac.sum(axis=1) * log_age).sum()), float((frac.sum(axis=0) * prep.metals).sum()), frac
+
+
+# --------------------------------------------------------------------------------------------
+# Parameters and priors
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Params:
+    z: float
+    ebv: float
+    sigma: float  # stellar LOSVD, km/s
+    snr_r: float
+    galaxy_class: str
+    components: tuple[Component, ...]
+    sigma_gas: float = 80.0
+    log_nii_ha: float = -0.5
+    log_oiii_hb: float = -0.3
+    agn_ew_hbeta: float = 0.0  # rest-frame EW (A) of the AGN's Hbeta
+    sky_ratio: float = 1.0  # sky / object counts in the r band
+    calib: tuple[float, ...] = (0.0, 0.0, 0.0)  # Legendre coefficients of the flux calibration error
+    sky_residual: float = 0.02
+    flux_scale: float = 30.0  # continuum near 6200 A observed, 1e-17 erg/s/cm^2/A
+
+
+@dataclass(frozen=True)
+class Priors:
+    """Parameter distributions. ``sdss`` mimics the paper's sample (its Figs. 1-2: z mostly
+    0.05-0.2, medians log age 9.66, [M/H] -0.22, E(B-V) 0.1, sigma 150 km/s); ``broad``
+    spreads every parameter over the whole range, for training."""
+
+    mode: str = "sdss"
+    class_fractions: tuple[float, ...] = (0.45, 0.25, 0.15, 0.15)  # order of CLASSES
+    z_range: tuple[float, float] = (0.002, 0.3)
+    snr_range: tuple[float, float] = (3.0, 80.0)
+    sigma_range: tuple[float, float] = (30.0, 400.0)
+    ebv_max: float = 0.8
+
+
+def _draw_components(rng: np.random.Generator, cls: str, t_univ: float, broad: bool) -> tuple[Component, ...]:
+    def mh(mean):
+        return float(np.clip(rng.normal(mean, 0.35 if broad else 0.25), -1.71, 0.22))
+
+    def start(lo, hi):
+        return float(min(t_univ, rng.uniform(lo, hi)))
+
+    kind = rng.choice(["delayed", "burst_on_old", "two_pop"], p=[0.4, 0.3, 0.3])
+    if broad:
+        old = Component(start(0.1, t_univ), float(rng.uniform(0.05, 8.0)), mh(-0.4), 1.0)
+    elif cls == "passive":
+        old = Component(start(9.0, 13.5), float(rng.uniform(0.3, 1.5)), mh(-0.08), 1.0)
+    elif cls == "star-forming":
+        old = Component(start(8.0, 13.0), float(rng.uniform(1.0, 4.0)), mh(-0.4), 1.0)
+    else:
+        old = Component(start(8.0, 13.5), float(rng.uniform(0.5, 3.0)), mh(-0.15), 1.0)
+    if kind == "delayed":
+        return (old,)
+    young_mh = mh(old.mh - 0.1 if cls != "passive" else old.mh)
+    if kind == "burst_on_old":
+        frac = float(10 ** rng.uniform(-3.5, -1.3 if cls != "passive" else -2.5))
+        return old, Component(start(0.05, 2.0 if cls != "passive" else 5.0), 0.0, young_mh, frac)
+    frac = float(rng.uniform(0.05, 0.4))
+    second = Component(start(1.0, min(8.0, t_univ)), float(rng.uniform(0.3, 3.0)), young_mh, frac)
+    return old, second
+
+
+def draw_params(rng: np.random.Generator, priors: Priors = Priors()) -> Params:
+    """Draw one galaxy from the priors."""
+    broad = priors.mode == "broad"
+    cls = CLASSES[int(rng.choice(len(CLASSES), p=np.asarray(priors.class_fractions) / sum(priors.class_fractions)))]
+    lo, hi = priors.z_range
+    z = float(rng.uniform(lo, hi)) if broad else float(np.clip(rng.lognormal(math.log(0.1), 0.45), lo, hi))
+    t_univ = float(Planck18.age(z).value)
+    if broad:
+        ebv = float(rng.uniform(0, priors.ebv_max))
+        sigma = float(rng.uniform(*priors.sigma_range))
+        snr = float(10 ** rng.uniform(math.log10(priors.snr_range[0]), math.log10(priors.snr_range[1])))
+    else:
+        ebv_scale = {"passive": 0.09, "star-forming": 0.25, "composite": 0.19, "AGN": 0.15}[cls]
+        ebv = float(min(rng.exponential(ebv_scale), priors.ebv_max))
+        sig_med = {"passive": 185.0, "star-forming": 105.0, "composite": 145.0, "AGN": 165.0}[cls]
+        sigma = float(np.clip(rng.lognormal(math.log(sig_med), 0.35), *priors.sigma_range))
+        snr = float(np.clip(rng.lognormal(math.log(16.0), 0.5), *priors.snr_range))
+    x, y = _draw_bpt(rng, cls)
+    return Params(
+        z=z, ebv=ebv, sigma=sigma, snr_r=snr, galaxy_class=cls,
+        components=_draw_components(rng, cls, t_univ, broad),
+        sigma_gas=float(rng.uniform(40, 160)),
+        log_nii_ha=x, log_oiii_hb=y,
+        agn_ew_hbeta=float(10 ** rng.uniform(-0.3, 0.8)) if cls in ("AGN", "composite") else 0.0,
+        sky_ratio=float(10 ** rng.uniform(-1.0, 1.0)),
+        calib=tuple(float(c) for c in rng.normal(0, 0.02, 3)),
+        sky_residual=float(abs(rng.normal(0, 0.02))),
+        flux_scale=float(10 ** rng.uniform(0.5, 2.0)),
+    )
+
+
+def _draw_bpt(rng: np.random.Generator, cls: str) -> tuple[float, float]:
+    """A point of the [NII] BPT diagram inside the class's region (rejection sampling)."""
+    if cls == "passive":
+        return -0.5, -0.3  # unused: passive galaxies have no lines
+    boxes = {"star-forming": (-1.3, -0.2, -1.0, 0.6), "composite": (-0.5, 0.2, -0.8, 0.6), "AGN": (-0.3, 0.5, -0.4, 1.2)}
+    x0, x1, y0, y1 = boxes[cls]
+    for _ in range(1000):
+        x, y = float(rng.uniform(x0, x1)), float(rng.uniform(y0, y1))
+        if bpt_region(x, y) == cls and abs(y - (kauffmann03(x) if x < 0.05 else -9)) > 0.05 and (x >= 0.47 or abs(y - kewley01(x)) > 0.05):
+            return x, y
+    raise RuntimeError(f"could not draw a BPT point for {cls}")
+
+
+# --------------------------------------------------------------------------------------------
+# The spectrum
+# --------------------------------------------------------------------------------------------
+def gaussian_broaden(flux: np.ndarray, sigma_pix: float) -> np.ndarray:
+    """Convolve with a normalised Gaussian of ``sigma_pix`` pixels (constant in velocity on a
+    log grid)."""
+    if sigma_pix < 0.1:
+        return flux
+    half = int(math.ceil(5 * sigma_pix))
+    x = np.arange(-half, half + 1)
+    kernel = np.exp(-0.5 * (x / sigma_pix) ** 2)
+    kernel /= kernel.sum()
+    return np.convolve(flux, kernel, mode="same")
+
+
+def line_fluxes(params: Params, weights: np.ndarray, prep: Prepared, cont_hbeta: float) -> dict[str, float]:
+    """Intrinsic (unattenuated) line luminosities in L_sun.
+
+    Star formation: L(Halpha) from the SFR averaged over the last 100 Myr (Kennicutt 1998);
+    AGN: an Hbeta of rest EW ``agn_ew_hbeta`` against the continuum ``cont_hbeta``.
+    Ratios: case B Balmer lines; [NII]/Halpha and [OIII]/Hbeta from the BPT point; the
+    others typical of the class.
+    """
+    if params.galaxy_class == "passive":
+        return {}
+    young = weights[prep.ages < 0.1].sum()
+    l_hbeta = L_HALPHA_PER_SFR * young / 1e8 / 2.86
+    if params.galaxy_class in ("AGN", "composite"):
+        l_hbeta += params.agn_ew_hbeta * cont_hbeta
+    if params.galaxy_class == "star-forming" and l_hbeta <= 0:
+        l_hbeta = 2.0 * cont_hbeta  # a weak line at EW 2 A when no SSP is younger than 100 Myr
+    agn_like = params.galaxy_class == "AGN"
+    nii = 10**params.log_nii_ha * 2.86
+    oiii = 10**params.log_oiii_hb
+    out = {name: r * l_hbeta for name, r in BALMER_TO_HBETA.items()}
+    out.update(
+        OIII5007=oiii * l_hbeta, OIII4959=oiii * l_hbeta / 2.98,
+        NII6583=nii * l_hbeta, NII6548=nii * l_hbeta / 3.05,
+        SII6716=(0.6 if agn_like else 0.3) * 2.86 * l_hbeta * 0.55, SII6731=(0.6 if agn_like else 0.3) * 2.86 * l_hbeta * 0.45,
+        OI6300=(0.15 if agn_like else 0.03) * 2.86 * l_hbeta,
+        OII3726=(3.0 if agn_like else 2.0) * l_hbeta * 0.45, OII3729=(3.0 if agn_like else 2.0) * l_hbeta * 0.55,
+        HeI5876=0.1 * l_hbeta,
+    )
+    return out
+
+
+def _pixel_edges_log10(loglam: np.ndarray) -> np.ndarray:
+    d = loglam[1] - loglam[0]
+    return 10.0 ** np.concatenate((loglam - d / 2, [loglam[-1] + d / 2]))
+
+
+def rest_model(params: Params, prep: Prepared) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Noise-free rest-frame spectrum (L_sun/A on ``prep.ln_lam``), the mass weights, truth."""
+    weights = mass_weights(list(params.components), prep.ages, prep.metals)
+    weights /= weights.sum()
+    log_age, mh, frac = light_weighted(weights, prep)
+    stars = prep.templates @ weights.ravel()
+    stars = gaussian_broaden(stars, params.sigma / prep.velscale)
+    lam = np.exp(prep.ln_lam)
+    near_hb = np.abs(lam - LINES["Hbeta"]) < 50
+    spec = stars * 10 ** (-0.4 * params.ebv * calzetti_k(lam))
+    fluxes = line_fluxes(params, weights, prep, float(np.median(stars[near_hb])))
+    if fluxes:
+        ebv_gas = params.ebv / 0.44  # Calzetti (2000): stars see 0.44 of the gas's E(B-V)
+        sig_gas = math.hypot(params.sigma_gas, prep.lsf_kms) / C_KMS  # gas and SDSS's LSF
+        for name, lum in fluxes.items():
+            mu = LINES[name]
+            s = mu * sig_gas
+            att = 10 ** (-0.4 * ebv_gas * calzetti_k(np.array([mu])))[0]
+            sel = np.abs(lam - mu) < 6 * s + 10
+            spec[sel] += lum * att * np.exp(-0.5 * ((lam[sel] - mu) / s) ** 2) / (math.sqrt(2 * math.pi) * s)
+    truth = {"log_age": log_age, "mh": mh, "ebv": params.ebv, "vd": params.sigma}
+    return spec, weights, {**truth, "light_fractions": frac}
+
+
+def observe(params: Params, rest: np.ndarray, prep: Prepared, instrument: Instrument, rng: np.random.Generator):
+    """Redshift onto SDSS's pixels and add SDSS-like calibration error, noise and masks.
+
+    Returns flux, ivar (1e-17 erg/s/cm^2/A units) and and_mask on ``instrument.loglam``.
+    """
+    from stellarpop.components.spectra import Overlap, pixel_edges
+
+    lam_rest = np.exp(prep.ln_lam)
+    in_edges = pixel_edges(lam_rest) * (1 + params.z)
+    out_edges = _pixel_edges_log10(instrument.loglam)
+    overlap = Overlap(in_edges, out_edges)
+    model = overlap.rebin(rest / (1 + params.z)) / np.diff(out_edges)
+    wave = 10.0**instrument.loglam
+    # Overall flux level, then a smooth flux-calibration distortion of a few per cent.
+    r = (wave >= R_BAND[0]) & (wave <= R_BAND[1])
+    model *= params.flux_scale / np.median(model[r])
+    x = np.linspace(-1, 1, wave.size)
+    model *= 1 + np.polynomial.legendre.legval(x, (0.0,) + tuple(params.calib))
+    # Noise: variance from object and sky counts, scaled to the requested median S/N_r.
+    sky = instrument.sky * params.sky_ratio * np.median(model[r]) / np.median(instrument.sky[r])
+    shape = model + sky
+    scale = np.median(model[r] / np.sqrt(np.clip(shape[r], 1e-30, None))) / params.snr_r
+    sigma = scale * np.sqrt(np.clip(shape, 1e-30, None))
+    flux = model + sigma * rng.standard_normal(wave.size)
+    # Sky-subtraction residuals at the sky lines: a few per cent of the line flux.
+    lines = sky - np.convolve(sky, np.ones(51) / 51, mode="same")
+    flux += params.sky_residual * np.clip(lines, 0, None) * rng.standard_normal()
+    ivar = 1.0 / sigma**2
+    mask = np.zeros(wave.size, np.int64)
+    bright = lines > np.percentile(lines, 99.5)
+    mask[bright] |= 1 << SPPIXMASK["BRIGHTSKY"]
+    hits = rng.random(wave.size) < 5e-4  # cosmic rays and bad columns rejected in the coadd
+    mask[hits] |= 1 << SPPIXMASK["FULLREJECT"]
+    ivar[hits] = 0.0
+    return flux, ivar, mask
+
+
+def simulate(params: Params, prep: Prepared, instrument: Instrument, rng: np.random.Generator, spec_id: str) -> tuple[Spectrum, dict]:
+    """One simulated spectrum on SDSS's native grid, and its truth."""
+    rest, weights, truth = rest_model(params, prep)
+    flux, ivar, mask = observe(params, rest, prep, instrument, rng)
+    from stellarpop.components.sdss_io import bad_pixels
+
+    spec = Spectrum(
+        wave=10.0**instrument.loglam,
+        flux=flux,
+        ivar=ivar,
+        bad=bad_pixels(ivar, mask),
+        spec_id=spec_id,
+        object_id=spec_id,
+        z=params.z,
+        z_err=0.0,
+        zwarning=0,
+        spec_class="GALAXY",
+        subclass=params.galaxy_class.upper(),
+        bpt_class=params.galaxy_class,
+        snr_r=params.snr_r,
+    )
+    return spec, truth

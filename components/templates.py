@@ -1,0 +1,189 @@
+"""The E-MILES SSP library (Vazdekis et al. 2016) as a ppxf ``sps_lib`` .npz (I/O only).
+
+Source: the 150 ``Eun1.30Z*T*_iPp0.00_baseFe_linear_FWHM_variable.fits`` files (25 ages x
+6 [M/H], unimodal IMF slope 1.30, base [alpha/Fe], Padova+00 isochrones; 1680-50000 A in
+0.9 A steps, air wavelengths, L_sun/A per M_sun formed) and the Vazdekis mass table, from
+the ppxf 8.2.6 source distribution (fetched by ``reference_data`` with a pinned SHA-256).
+They are converted once into ``$STELLARPOP_CACHE/emiles_un1.30_baseFe.npz`` with the keys
+ppxf 9.x's ``sps_util.sps_lib`` reads (templates, lam, fwhm, ages, metals, masses); a
+sidecar JSON records the build settings and the file's SHA-256, checked on every load.
+Any other ``sps_lib`` file can be used instead (``--library``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from stellarpop.components import reference_data
+
+log = logging.getLogger(__name__)
+
+EMILES_GLOB = "miles_models/Eun1.30Z*T*_iPp0.00_baseFe_linear_FWHM_variable.fits"
+MASS_TABLE = "miles_models/Vazdekis2012_ssp_mass_Padova00_UN_baseFe_v10.0.txt"
+IMF_SLOPE = 1.30
+LIBRARY_FILE = "emiles_un1.30_baseFe.npz"
+# Rest-frame range kept: observed 3800-8900 A for 0.002 <= z <= 0.3 is rest 2920-8880 A,
+# plus room for the LOSVD and LSF kernels. The full 1680-50000 A would be 6x larger.
+DEFAULT_LAM_RANGE = (2500.0, 10000.0)
+C_KMS = 299792.458
+
+
+class TemplateError(RuntimeError):
+    """The template library cannot be obtained or is not in sps_lib format."""
+
+
+@dataclass(frozen=True)
+class Library:
+    """An SSP library in ppxf's sps_lib layout.
+
+    Attributes
+    ----------
+    templates : ndarray, shape (L, n_ages, n_metals), L_sun/A per M_sun formed
+    lam : ndarray, shape (L,), Angstrom (air for E-MILES)
+    fwhm : ndarray, shape (L,), Angstrom, the library's line-spread function
+    ages : ndarray, shape (n_ages,), Gyr
+    metals : ndarray, shape (n_metals,), [M/H] dex
+    masses : ndarray, shape (n_ages, n_metals), M_sun in stars + remnants per M_sun formed
+    """
+
+    templates: np.ndarray
+    lam: np.ndarray
+    fwhm: np.ndarray
+    ages: np.ndarray
+    metals: np.ndarray
+    masses: np.ndarray
+
+
+def emiles_fwhm(lam: np.ndarray) -> np.ndarray:
+    """E-MILES line-spread FWHM (Angstrom) at air wavelengths ``lam``.
+
+    2.51 A over the MILES range 3540.5-8950 A (the file headers give 2.51 A as the minimum);
+    beyond 8950 A sigma = 60 km/s (which gives the headers' maximum, 23.57 A, at 50000 A).
+    Below 3540.5 A the models use the NGSL library; its resolution is not in the headers,
+    and 3.0 A FWHM is assumed there. Only observed spectra at z > 0.07 reach that range.
+    """
+    lam = np.asarray(lam, float)
+    fwhm = np.full(lam.shape, 2.51)
+    fwhm[lam < 3540.5] = 3.0
+    red = lam > 8950.0
+    fwhm[red] = np.maximum(2.51, 2 * np.sqrt(2 * np.log(2)) * 60.0 / C_KMS * lam[red])
+    return fwhm
+
+
+_NAME = re.compile(r"Z([mp])(\d+\.\d+)T(\d+\.\d+)_")
+
+
+def age_metal(name: str) -> tuple[float, float]:
+    """(age in Gyr, [M/H]) from an E-MILES file name such as ``...Zm0.40T00.0794_...``."""
+    m = _NAME.search(name)
+    if m is None:
+        raise TemplateError(f"{name}: not an E-MILES SSP file name (Z[mp]X.XXTXX.XXXX_)")
+    sign = -1.0 if m.group(1) == "m" else 1.0
+    return float(m.group(3)), sign * float(m.group(2))
+
+
+def read_mass_table(path: Path, slope: float = IMF_SLOPE) -> dict[tuple[float, float], float]:
+    """{([M/H], age Gyr): M(*+remn)} for one IMF slope of the Vazdekis mass table."""
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        parts = line.split()
+        if not parts or parts[0].startswith("#") or len(parts) < 6:
+            continue
+        if abs(float(parts[1]) - slope) > 1e-6:
+            continue
+        out[(float(parts[2]), float(parts[3]))] = float(parts[5])
+    if not out:
+        raise TemplateError(f"{path}: no rows for IMF slope {slope}")
+    return out
+
+
+def _mass_for(table: dict, metal: float, age: float) -> float:
+    # The table's [M/H] are exact (-0.3965); file names round them (m0.40).
+    key = min(table, key=lambda k: (abs(k[0] - metal), abs(k[1] - age)))
+    if abs(key[0] - metal) > 0.01 or abs(key[1] - age) > 1e-3:
+        raise TemplateError(f"mass table has no row for [M/H]={metal}, age={age} Gyr")
+    return table[key]
+
+
+def build_emiles(out: Path, lam_range=DEFAULT_LAM_RANGE) -> Path:
+    """Convert the E-MILES FITS files into an sps_lib .npz at ``out`` (+ sidecar JSON)."""
+    files = reference_data.ppxf_sdist_members(EMILES_GLOB)
+    tables = reference_data.ppxf_sdist_members(MASS_TABLE)
+    if len(files) != 150 or len(tables) != 1:
+        raise TemplateError(f"expected 150 E-MILES files and the mass table in {reference_data.PPXF_SDIST}, found {len(files)}")
+    masses_table = read_mass_table(tables[0])
+    grid = sorted({age_metal(f.name) for f in files})
+    ages = np.array(sorted({a for a, _ in grid}))
+    metals = np.array(sorted({m for _, m in grid}))
+    with fits.open(files[0]) as hdul:
+        h = hdul[0].header
+        lam_all = h["CRVAL1"] + h["CDELT1"] * (np.arange(h["NAXIS1"]) + 1 - h["CRPIX1"])
+    keep = (lam_all >= lam_range[0]) & (lam_all <= lam_range[1])
+    templates = np.zeros((keep.sum(), ages.size, metals.size), np.float32)
+    masses = np.zeros((ages.size, metals.size))
+    for f in files:
+        age, metal = age_metal(f.name)
+        i, j = np.searchsorted(ages, age), np.searchsorted(metals, metal)
+        templates[:, i, j] = fits.getdata(f)[keep]
+        masses[i, j] = _mass_for(masses_table, metal, age)
+    lam = lam_all[keep]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.stem + ".part.npz")
+    np.savez_compressed(tmp, templates=templates, lam=lam, fwhm=emiles_fwhm(lam), ages=ages, metals=metals, masses=masses)
+    tmp.replace(out)
+    meta = {
+        "source": reference_data.PPXF_SDIST,
+        "source_sha256": reference_data.PPXF_SDIST_SHA256,
+        "files": EMILES_GLOB,
+        "imf_slope": IMF_SLOPE,
+        "lam_range": list(lam_range),
+        "sha256": reference_data.sha256(out),
+    }
+    _sidecar(out).write_text(json.dumps(meta, indent=2))
+    log.info("built %s: %d ages x %d metals, %d pixels", out, ages.size, metals.size, lam.size)
+    return out
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def library_path(path: str | Path | None = None) -> Path:
+    """The library to use: ``path`` if given, else the cached E-MILES build (made if needed)."""
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise TemplateError(f"{path}: no such template library")
+        return path
+    out = reference_data.cache_dir() / LIBRARY_FILE
+    side = _sidecar(out)
+    if out.exists() and side.exists():
+        if json.loads(side.read_text()).get("sha256") == reference_data.sha256(out):
+            return out
+        log.warning("%s does not match its recorded SHA-256: rebuilding", out)
+    try:
+        return build_emiles(out)
+    except reference_data.ReferenceDataError as exc:
+        raise TemplateError(f"no template library: {exc}") from None
+
+
+def load_library(path: str | Path | None = None) -> Library:
+    """Load an sps_lib .npz (default: the E-MILES build) and check its layout."""
+    path = library_path(path)
+    try:
+        with np.load(path) as npz:
+            lib = Library(**{f.name: np.asarray(npz[f.name]) for f in dataclasses.fields(Library)})
+    except (KeyError, ValueError, OSError) as exc:
+        raise TemplateError(f"{path}: not an sps_lib file (templates, lam, fwhm, ages, metals, masses): {exc}") from None
+    if not (lib.templates.shape == (lib.lam.size, lib.ages.size, lib.metals.size) and lib.masses.shape == lib.templates.shape[1:]):
+        raise TemplateError(f"{path}: inconsistent shapes templates {lib.templates.shape}, masses {lib.masses.shape}")
+    fwhm = np.broadcast_to(lib.fwhm, lib.lam.shape).astype(float)
+    return dataclasses.replace(lib, fwhm=fwhm)
