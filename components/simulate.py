@@ -125,6 +125,8 @@ def prepare(lib: Library, instrument: Instrument, oversample: int = 2, z_ref: fl
     templates, ln_lam, velscale = ppxf_util.log_rebin(lam_vac, smooth, velscale=velscale)
     lam = np.exp(ln_lam)
     win = (lam >= LIGHT_WINDOW[0]) & (lam <= LIGHT_WINDOW[1])
+    if lam[0] > LIGHT_WINDOW[0] or lam[-1] < LIGHT_WINDOW[1]:
+        raise ValueError(f"the library ({lam[0]:.0f}-{lam[-1]:.0f} A) does not cover the light window {LIGHT_WINDOW} A")
     return Prepared(
         ln_lam=ln_lam,
         templates=np.ascontiguousarray(templates, dtype=np.float64),
@@ -380,18 +382,22 @@ def rest_model(params: Params, prep: Prepared) -> tuple[np.ndarray, np.ndarray, 
     return spec, weights, {**truth, "light_fractions": frac}
 
 
+def redshift_to_sdss(rest: np.ndarray, z: float, prep: Prepared, instrument: Instrument) -> np.ndarray:
+    """A rest-frame model (per A) on SDSS's observed pixels, flux conserving (per A)."""
+    from stellarpop.components.spectra import Overlap, pixel_edges
+
+    in_edges = pixel_edges(np.exp(prep.ln_lam)) * (1 + z)
+    out_edges = _pixel_edges_log10(instrument.loglam)
+    return Overlap(in_edges, out_edges).rebin(rest / (1 + z)) / np.diff(out_edges)
+
+
 def observe(params: Params, rest: np.ndarray, prep: Prepared, instrument: Instrument, rng: np.random.Generator):
     """Redshift onto SDSS's pixels and add SDSS-like calibration error, noise and masks.
 
-    Returns flux, ivar (1e-17 erg/s/cm^2/A units) and and_mask on ``instrument.loglam``.
+    Returns flux, ivar (1e-17 erg/s/cm^2/A units), and_mask and the noise-free model, on
+    ``instrument.loglam``.
     """
-    from stellarpop.components.spectra import Overlap, pixel_edges
-
-    lam_rest = np.exp(prep.ln_lam)
-    in_edges = pixel_edges(lam_rest) * (1 + params.z)
-    out_edges = _pixel_edges_log10(instrument.loglam)
-    overlap = Overlap(in_edges, out_edges)
-    model = overlap.rebin(rest / (1 + params.z)) / np.diff(out_edges)
+    model = redshift_to_sdss(rest, params.z, prep, instrument)
     wave = 10.0**instrument.loglam
     # Overall flux level, then a smooth flux-calibration distortion of a few per cent.
     r = (wave >= R_BAND[0]) & (wave <= R_BAND[1])
@@ -414,13 +420,13 @@ def observe(params: Params, rest: np.ndarray, prep: Prepared, instrument: Instru
     hits = rng.random(wave.size) < 5e-4  # cosmic rays and bad columns rejected in the coadd
     mask[hits] |= 1 << SPPIXMASK["FULLREJECT"]
     ivar[hits] = 0.0
-    return flux, ivar, mask
+    return flux, ivar, mask, model
 
 
 def simulate(params: Params, prep: Prepared, instrument: Instrument, rng: np.random.Generator, spec_id: str) -> tuple[Spectrum, dict]:
     """One simulated spectrum on SDSS's native grid, and its truth."""
-    rest, weights, truth = rest_model(params, prep)
-    flux, ivar, mask = observe(params, rest, prep, instrument, rng)
+    rest, _, truth = rest_model(params, prep)
+    flux, ivar, mask, _ = observe(params, rest, prep, instrument, rng)
     from stellarpop.components.sdss_io import bad_pixels
 
     spec = Spectrum(

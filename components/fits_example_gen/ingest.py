@@ -126,7 +126,7 @@ class _ProcessFile(beam.DoFn):
         if fail is not None:
             yield beam.pvalue.TaggedOutput("failures", fail)
         else:
-            yield (spec.spec_id, path, examples.to_example(spec).SerializeToString(), spec.selection, describe_cuts(spec, self._config.selection))
+            yield (spec.spec_id, path, examples.to_example(spec).SerializeToString(deterministic=True), spec.selection, describe_cuts(spec, self._config.selection))
         self._done += 1
         if self._progress_file and time.monotonic() - self._last > 0.5:
             self._report()
