@@ -20,6 +20,7 @@ def to_example(
     spec: Spectrum,
     labels: Mapping[str, float] | None = None,
     truth: Mapping[str, float] | None = None,
+    sim_truth: str | None = None,
 ) -> tf.train.Example:
     """Encode a spectrum on the model grid (see ``spectra.to_model_grid``).
 
@@ -28,6 +29,7 @@ def to_example(
     spec : Spectrum with ``len(spec.flux) == features.N_PIXELS``
     labels : optional {log_age, mh, ebv, vd} (pPXF or chosen truth), physical units
     truth : optional {log_age, mh, ebv, vd} of a simulated spectrum; written as ``true_*``
+    sim_truth : optional JSON of everything else the simulator knows (with ``truth``)
     """
     if len(spec.flux) != F.N_PIXELS:
         raise ValueError(f"{spec.spec_id}: {len(spec.flux)} pixels, expected {F.N_PIXELS} (resample first)")
@@ -58,6 +60,8 @@ def to_example(
         feats[key].int64_list.value.append(int(value))
     for key, value in floats.items():
         feats[key].float_list.value.append(float(value))
+    if sim_truth is not None:
+        strings[F.SIM_TRUTH] = sim_truth
     for key, value in strings.items():
         feats[key].bytes_list.value.append(value.encode("utf-8"))
     return example
@@ -77,6 +81,7 @@ def feature_spec(labels: bool = False, truth: bool = False) -> dict[str, tf.io.F
         spec.update({k: tf.io.FixedLenFeature([], tf.float32) for k in F.LABEL_KEYS})
     if truth:
         spec.update({k: tf.io.FixedLenFeature([], tf.float32) for k in F.TRUTH_KEYS})
+        spec[F.SIM_TRUTH] = tf.io.FixedLenFeature([], tf.string, default_value="")
     return spec
 
 

@@ -627,3 +627,46 @@ def instrument_from_files(paths: Sequence[str] | None = None) -> tuple[np.ndarra
         skies.append(np.interp(grid, loglam[good], cols["sky"][good]))
         wdisps.append(np.interp(grid, loglam[good], cols["wdisp"][good]))
     return grid, np.median(skies, axis=0), np.median(wdisps, axis=0)
+
+
+def write_spec_lite(path: str | os.PathLike, spec: Spectrum, and_mask: np.ndarray, sky: np.ndarray,
+                    wdisp: np.ndarray, model: np.ndarray) -> None:
+    """Write a spectrum on SDSS's grid as an SDSS spec-lite file (COADD, SPECOBJ), readable
+    by :func:`read_spectrum` like a real one (used for simulated spectra)."""
+    coadd = fits.BinTableHDU.from_columns(
+        [
+            fits.Column("flux", "E", array=spec.flux.astype(np.float32)),
+            fits.Column("loglam", "E", array=np.log10(spec.wave).astype(np.float32)),
+            fits.Column("ivar", "E", array=spec.ivar.astype(np.float32)),
+            fits.Column("and_mask", "J", array=and_mask.astype(np.int32)),
+            fits.Column("or_mask", "J", array=and_mask.astype(np.int32)),
+            fits.Column("wdisp", "E", array=wdisp.astype(np.float32)),
+            fits.Column("sky", "E", array=sky.astype(np.float32)),
+            fits.Column("model", "E", array=model.astype(np.float32)),
+        ],
+        name="COADD",
+    )
+    sn = np.full(5, np.nan, np.float32)  # u g r i z: only r is known for a mock
+    sn[2] = spec.snr_r
+    specobj = fits.BinTableHDU.from_columns(
+        [
+            fits.Column("PLATE", "J", array=[spec.plate]),
+            fits.Column("MJD", "J", array=[spec.mjd]),
+            fits.Column("FIBERID", "J", array=[spec.fiber]),
+            fits.Column("PLUG_RA", "D", array=[spec.ra]),
+            fits.Column("PLUG_DEC", "D", array=[spec.dec]),
+            fits.Column("CLASS", "6A", array=[spec.spec_class]),
+            fits.Column("SUBCLASS", "21A", array=[spec.subclass]),
+            fits.Column("Z", "E", array=[spec.z]),
+            fits.Column("Z_ERR", "E", array=[spec.z_err]),
+            fits.Column("ZWARNING", "J", array=[spec.zwarning]),
+            fits.Column("VDISP", "E", array=[spec.sdss_vdisp]),
+            fits.Column("VDISP_ERR", "E", array=[spec.sdss_vdisp_err]),
+            fits.Column("SN_MEDIAN", "5E", array=[sn]),
+        ],
+        name="SPECOBJ",
+    )
+    primary = fits.PrimaryHDU()
+    primary.header["TELESCOP"] = "SDSS 2.5-M"
+    primary.header["COMMENT"] = "simulated by stellarpop"
+    fits.HDUList([primary, coadd, specobj]).writeto(path, overwrite=True)

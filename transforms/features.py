@@ -75,6 +75,9 @@ VD = "vd"  # stellar velocity dispersion, km/s
 LABEL_KEYS = (LOG_AGE, MH, EBV, VD)
 TRUTH_PREFIX = "true_"
 TRUTH_KEYS = tuple(TRUTH_PREFIX + k for k in LABEL_KEYS)
+# Everything else the simulator knows (SFH components, light fractions, S/N, dust, lines),
+# as a JSON string: for analysis, not for the network.
+SIM_TRUTH = "sim_truth"
 
 # --- Slicing bins (the paper's Sections 4.2-4.3) ----------------------------------------------
 SNR_BIN_EDGES = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0)  # last bin open: >= 30

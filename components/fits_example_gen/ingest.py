@@ -12,8 +12,6 @@ import dataclasses
 import json
 import logging
 import os
-import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +19,7 @@ import apache_beam as beam
 import tensorflow as tf
 
 from stellarpop.components import examples, sdss_io
+from stellarpop.components.progress import ProgressFile
 from stellarpop.components.spectra import (
     DEFAULT_BAD_BITS,
     Selection,
@@ -115,32 +114,19 @@ class _ProcessFile(beam.DoFn):
         self._config = config
 
     def setup(self):
-        self._done = 0
-        self._last = 0.0
-        self._progress_file = None
-        if self._config.progress_dir:
-            self._progress_file = os.path.join(self._config.progress_dir, f"{uuid.uuid4().hex}.count")
+        self._progress = ProgressFile(self._config.progress_dir)
 
     def process(self, path: str):
         spec, fail = process_file(path, self._config)
         if fail is not None:
             yield beam.pvalue.TaggedOutput("failures", fail)
         else:
-            yield (spec.spec_id, path, examples.to_example(spec).SerializeToString(deterministic=True), spec.selection, describe_cuts(spec, self._config.selection))
-        self._done += 1
-        if self._progress_file and time.monotonic() - self._last > 0.5:
-            self._report()
+            serialized = examples.to_example(spec).SerializeToString(deterministic=True)
+            yield (spec.spec_id, path, serialized, spec.selection, describe_cuts(spec, self._config.selection))
+        self._progress.add()
 
     def finish_bundle(self):
-        if self._progress_file:
-            self._report()
-
-    def _report(self):
-        tmp = self._progress_file + ".tmp"
-        with open(tmp, "w") as fh:
-            fh.write(str(self._done))
-        os.replace(tmp, self._progress_file)
-        self._last = time.monotonic()
+        self._progress.flush()
 
 
 def _duplicates(item):

@@ -1,0 +1,1 @@
+"""MockExampleGen: simulated SDSS-like spectra with exact truth, as tf.Examples."""

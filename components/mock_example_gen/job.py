@@ -1,0 +1,193 @@
+"""The simulation job: shards of simulated spectra -> tf.Examples (and optional FITS files).
+
+Spectrum ``i`` of a run with seed ``s`` is drawn with ``np.random.default_rng([s, i])``,
+so the output depends on the seed alone, not on how shards are spread over workers. A
+shard writes its three split files under temporary names, renames them, and then writes a
+done-marker; a re-run skips marked shards (resume by shard).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+
+import apache_beam as beam
+import numpy as np
+import tensorflow as tf
+
+from stellarpop.components import examples, sdss_io, simulate, spectra, templates
+from stellarpop.components.progress import ProgressFile
+from stellarpop.transforms import features as F
+
+log = logging.getLogger(__name__)
+
+SPLITS = (("train", 8), ("eval", 1), ("test", 1))  # the paper's 8:1:1, hash buckets
+SHARDS_DIR = "shards"
+SUMMARY_FILE = "simulate_summary.json"
+FITS_DIR = "fits"
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """A simulation run (recorded with its output)."""
+
+    n: int
+    seed: int
+    priors: simulate.Priors = field(default_factory=simulate.Priors)
+    shard_size: int = 1000
+    library: str = ""  # an sps_lib .npz; empty: the E-MILES build
+    instrument_files: tuple[str, ...] = ()  # SDSS files giving sky and LSF; empty: ppxf's
+    write_fits: bool = False  # also write SDSS spec-lite FITS files
+    progress_dir: str = ""
+
+    @property
+    def n_shards(self) -> int:
+        return -(-self.n // self.shard_size)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "SimConfig":
+        raw = json.loads(text)
+        priors = simulate.Priors(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.pop("priors").items()})
+        return cls(priors=priors, **{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+
+
+def sim_ids(seed: int, index: int) -> tuple[int, int, int]:
+    """SDSS-like plate, mjd, fiber of a mock: plates from 10000 (none real), mjd from the seed."""
+    return 10000 + index // 1000, 70000 + seed % 10000, index % 1000 + 1
+
+
+def split_of(object_id: str) -> str:
+    bucket = int(hashlib.sha256(object_id.encode()).hexdigest(), 16) % sum(b for _, b in SPLITS)
+    for name, buckets in SPLITS:
+        if bucket < buckets:
+            return name
+        bucket -= buckets
+    raise AssertionError("unreachable")
+
+
+def one_spectrum(index: int, config: SimConfig, prep: simulate.Prepared, inst: simulate.Instrument):
+    """Simulate spectrum ``index``: (Spectrum on SDSS's grid, truth dict, params, and_mask, model)."""
+    rng = np.random.default_rng([config.seed, index])
+    params = simulate.draw_params(rng, config.priors)
+    rest, _, truth = simulate.rest_model(params, prep)
+    flux, ivar, mask, model = simulate.observe(params, rest, prep, inst, rng)
+    plate, mjd, fiber = sim_ids(config.seed, index)
+    spec_id = sdss_io.sdss_spec_id(plate, mjd, fiber)
+    # Stored as SDSS stores it (float32 loglam, flux, ivar), so that the Example written here
+    # and the one ingested from the FITS file written below are the same.
+    flux, ivar = flux.astype(np.float32), ivar.astype(np.float32)
+    wave = 10.0 ** inst.loglam.astype(np.float32).astype(np.float64)
+    spec = spectra.Spectrum(
+        wave=wave, flux=flux.astype(np.float64), ivar=ivar.astype(np.float64), bad=sdss_io.bad_pixels(ivar, mask),
+        spec_id=spec_id, object_id=spec_id, plate=plate, mjd=mjd, fiber=fiber,
+        z=params.z, z_err=0.0, zwarning=0, spec_class="GALAXY",
+        subclass=params.galaxy_class.upper(), bpt_class=params.galaxy_class, snr_r=params.snr_r,
+    )
+    return spec, truth, params, mask, model
+
+
+def _sim_truth_json(params: simulate.Params, truth: dict, seed: int, index: int) -> str:
+    return json.dumps(
+        {
+            "seed": seed,
+            "index": index,
+            "params": dataclasses.asdict(params),
+            "light_fractions": np.round(truth["light_fractions"], 6).tolist(),
+        },
+        sort_keys=True,
+    )
+
+
+class SimulateShard(beam.DoFn):
+    """Simulates and writes one shard; skips shards already done."""
+
+    def __init__(self, config: SimConfig, out_dir: str):
+        self._config = config
+        self._out = out_dir
+
+    def setup(self):
+        lib = templates.load_library(self._config.library or None)
+        self._inst = simulate.Instrument(*sdss_io.instrument_from_files(self._config.instrument_files or None))
+        self._prep = simulate.prepare(lib, self._inst)
+        self._progress = ProgressFile(self._config.progress_dir)
+
+    def process(self, shard: int):
+        cfg = self._config
+        done = os.path.join(self._out, SHARDS_DIR, f"shard-{shard:05d}.done")
+        if tf.io.gfile.exists(done):
+            with tf.io.gfile.GFile(done) as fh:
+                counts = json.load(fh)
+            self._progress.add(sum(counts["splits"].values()))
+            yield counts
+            return
+        name = f"shard-{shard:05d}-of-{cfg.n_shards:05d}.gz"
+        paths = {s: os.path.join(self._out, f"Split-{s}", name) for s, _ in SPLITS}
+        writers = {}
+        for s, path in paths.items():
+            tf.io.gfile.makedirs(os.path.dirname(path))
+            writers[s] = tf.io.TFRecordWriter(path + ".tmp", options="GZIP")
+        counts = {"splits": {s: 0 for s in paths}, "classes": {c: 0 for c in simulate.CLASSES}}
+        lo, hi = shard * cfg.shard_size, min(cfg.n, (shard + 1) * cfg.shard_size)
+        for index in range(lo, hi):
+            spec, truth, params, mask, model = one_spectrum(index, cfg, self._prep, self._inst)
+            if cfg.write_fits:
+                folder = os.path.join(self._out, FITS_DIR, f"{spec.plate:04d}")
+                tf.io.gfile.makedirs(folder)
+                sdss_io.write_spec_lite(
+                    os.path.join(folder, f"spec-{spec.spec_id}.fits"), spec, mask,
+                    self._inst.sky * params.sky_ratio, self._inst.wdisp, model,
+                )
+            example = examples.to_example(
+                spectra.to_model_grid(spec),
+                truth={k: truth[k] for k in F.LABEL_KEYS},
+                sim_truth=_sim_truth_json(params, truth, cfg.seed, index),
+            )
+            split = split_of(spec.object_id)
+            writers[split].write(example.SerializeToString(deterministic=True))
+            counts["splits"][split] += 1
+            counts["classes"][params.galaxy_class] += 1
+            self._progress.add()
+        for s, writer in writers.items():
+            writer.close()
+            tf.io.gfile.rename(paths[s] + ".tmp", paths[s], overwrite=True)
+        tf.io.gfile.makedirs(os.path.dirname(done))
+        with tf.io.gfile.GFile(done, "w") as fh:
+            json.dump(counts, fh)
+        self._progress.flush()
+        yield counts
+
+
+def _merge(counts: list[dict]) -> dict:
+    total = {"splits": {}, "classes": {}}
+    for c in counts:
+        for key in total:
+            for k, v in c[key].items():
+                total[key][k] = total[key].get(k, 0) + v
+    return total
+
+
+def run(pipeline: beam.Pipeline, config: SimConfig, out_dir: str):
+    """Add the simulation to a Beam pipeline; writes ``Split-*/shard-*.gz`` and a summary."""
+    recorded = dataclasses.replace(config, progress_dir="").to_json()
+    return (
+        pipeline
+        | "Shards" >> beam.Create(list(range(config.n_shards)))
+        | "Reshuffle" >> beam.Reshuffle()
+        | "Simulate" >> beam.ParDo(SimulateShard(config, out_dir))
+        | "Counts" >> beam.combiners.ToList()
+        | "Summary" >> beam.Map(lambda counts: json.dumps({**_merge(counts), "n": config.n, "shards": config.n_shards,
+                                                            "config": json.loads(recorded)}, indent=2, sort_keys=True))
+        | "WriteSummary" >> beam.io.WriteToText(os.path.join(out_dir, SUMMARY_FILE), num_shards=1, shard_name_template="")
+    )
+
+
+def read_summary(out_dir: str) -> dict:
+    with tf.io.gfile.GFile(os.path.join(out_dir, SUMMARY_FILE)) as fh:
+        return json.load(fh)
