@@ -130,7 +130,17 @@ class Overlap:
         return np.bincount(self.i_out, self.length**power * values[self.i_in], minlength=self.n_out)
 
 
-def to_model_grid(spec: Spectrum, grid: np.ndarray | None = None) -> Spectrum:
+def _uniform_edges(grid: np.ndarray) -> np.ndarray:
+    step = grid[1] - grid[0]
+    return np.concatenate((grid - step / 2, [grid[-1] + step / 2]))
+
+
+def model_grid_overlap(wave: np.ndarray) -> Overlap:
+    """The overlap of a native grid with the model grid, for many spectra on one grid."""
+    return Overlap(pixel_edges(wave), _uniform_edges(F.model_grid()))
+
+
+def to_model_grid(spec: Spectrum, grid: np.ndarray | None = None, overlap: Overlap | None = None) -> Spectrum:
     """Resample a spectrum onto the model grid, conserving flux.
 
     Bad input pixels are first interpolated over (linearly, from good neighbours), so that
@@ -143,6 +153,7 @@ def to_model_grid(spec: Spectrum, grid: np.ndarray | None = None) -> Spectrum:
     ----------
     spec : Spectrum on its native grid
     grid : ndarray, shape (M,), uniform pixel centres; default the model grid (5100 pixels)
+    overlap : optional :func:`model_grid_overlap` of ``spec.wave`` (for many spectra on one grid)
 
     Returns
     -------
@@ -150,8 +161,6 @@ def to_model_grid(spec: Spectrum, grid: np.ndarray | None = None) -> Spectrum:
     """
     grid = F.model_grid() if grid is None else grid
     step = grid[1] - grid[0]
-    out_edges = np.concatenate((grid - step / 2, [grid[-1] + step / 2]))
-    in_edges = pixel_edges(spec.wave)
 
     good = ~spec.bad
     if good.sum() < 2:
@@ -161,7 +170,7 @@ def to_model_grid(spec: Spectrum, grid: np.ndarray | None = None) -> Spectrum:
     var = np.zeros_like(flux)
     var[good] = 1.0 / spec.ivar[good]
 
-    overlap = Overlap(in_edges, out_edges)
+    overlap = overlap or Overlap(pixel_edges(spec.wave), _uniform_edges(grid))
     covered = overlap.covered
     flux_int = overlap.rebin(flux)
     var_int = overlap.rebin(var, power=2)

@@ -149,6 +149,29 @@ def ingest(
         raise typer.Exit(code=1)
 
 
+@app.command("templates")
+def templates_cmd(
+    library: Annotated[Optional[Path], typer.Option(help="Check this sps_lib .npz instead of building E-MILES.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Obtain the E-MILES SSP library (once, into $STELLARPOP_CACHE) and describe it."""
+    _setup_logging(verbose)
+    from stellarpop.components import templates
+
+    try:
+        path = templates.library_path(library)
+        lib = templates.load_library(path)
+    except templates.TemplateError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(code=1) from None
+    console.print(f"{path}")
+    console.print(
+        f"{lib.ages.size} ages {lib.ages.min():.3g}-{lib.ages.max():.3g} Gyr x {lib.metals.size} [M/H] "
+        f"{lib.metals.min():+.2f}..{lib.metals.max():+.2f}; {lib.lam.size} pixels {lib.lam[0]:.0f}-{lib.lam[-1]:.0f} A; "
+        f"FWHM {lib.fwhm.min():.2f}-{lib.fwhm.max():.2f} A"
+    )
+
+
 @app.command()
 def simulate(
     n: Annotated[int, typer.Option("--n", help="Number of spectra.")] = 1000,

@@ -8,8 +8,15 @@ PIPELINE_NAME = "stellarpop"
 
 
 def local_beam_args(workers: int | None = None) -> list[str]:
-    """DirectRunner on several local processes (Beam's default runs one thread)."""
+    """DirectRunner on several local processes (Beam's default runs one thread).
+
+    Also limits each process to one BLAS/OpenMP thread (workers inherit the environment):
+    with one worker per core, numpy's threads would only fight over the cores.
+    """
     workers = workers or os.cpu_count() or 1
+    if workers > 1:
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, "1")
     return [
         "--runner=DirectRunner",
         "--direct_running_mode=multi_processing",
