@@ -13,14 +13,17 @@ labeller normalises its templates in (:data:`LIGHT_WINDOW`), E(B-V) and sigma.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 from astropy.cosmology import Planck18
+from scipy.ndimage import gaussian_filter1d
 from ppxf import ppxf_util
 
-from stellarpop.components.spectra import SPPIXMASK, Spectrum
+from stellarpop.components.sdss_io import bad_pixels
+from stellarpop.components.spectra import SPPIXMASK, Spectrum, pixel_edges
 from stellarpop.components.templates import Library
 
 C_KMS = 299792.458
@@ -87,6 +90,21 @@ class Instrument:
     def sigma_kms(self) -> np.ndarray:
         return self.wdisp * SDSS_VELSCALE
 
+    @functools.cached_property
+    def edges(self) -> np.ndarray:
+        """Pixel edges (Angstrom) of the coadd grid."""
+        return _pixel_edges_log10(self.loglam)
+
+    @functools.cached_property
+    def sky_lines(self) -> np.ndarray:
+        """The sky's emission lines: sky minus its 51-pixel running mean, clipped at 0."""
+        return np.clip(self.sky - np.convolve(self.sky, np.ones(51) / 51, mode="same"), 0, None)
+
+    @functools.cached_property
+    def bright_sky(self) -> np.ndarray:
+        """Pixels on the strongest 0.5% of sky-line flux: flagged BRIGHTSKY, as SDSS does."""
+        return self.sky_lines > np.percentile(self.sky_lines, 99.5)
+
 
 @dataclass(frozen=True)
 class Prepared:
@@ -106,6 +124,7 @@ class Prepared:
     velscale: float
     lsf_kms: float  # SDSS's median instrumental sigma (for the emission lines)
     k_dust: np.ndarray  # Calzetti k(lambda) on the grid (computed once, used per spectrum)
+    edges: np.ndarray  # pixel edges (Angstrom) of the grid
 
 
 def prepare(lib: Library, instrument: Instrument, oversample: int = 2, z_ref: float = 0.1) -> Prepared:
@@ -140,6 +159,7 @@ def prepare(lib: Library, instrument: Instrument, oversample: int = 2, z_ref: fl
         velscale=float(velscale),
         lsf_kms=float(np.median(instrument.sigma_kms)),
         k_dust=calzetti_k(lam),
+        edges=pixel_edges(lam),
     )
 
 
@@ -328,14 +348,10 @@ def _draw_bpt(rng: np.random.Generator, cls: str) -> tuple[float, float]:
 # --------------------------------------------------------------------------------------------
 def gaussian_broaden(flux: np.ndarray, sigma_pix: float) -> np.ndarray:
     """Convolve with a normalised Gaussian of ``sigma_pix`` pixels (constant in velocity on a
-    log grid)."""
+    log grid), truncated at 5 sigma."""
     if sigma_pix < 0.1:
         return flux
-    half = int(math.ceil(5 * sigma_pix))
-    x = np.arange(-half, half + 1)
-    kernel = np.exp(-0.5 * (x / sigma_pix) ** 2)
-    kernel /= kernel.sum()
-    return np.convolve(flux, kernel, mode="same")
+    return gaussian_filter1d(flux, sigma_pix, mode="nearest", truncate=5.0)
 
 
 def line_fluxes(params: Params, weights: np.ndarray, prep: Prepared, cont_hbeta: float) -> dict[str, float]:
@@ -404,11 +420,12 @@ def rest_model(params: Params, prep: Prepared) -> tuple[np.ndarray, np.ndarray, 
 
 def redshift_to_sdss(rest: np.ndarray, z: float, prep: Prepared, instrument: Instrument) -> np.ndarray:
     """A rest-frame model (per A) on SDSS's observed pixels, flux conserving (per A)."""
-    from stellarpop.components.spectra import Overlap, pixel_edges
-
-    in_edges = pixel_edges(np.exp(prep.ln_lam)) * (1 + z)
-    out_edges = _pixel_edges_log10(instrument.loglam)
-    return Overlap(in_edges, out_edges).rebin(rest / (1 + z)) / np.diff(out_edges)
+    in_edges = prep.edges * (1 + z)
+    out_edges = instrument.edges
+    # The cumulative flux of piecewise-constant pixels is piecewise linear: interpolating it
+    # at the output edges is the exact overlap integral (and needs no sort).
+    cum = np.concatenate(([0.0], np.cumsum(rest / (1 + z) * np.diff(in_edges))))
+    return np.diff(np.interp(out_edges, in_edges, cum)) / np.diff(out_edges)
 
 
 def observe(params: Params, rest: np.ndarray, prep: Prepared, instrument: Instrument, rng: np.random.Generator):
@@ -425,37 +442,56 @@ def observe(params: Params, rest: np.ndarray, prep: Prepared, instrument: Instru
     x = np.linspace(-1, 1, wave.size)
     model *= 1 + np.polynomial.legendre.legval(x, (0.0,) + tuple(params.calib))
     # Noise: variance from object and sky counts, scaled to the requested median S/N_r.
-    sky = instrument.sky * params.sky_ratio * np.median(model[r]) / np.median(instrument.sky[r])
-    shape = model + sky
+    sky_scale = params.sky_ratio * np.median(model[r]) / np.median(instrument.sky[r])
+    shape = model + instrument.sky * sky_scale
     scale = np.median(model[r] / np.sqrt(np.clip(shape[r], 1e-30, None))) / params.snr_r
     sigma = scale * np.sqrt(np.clip(shape, 1e-30, None))
     flux = model + sigma * rng.standard_normal(wave.size)
     # Sky-subtraction residuals at the sky lines: a few per cent of the line flux.
-    lines = sky - np.convolve(sky, np.ones(51) / 51, mode="same")
-    flux += params.sky_residual * np.clip(lines, 0, None) * rng.standard_normal()
+    flux += params.sky_residual * sky_scale * instrument.sky_lines * rng.standard_normal()
     ivar = 1.0 / sigma**2
     mask = np.zeros(wave.size, np.int64)
-    bright = lines > np.percentile(lines, 99.5)
-    mask[bright] |= 1 << SPPIXMASK["BRIGHTSKY"]
+    mask[instrument.bright_sky] |= 1 << SPPIXMASK["BRIGHTSKY"]
     hits = rng.random(wave.size) < 5e-4  # cosmic rays and bad columns rejected in the coadd
     mask[hits] |= 1 << SPPIXMASK["FULLREJECT"]
     ivar[hits] = 0.0
     return flux, ivar, mask, model
 
 
-def simulate(params: Params, prep: Prepared, instrument: Instrument, rng: np.random.Generator, spec_id: str) -> tuple[Spectrum, dict]:
-    """One simulated spectrum on SDSS's native grid, and its truth."""
-    rest, _, truth = rest_model(params, prep)
-    flux, ivar, mask, _ = observe(params, rest, prep, instrument, rng)
-    from stellarpop.components.sdss_io import bad_pixels
+@dataclass(frozen=True)
+class Mock:
+    """A simulated spectrum (on SDSS's grid, stored as SDSS stores it), its truth, the drawn
+    parameters, its pixel mask bits and its noise-free model."""
 
+    spectrum: Spectrum
+    truth: dict
+    params: Params
+    and_mask: np.ndarray
+    model: np.ndarray
+
+
+def simulate(
+    params: Params, prep: Prepared, instrument: Instrument, rng: np.random.Generator, spec_id: str,
+    plate: int = -1, mjd: int = -1, fiber: int = -1,
+) -> Mock:
+    """One simulated spectrum and its truth.
+
+    Flux, ivar and log-lambda are rounded to float32 as in SDSS files, so that a mock written
+    to FITS and read back is the same spectrum.
+    """
+    rest, _, truth = rest_model(params, prep)
+    flux, ivar, mask, model = observe(params, rest, prep, instrument, rng)
+    flux, ivar = flux.astype(np.float32), ivar.astype(np.float32)
     spec = Spectrum(
-        wave=10.0**instrument.loglam,
-        flux=flux,
-        ivar=ivar,
+        wave=10.0 ** instrument.loglam.astype(np.float32).astype(np.float64),
+        flux=flux.astype(np.float64),
+        ivar=ivar.astype(np.float64),
         bad=bad_pixels(ivar, mask),
         spec_id=spec_id,
         object_id=spec_id,
+        plate=plate,
+        mjd=mjd,
+        fiber=fiber,
         z=params.z,
         z_err=0.0,
         zwarning=0,
@@ -464,4 +500,4 @@ def simulate(params: Params, prep: Prepared, instrument: Instrument, rng: np.ran
         bpt_class=params.galaxy_class,
         snr_r=params.snr_r,
     )
-    return spec, truth
+    return Mock(spec, truth, params, mask, model)

@@ -47,7 +47,8 @@ def main(out: Path = Path(__file__).parent / "mocks_vs_sdss.png") -> None:
             S.draw_params(rng), galaxy_class=cls, z=real.z, snr_r=real.snr_r,
             sigma=sigma or real.sdss_vdisp, sky_ratio=0.3, calib=(0.0, 0.0, 0.0),
         )
-        mock, truth = S.simulate(params, prep, inst, rng, "mock")
+        result = S.simulate(params, prep, inst, rng, "mock")
+        mock, truth = result.spectrum, result.truth
         for spec, colour, who in ((real, "k", "SDSS"), (mock, "tab:red", "mock")):
             rest = spec.wave / (1 + spec.z)
             good = ~spec.bad

@@ -72,25 +72,12 @@ def split_of(object_id: str) -> str:
     raise AssertionError("unreachable")
 
 
-def one_spectrum(index: int, config: SimConfig, prep: simulate.Prepared, inst: simulate.Instrument):
-    """Simulate spectrum ``index``: (Spectrum on SDSS's grid, truth dict, params, and_mask, model)."""
+def one_spectrum(index: int, config: SimConfig, prep: simulate.Prepared, inst: simulate.Instrument) -> simulate.Mock:
+    """Simulate spectrum ``index`` of the run (its own generator: seed and index)."""
     rng = np.random.default_rng([config.seed, index])
     params = simulate.draw_params(rng, config.priors)
-    rest, _, truth = simulate.rest_model(params, prep)
-    flux, ivar, mask, model = simulate.observe(params, rest, prep, inst, rng)
     plate, mjd, fiber = sim_ids(config.seed, index)
-    spec_id = sdss_io.sdss_spec_id(plate, mjd, fiber)
-    # Stored as SDSS stores it (float32 loglam, flux, ivar), so that the Example written here
-    # and the one ingested from the FITS file written below are the same.
-    flux, ivar = flux.astype(np.float32), ivar.astype(np.float32)
-    wave = 10.0 ** inst.loglam.astype(np.float32).astype(np.float64)
-    spec = spectra.Spectrum(
-        wave=wave, flux=flux.astype(np.float64), ivar=ivar.astype(np.float64), bad=sdss_io.bad_pixels(ivar, mask),
-        spec_id=spec_id, object_id=spec_id, plate=plate, mjd=mjd, fiber=fiber,
-        z=params.z, z_err=0.0, zwarning=0, spec_class="GALAXY",
-        subclass=params.galaxy_class.upper(), bpt_class=params.galaxy_class, snr_r=params.snr_r,
-    )
-    return spec, truth, params, mask, model
+    return simulate.simulate(params, prep, inst, rng, sdss_io.sdss_spec_id(plate, mjd, fiber), plate, mjd, fiber)
 
 
 def _sim_truth_json(params: simulate.Params, truth: dict, seed: int, index: int) -> str:
@@ -139,18 +126,19 @@ class SimulateShard(beam.DoFn):
         counts = {"splits": {s: 0 for s in paths}, "classes": {c: 0 for c in simulate.CLASSES}}
         lo, hi = shard * cfg.shard_size, min(cfg.n, (shard + 1) * cfg.shard_size)
         for index in range(lo, hi):
-            spec, truth, params, mask, model = one_spectrum(index, cfg, self._prep, self._inst)
+            mock = one_spectrum(index, cfg, self._prep, self._inst)
+            spec, params = mock.spectrum, mock.params
             if cfg.write_fits:
                 folder = os.path.join(self._out, FITS_DIR, f"{spec.plate:04d}")
                 tf.io.gfile.makedirs(folder)
                 sdss_io.write_spec_lite(
-                    os.path.join(folder, f"spec-{spec.spec_id}.fits"), spec, mask,
-                    self._inst.sky * params.sky_ratio, self._inst.wdisp, model,
+                    os.path.join(folder, f"spec-{spec.spec_id}.fits"), spec, mock.and_mask,
+                    self._inst.sky * params.sky_ratio, self._inst.wdisp, mock.model,
                 )
             example = examples.to_example(
                 spectra.to_model_grid(spec, overlap=self._overlap),
-                truth={k: truth[k] for k in F.LABEL_KEYS},
-                sim_truth=_sim_truth_json(params, truth, cfg.seed, index),
+                truth={k: mock.truth[k] for k in F.LABEL_KEYS},
+                sim_truth=_sim_truth_json(params, mock.truth, cfg.seed, index),
             )
             split = split_of(spec.object_id)
             writers[split].write(example.SerializeToString(deterministic=True))
