@@ -606,27 +606,40 @@ def sdss_loglam() -> np.ndarray:
     return SDSS_LOGLAM0 + SDSS_DLOGLAM * np.arange(SDSS_NPIX)
 
 
-def instrument_from_files(paths: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Median sky spectrum and line-spread width of real SDSS spec files, on SDSS's grid.
+def instrument_from_files(paths: Sequence[str] | None = None) -> tuple[np.ndarray, ...]:
+    """Sky, line-spread width and relative throughput of real SDSS spec files, on SDSS's grid.
+
+    The throughput follows from the noise: counts are flux times throughput T, so the
+    variance is (flux + sky) / T up to a constant, and T ~ (flux + sky) * ivar. Its median
+    over files, smoothed over 51 pixels and normalised to 1 in the r band, carries the blue
+    fall-off and the dichroic step near 5900 A.
 
     Returns
     -------
     loglam : ndarray, shape (3841,)
     sky : ndarray, shape (3841,), 1e-17 erg/s/cm^2/A (the pipeline's sky model per fibre)
     wdisp : ndarray, shape (3841,), instrumental dispersion in units of pixels (sigma)
+    throughput : ndarray, shape (3841,), relative (median 1 over 5600-6800 A)
     """
     paths = list(paths) if paths else bundled_spectra()
     grid = sdss_loglam()
-    skies, wdisps = [], []
+    skies, wdisps, thrus = [], [], []
     for path in paths:
         with fits.open(path, memmap=False) as hdul:
             cols = table_columns(hdul, 1, str(path))
         _need(cols, ("loglam", "sky", "wdisp"), "COADD")
-        good = cols["wdisp"] > 0
-        loglam = cols["loglam"].astype(float)
-        skies.append(np.interp(grid, loglam[good], cols["sky"][good]))
-        wdisps.append(np.interp(grid, loglam[good], cols["wdisp"][good]))
-    return grid, np.median(skies, axis=0), np.median(wdisps, axis=0)
+        good = (cols["wdisp"] > 0) & (cols["ivar"] > 0)
+        loglam = cols["loglam"].astype(float)[good]
+        skies.append(np.interp(grid, loglam, cols["sky"][good]))
+        wdisps.append(np.interp(grid, loglam, cols["wdisp"][good]))
+        counts = (cols["flux"] + cols["sky"])[good] * cols["ivar"][good]
+        thru = np.interp(grid, loglam, counts)
+        thru = np.convolve(thru, np.ones(51) / 51, mode="same")
+        wave = 10.0**grid
+        thrus.append(thru / np.median(thru[(wave > 5600) & (wave < 6800)]))
+    thru = np.median(thrus, axis=0)
+    thru[:25], thru[-25:] = thru[25], thru[-26]  # the running mean's edges
+    return grid, np.median(skies, axis=0), np.median(wdisps, axis=0), np.clip(thru, 0.05, None)
 
 
 def write_spec_lite(path: str | os.PathLike, spec: Spectrum, and_mask: np.ndarray, sky: np.ndarray,

@@ -80,11 +80,13 @@ def bpt_region(log_nii_ha: float, log_oiii_hb: float) -> str:
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Instrument:
-    """SDSS as its files record it: the coadd grid, a sky spectrum and the LSF width."""
+    """SDSS as its files record it: the coadd grid, a sky spectrum, the LSF width and the
+    relative throughput (see ``sdss_io.instrument_from_files``)."""
 
     loglam: np.ndarray  # (P,) log10 vacuum Angstrom
     sky: np.ndarray  # (P,) 1e-17 erg/s/cm^2/A
     wdisp: np.ndarray  # (P,) LSF sigma in pixels
+    throughput: np.ndarray  # (P,) relative throughput, 1 in the r band
 
     @property
     def sigma_kms(self) -> np.ndarray:
@@ -431,8 +433,8 @@ def redshift_to_sdss(rest: np.ndarray, z: float, prep: Prepared, instrument: Ins
 def observe(params: Params, rest: np.ndarray, prep: Prepared, instrument: Instrument, rng: np.random.Generator):
     """Redshift onto SDSS's pixels and add SDSS-like calibration error, noise and masks.
 
-    Returns flux, ivar (1e-17 erg/s/cm^2/A units), and_mask and the noise-free model, on
-    ``instrument.loglam``.
+    Returns flux, ivar (1e-17 erg/s/cm^2/A units), and_mask, the noise-free model and the
+    sky spectrum, on ``instrument.loglam``.
     """
     model = redshift_to_sdss(rest, params.z, prep, instrument)
     wave = 10.0**instrument.loglam
@@ -441,9 +443,10 @@ def observe(params: Params, rest: np.ndarray, prep: Prepared, instrument: Instru
     model *= params.flux_scale / np.median(model[r])
     x = np.linspace(-1, 1, wave.size)
     model *= 1 + np.polynomial.legendre.legval(x, (0.0,) + tuple(params.calib))
-    # Noise: variance from object and sky counts, scaled to the requested median S/N_r.
+    # Noise: variance from object and sky counts (flux times throughput), scaled to the
+    # requested median S/N_r.
     sky_scale = params.sky_ratio * np.median(model[r]) / np.median(instrument.sky[r])
-    shape = model + instrument.sky * sky_scale
+    shape = (model + instrument.sky * sky_scale) / instrument.throughput
     scale = np.median(model[r] / np.sqrt(np.clip(shape[r], 1e-30, None))) / params.snr_r
     sigma = scale * np.sqrt(np.clip(shape, 1e-30, None))
     flux = model + sigma * rng.standard_normal(wave.size)
@@ -455,19 +458,20 @@ def observe(params: Params, rest: np.ndarray, prep: Prepared, instrument: Instru
     hits = rng.random(wave.size) < 5e-4  # cosmic rays and bad columns rejected in the coadd
     mask[hits] |= 1 << SPPIXMASK["FULLREJECT"]
     ivar[hits] = 0.0
-    return flux, ivar, mask, model
+    return flux, ivar, mask, model, instrument.sky * sky_scale
 
 
 @dataclass(frozen=True)
 class Mock:
     """A simulated spectrum (on SDSS's grid, stored as SDSS stores it), its truth, the drawn
-    parameters, its pixel mask bits and its noise-free model."""
+    parameters, its pixel mask bits, its noise-free model and its sky."""
 
     spectrum: Spectrum
     truth: dict
     params: Params
     and_mask: np.ndarray
     model: np.ndarray
+    sky: np.ndarray
 
 
 def simulate(
@@ -480,7 +484,7 @@ def simulate(
     to FITS and read back is the same spectrum.
     """
     rest, _, truth = rest_model(params, prep)
-    flux, ivar, mask, model = observe(params, rest, prep, instrument, rng)
+    flux, ivar, mask, model, sky = observe(params, rest, prep, instrument, rng)
     flux, ivar = flux.astype(np.float32), ivar.astype(np.float32)
     spec = Spectrum(
         wave=10.0 ** instrument.loglam.astype(np.float32).astype(np.float64),
@@ -500,4 +504,4 @@ def simulate(
         bpt_class=params.galaxy_class,
         snr_r=params.snr_r,
     )
-    return Mock(spec, truth, params, mask, model)
+    return Mock(spec, truth, params, mask, model, sky)

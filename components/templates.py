@@ -8,6 +8,10 @@ They are converted once into ``$STELLARPOP_CACHE/emiles_un1.30_baseFe.npz`` with
 ppxf 9.x's ``sps_util.sps_lib`` reads (templates, lam, fwhm, ages, metals, masses); a
 sidecar JSON records the build settings and the file's SHA-256, checked on every load.
 Any other ``sps_lib`` file can be used instead (``--library``).
+
+E-MILES gives no flux redward of 8950 A for its youngest SSPs (no infrared stellar library
+there): those pixels are 0. The model grid never reaches them (rest < 8899 A for z >= 0);
+mocks on SDSS's native grid at z < 0.028 do, beyond 8950 A rest.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """docs/mocks_vs_sdss.png: simulated spectra beside the real SDSS spectra shipped with ppxf.
 
-Each real galaxy is paired with a mock of the same redshift, S/N_r, velocity dispersion and
-class; both are shown normalised at 5000 A rest (left), with their 1-sigma error spectra
-(middle), and zoomed on Mg b and the 5577 A sky line (right).
+Each real galaxy is paired with a mock of the same redshift, S/N_r, velocity dispersion,
+sky-to-object ratio (from the file's sky model) and class, with a star-formation history
+plausible for its type; both are shown normalised at 5000 A rest (left), with their 1-sigma
+error spectra (middle), and zoomed on Mg b and the 5577 A sky line (right).
 
     .venv/bin/python docs/make_mock_comparison.py
 """
@@ -17,14 +18,18 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from astropy.io import fits  # noqa: E402
 
 from stellarpop.components import reference_data, sdss_io, simulate as S, templates  # noqa: E402
 
-# (file, label, mock class, mock sigma if SDSS has none)
+C = S.Component
+# (file, label, class, star-formation history, E(B-V), sigma if SDSS has none, extra params)
 PAIRS = [
-    ("NGC3522_SDSS_DR18", "NGC3522 (S0, z=0.0040)", "passive", None),
-    ("NGC4636_SDSS_DR12", "NGC4636 (E, AGN, z=0.0030)", "AGN", None),
-    ("NGC3073_SDSS_DR18", "NGC3073 (dwarf S0, z=0.0038)", "star-forming", 50.0),
+    ("NGC3522_SDSS_DR18", "NGC3522 (S0, z=0.0040)", "passive", (C(11.0, 1.0, -0.1, 1.0),), 0.05, None, {}),
+    ("NGC4636_SDSS_DR12", "NGC4636 (E, LINER, z=0.0030)", "AGN", (C(12.5, 0.7, 0.1, 1.0),), 0.03, None,
+     {"agn_ew_hbeta": 0.5, "log_nii_ha": 0.2, "log_oiii_hb": 0.1}),
+    ("NGC3073_SDSS_DR18", "NGC3073 (dwarf S0, z=0.0038)", "star-forming",
+     (C(10.0, 3.0, -0.5, 1.0), C(0.3, 0.0, -0.4, 0.05)), 0.05, 50.0, {}),
 ]
 SEED = 2024
 
@@ -35,17 +40,25 @@ def real_paths() -> dict[str, str]:
     return paths
 
 
+def sky_to_object(path: str) -> float:
+    """Median sky over median object flux in the r band, from the file's COADD table."""
+    with fits.open(path) as hdul:
+        c = hdul["COADD"].data
+        r = (10.0 ** c["loglam"] > 5600) & (10.0 ** c["loglam"] < 6800)
+        return float(np.median(c["sky"][r]) / np.median(c["flux"][r]))
+
+
 def main(out: Path = Path(__file__).parent / "mocks_vs_sdss.png") -> None:
     inst = S.Instrument(*sdss_io.instrument_from_files())
     prep = S.prepare(templates.load_library(), inst)
     paths = real_paths()
     rng = np.random.default_rng(SEED)
     fig, axes = plt.subplots(len(PAIRS), 3, figsize=(16, 3.4 * len(PAIRS)), gridspec_kw={"width_ratios": [3, 2, 1.3]})
-    for row, (name, label, cls, sigma) in zip(axes, PAIRS):
+    for row, (name, label, cls, sfh, ebv, sigma, extra) in zip(axes, PAIRS):
         real = sdss_io.read_spectrum(paths[name])
         params = dataclasses.replace(
-            S.draw_params(rng), galaxy_class=cls, z=real.z, snr_r=real.snr_r,
-            sigma=sigma or real.sdss_vdisp, sky_ratio=0.3, calib=(0.0, 0.0, 0.0),
+            S.draw_params(rng), galaxy_class=cls, components=sfh, ebv=ebv, z=real.z, snr_r=real.snr_r,
+            sigma=sigma or real.sdss_vdisp, sky_ratio=sky_to_object(paths[name]), calib=(0.0, 0.0, 0.0), **extra,
         )
         result = S.simulate(params, prep, inst, rng, "mock")
         mock, truth = result.spectrum, result.truth

@@ -118,11 +118,15 @@ class SimulateShard(beam.DoFn):
             return
         name = f"shard-{shard:05d}-of-{cfg.n_shards:05d}.gz"
         paths = {s: os.path.join(self._out, f"Split-{s}", name) for s, _ in SPLITS}
+        # Written beside the done-markers, then renamed into the splits: readers of Split-*
+        # never see a partial shard.
+        tmp = {s: os.path.join(self._out, SHARDS_DIR, f"{s}-{name}.tmp") for s in paths}
         writers = {}
         for s, path in paths.items():
             tf.io.gfile.makedirs(os.path.dirname(path))
+            tf.io.gfile.makedirs(os.path.dirname(tmp[s]))
             # Level 1: float spectra barely compress, and level 6 costs ~1 ms per spectrum.
-            writers[s] = tf.io.TFRecordWriter(path + ".tmp", tf.io.TFRecordOptions("GZIP", compression_level=1))
+            writers[s] = tf.io.TFRecordWriter(tmp[s], tf.io.TFRecordOptions("GZIP", compression_level=1))
         counts = {"splits": {s: 0 for s in paths}, "classes": {c: 0 for c in simulate.CLASSES}}
         lo, hi = shard * cfg.shard_size, min(cfg.n, (shard + 1) * cfg.shard_size)
         for index in range(lo, hi):
@@ -133,7 +137,7 @@ class SimulateShard(beam.DoFn):
                 tf.io.gfile.makedirs(folder)
                 sdss_io.write_spec_lite(
                     os.path.join(folder, f"spec-{spec.spec_id}.fits"), spec, mock.and_mask,
-                    self._inst.sky * params.sky_ratio, self._inst.wdisp, mock.model,
+                    mock.sky, self._inst.wdisp, mock.model,
                 )
             example = examples.to_example(
                 spectra.to_model_grid(spec, overlap=self._overlap),
@@ -147,8 +151,7 @@ class SimulateShard(beam.DoFn):
             self._progress.add()
         for s, writer in writers.items():
             writer.close()
-            tf.io.gfile.rename(paths[s] + ".tmp", paths[s], overwrite=True)
-        tf.io.gfile.makedirs(os.path.dirname(done))
+            tf.io.gfile.rename(tmp[s], paths[s], overwrite=True)
         with tf.io.gfile.GFile(done, "w") as fh:
             json.dump(counts, fh)
         self._progress.flush()
