@@ -1,4 +1,6 @@
-"""Progress of Beam workers, reported through small files for a local progress bar.
+"""Progress and resume of long local jobs.
+
+Progress of Beam workers is reported through small files for a local progress bar:
 
 Each worker (DoFn instance) owns one ``<uuid>.count`` file in a folder and rewrites it with
 its running count at most twice a second; the command line sums them. Works for any local
@@ -44,3 +46,7 @@ def count(folder: str) -> int:
             except (OSError, ValueError):
                 pass  # being replaced
     return done
+
+
+class ResumeError(RuntimeError):
+    """An output folder holds a run of other inputs or settings: it cannot be resumed."""

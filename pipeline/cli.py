@@ -15,6 +15,7 @@ import warnings  # noqa: E402
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
+import dataclasses
 import json
 import logging
 import platform
@@ -78,6 +79,21 @@ class _ProgressWatcher:
         self._progress.stop()
 
 
+def _run_with_progress(output: Path, total: int, run):
+    """Run ``run(progress_dir)`` under a progress bar; a run that cannot resume exits 2."""
+    from stellarpop.components.progress import ResumeError
+
+    progress_dir = tempfile.mkdtemp(prefix=".progress-", dir=output)
+    try:
+        with _ProgressWatcher(progress_dir, total, "spectra"):
+            return run(progress_dir)
+    except ResumeError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(code=2) from None
+    finally:
+        shutil.rmtree(progress_dir, ignore_errors=True)
+
+
 @app.callback()
 def _root() -> None:
     """Stellar populations of galaxies from SDSS spectra (TFX pipeline)."""
@@ -117,23 +133,17 @@ def ingest(
             sdss_root=str(sdss_root.resolve()) if sdss_root else "",
         )
     )
-    progress_dir = tempfile.mkdtemp(prefix=".progress-", dir=output)
-    config = ingest_lib.IngestConfig(
-        select=select, norm_centre=norm_centre, norm_half_width=norm_half_width, progress_dir=progress_dir
-    )
+    config = ingest_lib.IngestConfig(select=select, norm_centre=norm_centre, norm_half_width=norm_half_width)
     args = list(beam_arg) if beam_arg else configs.local_beam_args(workers)
     console.print(f"Ingesting {len(files)} files ({len(unresolved)} inputs name no file) into {examples_dir}")
     started = time.time()
-    try:
-        with _ProgressWatcher(progress_dir, len(files), "spectra"):
-            summary = chunked.run_chunked(
-                files + [u["file"] for u in unresolved], str(output), config, args, chunk_size, restart
-            )
-    except chunked.ResumeError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(code=2) from None
-    finally:
-        shutil.rmtree(progress_dir, ignore_errors=True)
+    summary = _run_with_progress(
+        output, len(files),
+        lambda progress_dir: chunked.run_chunked(
+            files + [u["file"] for u in unresolved], str(output),
+            dataclasses.replace(config, progress_dir=progress_dir), args, chunk_size, restart,
+        ),
+    )
     elapsed = time.time() - started
     run = {
         "command": sys.argv,
@@ -196,22 +206,19 @@ def simulate(
         raise typer.BadParameter("--mode is 'sdss' or 'broad'")
     output = output.resolve()
     output.mkdir(parents=True, exist_ok=True)
-    progress_dir = tempfile.mkdtemp(prefix=".progress-", dir=output)
     config = job.SimConfig(
         n=n, seed=seed, priors=sim.Priors(mode=mode), shard_size=shard_size, write_fits=fits_files,
-        library=str(library.resolve()) if library else "", progress_dir=progress_dir,
+        library=str(library.resolve()) if library else "",
     )
     args = list(beam_arg) if beam_arg else configs.local_beam_args(workers)
     console.print(f"Simulating {n} spectra (seed {seed}, {mode} priors) into {output / 'examples'}")
     started = time.time()
-    try:
-        with _ProgressWatcher(progress_dir, n, "spectra"):
-            summary = component.run_standalone(str(output), config, args, restart)
-    except component.ResumeError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(code=2) from None
-    finally:
-        shutil.rmtree(progress_dir, ignore_errors=True)
+    summary = _run_with_progress(
+        output, n,
+        lambda progress_dir: component.run_standalone(
+            str(output), dataclasses.replace(config, progress_dir=progress_dir), args, restart
+        ),
+    )
     elapsed = time.time() - started
     table = Table(title=f"simulate: {sum(summary['splits'].values())} spectra in {elapsed:.1f} s")
     table.add_column("split / class")

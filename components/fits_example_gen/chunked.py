@@ -19,16 +19,13 @@ import shutil
 from pathlib import Path
 
 from stellarpop.components.fits_example_gen import executor, ingest
+from stellarpop.components.progress import ResumeError
 
 log = logging.getLogger(__name__)
 
 CHUNKS_DIR = "chunks"
 DONE_FILE = "DONE"
 INPUTS_FILE = "inputs.txt"
-
-
-class ResumeError(RuntimeError):
-    """The output folder holds a run of other inputs."""
 
 
 def _chunk_prefix(k: int) -> str:

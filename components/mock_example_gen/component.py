@@ -13,6 +13,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from stellarpop.components.mock_example_gen import job
+from stellarpop.components.progress import ResumeError
 
 SIM_CONFIG_KEY = "sim_config"
 EXAMPLES_KEY = "examples"
@@ -52,10 +53,6 @@ class MockExampleGen(base_beam_component.BaseBeamComponent):
             **{SIM_CONFIG_KEY: config.to_json(), EXAMPLES_KEY: types.Channel(type=standard_artifacts.Examples)}
         )
         super().__init__(spec=spec)
-
-
-class ResumeError(RuntimeError):
-    """The output folder holds a simulation with another configuration."""
 
 
 def run_standalone(out_dir: str, config: job.SimConfig, beam_pipeline_args: list[str], restart: bool = False) -> dict:

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from stellarpop.components import examples as ex_lib
 from stellarpop.components.fits_example_gen import chunked, ingest
+from stellarpop.components.progress import ResumeError
 from stellarpop.transforms import features as F
 
 IN_PROCESS = ["--runner=DirectRunner"]
@@ -60,7 +61,7 @@ def test_chunks_equal_one_run_and_catch_duplicates_across_chunks(inputs, single_
 
 def test_other_inputs_in_the_same_folder_are_refused(inputs, tmp_path):
     chunked.run_chunked(inputs[:2], str(tmp_path), ingest.IngestConfig(), IN_PROCESS, chunk_size=0)
-    with pytest.raises(chunked.ResumeError, match="other inputs"):
+    with pytest.raises(ResumeError, match="other inputs"):
         chunked.run_chunked(inputs[:3], str(tmp_path), ingest.IngestConfig(), IN_PROCESS, chunk_size=0)
     chunked.run_chunked(inputs[:3], str(tmp_path), ingest.IngestConfig(), IN_PROCESS, chunk_size=0, restart=True)
 
