@@ -33,6 +33,8 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from stellarpop.components import progress
+
 app = typer.Typer(help="Stellar populations of galaxies from SDSS spectra (TFX pipeline).", no_args_is_help=True)
 console = Console(stderr=True)
 
@@ -52,11 +54,6 @@ class _ProgressWatcher:
         self.folder, self.total, self.label = folder, total, label
         self._stop = threading.Event()
 
-    def _count(self) -> int:
-        from stellarpop.components.progress import count
-
-        return count(self.folder)
-
     def __enter__(self):
         self._progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -70,24 +67,22 @@ class _ProgressWatcher:
 
     def _run(self):
         while not self._stop.wait(0.5):
-            self._progress.update(self._task, completed=min(self._count(), self.total))
+            self._progress.update(self._task, completed=min(progress.count(self.folder), self.total))
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self._progress.update(self._task, completed=min(self._count(), self.total))
+        self._progress.update(self._task, completed=min(progress.count(self.folder), self.total))
         self._progress.stop()
 
 
 def _run_with_progress(output: Path, total: int, run):
     """Run ``run(progress_dir)`` under a progress bar; a run that cannot resume exits 2."""
-    from stellarpop.components.progress import ResumeError
-
     progress_dir = tempfile.mkdtemp(prefix=".progress-", dir=output)
     try:
         with _ProgressWatcher(progress_dir, total, "spectra"):
             return run(progress_dir)
-    except ResumeError as exc:
+    except progress.ResumeError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(code=2) from None
     finally:
