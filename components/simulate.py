@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from astropy.cosmology import Planck18
@@ -95,7 +95,7 @@ class Instrument:
     @functools.cached_property
     def edges(self) -> np.ndarray:
         """Pixel edges (Angstrom) of the coadd grid."""
-        return _pixel_edges_log10(self.loglam)
+        return pixel_edges(10.0**self.loglam)
 
     @functools.cached_property
     def sky_lines(self) -> np.ndarray:
@@ -387,13 +387,8 @@ def line_fluxes(params: Params, weights: np.ndarray, prep: Prepared, cont_hbeta:
     return out
 
 
-def _pixel_edges_log10(loglam: np.ndarray) -> np.ndarray:
-    d = loglam[1] - loglam[0]
-    return 10.0 ** np.concatenate((loglam - d / 2, [loglam[-1] + d / 2]))
-
-
-def rest_model(params: Params, prep: Prepared) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Noise-free rest-frame spectrum (L_sun/A on ``prep.ln_lam``), the mass weights, truth."""
+def rest_model(params: Params, prep: Prepared) -> tuple[np.ndarray, dict]:
+    """Noise-free rest-frame spectrum (L_sun/A on ``prep.ln_lam``) and its truth."""
     weights = mass_weights(list(params.components), prep.ages, prep.metals)
     weights /= weights.sum()
     log_age, mh, frac = light_weighted(weights, prep)
@@ -417,7 +412,7 @@ def rest_model(params: Params, prep: Prepared) -> tuple[np.ndarray, np.ndarray, 
             s = mu * sig_gas
             spec[sl] += fluxes[name] * a * np.exp(-0.5 * ((lam[sl] - mu) / s) ** 2) / (math.sqrt(2 * math.pi) * s)
     truth = {"log_age": log_age, "mh": mh, "ebv": params.ebv, "vd": params.sigma}
-    return spec, weights, {**truth, "light_fractions": frac}
+    return spec, {**truth, "light_fractions": frac}
 
 
 def redshift_to_sdss(rest: np.ndarray, z: float, prep: Prepared, instrument: Instrument) -> np.ndarray:
@@ -483,7 +478,7 @@ def simulate(
     Flux, ivar and log-lambda are rounded to float32 as in SDSS files, so that a mock written
     to FITS and read back is the same spectrum.
     """
-    rest, _, truth = rest_model(params, prep)
+    rest, truth = rest_model(params, prep)
     flux, ivar, mask, model, sky = observe(params, rest, prep, instrument, rng)
     flux, ivar = flux.astype(np.float32), ivar.astype(np.float32)
     spec = Spectrum(

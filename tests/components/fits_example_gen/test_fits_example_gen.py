@@ -7,8 +7,6 @@ import json
 import os
 import shutil
 
-import numpy as np
-import pytest
 import tensorflow as tf
 from astropy.io import fits
 from tfx.orchestration import metadata, pipeline as tfx_pipeline

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import apache_beam as beam
-import pytest
 import tensorflow as tf
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
