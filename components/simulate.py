@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from astropy.cosmology import Planck18
@@ -129,18 +130,26 @@ class Prepared:
     edges: np.ndarray  # pixel edges (Angstrom) of the grid
 
 
-def prepare(lib: Library, instrument: Instrument, oversample: int = 2, z_ref: float = 0.1) -> Prepared:
+def prepare(
+    lib: Library, instrument: Instrument, oversample: int = 2, z_ref: float = 0.1,
+    extra_sigma_kms: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Prepared:
     """Bring the library to vacuum and to SDSS's line-spread function, on a log grid.
 
     The LSF difference (quadratic, in Angstrom) is taken with SDSS's sigma at the observed
     wavelength lambda_rest * (1 + z_ref); SDSS's LSF is nearly constant in velocity, so the
-    error of using one z_ref for 0 < z < 0.3 is a few km/s in quadrature.
+    error of using one z_ref for 0 < z < 0.3 is a few km/s in quadrature. Where the library
+    is broader than SDSS it is left as it is. ``extra_sigma_kms(observed wavelength)`` adds
+    a broadening in quadrature on top (the pPXF labeller's pixel boxes).
     """
     lam_vac = ppxf_util.air_to_vac(lib.lam)
     sig_sdss_kms = np.interp(np.log10(lam_vac * (1 + z_ref)), instrument.loglam, instrument.sigma_kms)
     sig_sdss = sig_sdss_kms / C_KMS * lam_vac  # rest-frame Angstrom
     sig_tem = lib.fwhm / FWHM_PER_SIGMA
-    sig_diff = np.sqrt(np.clip(sig_sdss**2 - sig_tem**2, 0, None))
+    sig_target2 = np.maximum(sig_sdss, sig_tem) ** 2
+    if extra_sigma_kms is not None:
+        sig_target2 = sig_target2 + (extra_sigma_kms(lam_vac * (1 + z_ref)) / C_KMS * lam_vac) ** 2
+    sig_diff = np.sqrt(np.clip(sig_target2 - sig_tem**2, 0, None))
     flat = lib.templates.reshape(lib.lam.size, -1)
     smooth = ppxf_util.varsmooth(lam_vac, flat, sig_diff)
     velscale = SDSS_VELSCALE / oversample

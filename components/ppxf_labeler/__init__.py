@@ -1,0 +1,1 @@
+"""PpxfLabeler: tf.Examples -> pPXF-labelled tf.Examples, checkpointed, on Beam."""

@@ -1,0 +1,319 @@
+"""The labelling job: tf.Examples -> pPXF fits (checkpointed) -> labelled tf.Examples.
+
+Two Beam passes:
+
+1. **Fit.** Every spectrum whose id has no checkpointed result is fitted (``ppxf_fit``),
+   and its result is appended to the worker's own checkpoint file as one JSON line, flushed
+   and fsync'ed before the next fit starts (on a remote filesystem, which cannot append,
+   results are written in small files of ``remote_batch`` fits). A crash or ``kill -9``
+   loses only the fits in flight; a re-run reads the checkpoints and skips finished ids. A
+   failed fit is a result with status ``failed`` and its message, never a crashed job.
+2. **Write.** Each input split is rewritten with the label features added
+   (``features.LABEL_KEYS``, their ``_err``, chi2 and good-pixel count). Failed fits and the
+   paper's cut (sigma < ``min_vd``, 50 km/s) are dropped and counted per split.
+
+A fit depends on the spectrum and the configuration alone (one BLAS thread per worker), so
+the labels do not depend on the number of workers or on interruptions (tested).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import logging
+import os
+import uuid
+from dataclasses import dataclass, field
+
+import apache_beam as beam
+import numpy as np
+import tensorflow as tf
+
+from stellarpop.components import ppxf_fit, sdss_io, simulate, templates
+from stellarpop.components.progress import ProgressFile, ResumeError
+from stellarpop.transforms import features as F
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+CONFIG_FILE = "label_config.json"
+SUMMARY_FILE = "label_summary.json"
+LABELLED, FAILED, LOW_VD = "labelled", "failed_fit", "vd_below_min"
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """A labelling run (recorded with its output and checked on resume)."""
+
+    fit: ppxf_fit.FitConfig = field(default_factory=ppxf_fit.FitConfig)
+    min_vd: float = 50.0  # km/s; the paper drops spectra with sigma below this
+    instrument_files: tuple[str, ...] = ()  # SDSS files giving the LSF; empty: ppxf's
+    remote_batch: int = 20
+    progress_dir: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "LabelConfig":
+        raw = json.loads(text)
+        fit = ppxf_fit.FitConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.pop("fit").items()})
+        return cls(fit=fit, **{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+
+    def recorded(self) -> str:
+        """What must match for a checkpoint to be resumed (no paths of this session)."""
+        return dataclasses.replace(self, progress_dir="", remote_batch=0).to_json()
+
+
+def read_checkpoints(ckpt_dir: str) -> dict[str, ppxf_fit.LabelResult]:
+    """Every finished fit in ``ckpt_dir``; a line cut by a crash is ignored (refitted)."""
+    out = {}
+    for path in sorted(tf.io.gfile.glob(os.path.join(ckpt_dir, "*.jsonl"))):
+        with tf.io.gfile.GFile(path) as fh:
+            text = fh.read()
+        for line in text.split("\n")[:-1]:  # the text after the last newline is torn
+            try:
+                result = ppxf_fit.LabelResult.from_json(line)
+            except (ValueError, TypeError):
+                log.warning("%s: ignoring a damaged checkpoint line", path)
+                continue
+            out[result.spec_id] = result
+    return out
+
+
+def prepare_checkpoints(ckpt_dir: str, config: LabelConfig, restart: bool = False) -> None:
+    """Create ``ckpt_dir`` or check that it holds fits of the same configuration."""
+    recorded = os.path.join(ckpt_dir, CONFIG_FILE)
+    if restart and tf.io.gfile.exists(ckpt_dir):
+        tf.io.gfile.rmtree(ckpt_dir)
+    if tf.io.gfile.exists(recorded):
+        with tf.io.gfile.GFile(recorded) as fh:
+            if fh.read() != config.recorded():
+                raise ResumeError(f"{ckpt_dir} holds fits made with another configuration: use another folder or restart")
+        return
+    tf.io.gfile.makedirs(ckpt_dir)
+    with tf.io.gfile.GFile(recorded, "w") as fh:
+        fh.write(config.recorded())
+
+
+def spectrum_of(example: tf.train.Example) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, float]:
+    """(spec_id, flux, ivar, mask, z) of a serialized-and-parsed Example."""
+    f = example.features.feature
+    return (
+        f[F.SPEC_ID].bytes_list.value[0].decode(),
+        np.asarray(f[F.FLUX].float_list.value, float),
+        np.asarray(f[F.IVAR].float_list.value, float),
+        np.asarray(f[F.MASK].int64_list.value),
+        float(f[F.Z].float_list.value[0]),
+    )
+
+
+class _CheckpointWriter:
+    """Appends results to this worker's own file (local), or writes small files (remote)."""
+
+    def __init__(self, ckpt_dir: str, remote_batch: int):
+        self._dir = ckpt_dir
+        self._local = "://" not in ckpt_dir
+        self._batch = max(1, remote_batch)
+        self._fh = None
+        self._pending: list[str] = []
+
+    def write(self, result: ppxf_fit.LabelResult) -> None:
+        line = result.to_json() + "\n"
+        if self._local:
+            if self._fh is None:
+                self._fh = open(os.path.join(self._dir, f"fits-{uuid.uuid4().hex}.jsonl"), "a")
+            self._fh.write(line)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        else:
+            self._pending.append(line)
+            if len(self._pending) >= self._batch:
+                self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            name = os.path.join(self._dir, f"fits-{uuid.uuid4().hex}")
+            with tf.io.gfile.GFile(name + ".tmp", "w") as fh:
+                fh.write("".join(self._pending))
+            tf.io.gfile.rename(name + ".tmp", name + ".jsonl")
+            self._pending = []
+
+    def close(self) -> None:
+        self.flush()
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+class FitSpectra(beam.DoFn):
+    """Fits the spectra that have no checkpointed result; checkpoints each result."""
+
+    def __init__(self, config: LabelConfig, ckpt_dir: str, done: frozenset[str]):
+        self._config = config
+        self._dir = ckpt_dir
+        self._done = done
+
+    def setup(self):
+        from threadpoolctl import threadpool_limits
+
+        # One BLAS thread: results then do not depend on the threads a worker happens to get.
+        self._limits = threadpool_limits(1)
+        lib = templates.load_library(self._config.fit.library or None)
+        inst = simulate.Instrument(*sdss_io.instrument_from_files(self._config.instrument_files or None))
+        self._fitter = ppxf_fit.Fitter(lib, inst, self._config.fit)
+        self._progress = ProgressFile(self._config.progress_dir)
+        self._writer = None
+
+    def start_bundle(self):
+        self._writer = _CheckpointWriter(self._dir, self._config.remote_batch)
+
+    def process(self, serialized: bytes):
+        spec_id, flux, ivar, mask, z = spectrum_of(tf.train.Example.FromString(serialized))
+        if spec_id not in self._done:
+            result = self._fitter.fit(spec_id, flux, ivar, mask, z)
+            self._writer.write(result)
+            beam.metrics.Metrics.counter("ppxf", "fitted").inc()
+        self._progress.add()
+
+    def finish_bundle(self):
+        self._writer.close()
+        self._progress.flush()
+
+    def teardown(self):
+        if self._writer is not None:
+            self._writer.close()
+
+
+def add_labels(example: tf.train.Example, result: ppxf_fit.LabelResult) -> tf.train.Example:
+    """The Example with pPXF's labels, errors, chi2 and good-pixel count added."""
+    feats = example.features.feature
+    for key in F.LABEL_KEYS:
+        for name in (key, key + F.ERR_SUFFIX):
+            feats[name].ClearField("float_list")
+            feats[name].float_list.value.append(float(getattr(result, name)))
+    feats[F.PPXF_CHI2].ClearField("float_list")
+    feats[F.PPXF_CHI2].float_list.value.append(float(result.chi2))
+    feats[F.PPXF_NGOOD].ClearField("int64_list")
+    feats[F.PPXF_NGOOD].int64_list.value.append(int(result.n_good))
+    return example
+
+
+class WriteLabels(beam.DoFn):
+    """Adds labels to one split's Examples; drops failed fits and sigma < min_vd (counted)."""
+
+    COUNTS = "counts"
+
+    def __init__(self, split: str, results: dict[str, str], min_vd: float):
+        self._split = split
+        self._results = results  # spec_id -> LabelResult JSON
+        self._min_vd = min_vd
+
+    def process(self, serialized: bytes):
+        example = tf.train.Example.FromString(serialized)
+        spec_id = example.features.feature[F.SPEC_ID].bytes_list.value[0].decode()
+        result = ppxf_fit.LabelResult.from_json(self._results[spec_id])
+        if not result.ok:
+            outcome = FAILED
+        elif not result.vd >= self._min_vd:
+            outcome = LOW_VD
+        else:
+            outcome = LABELLED
+            yield add_labels(example, result).SerializeToString(deterministic=True)
+        yield beam.pvalue.TaggedOutput(self.COUNTS, (self._split, outcome))
+
+
+def split_files(examples_dir: str) -> dict[str, list[str]]:
+    """{split: files} of an Examples folder (``Split-*``), or {"all": files} of plain files."""
+    splits = sorted(d for d in tf.io.gfile.glob(os.path.join(examples_dir, "Split-*")))
+    if splits:
+        return {os.path.basename(d)[len("Split-"):]: sorted(tf.io.gfile.glob(os.path.join(d, "*"))) for d in splits}
+    return {"all": [examples_dir]}
+
+
+def read_files(pipeline: beam.Pipeline, files: list[str], label: str):
+    """A PCollection of serialized Examples from gzipped (by name) or plain TFRecord files."""
+    return (
+        pipeline
+        | f"{label}Files" >> beam.Create(files)
+        | f"{label}Read" >> beam.io.ReadAllFromTFRecord(compression_type=beam.io.filesystem.CompressionTypes.AUTO)
+    )
+
+
+def fit_all(pipeline: beam.Pipeline, files: list[str], config: LabelConfig, ckpt_dir: str, done: frozenset[str]):
+    """Pass 1: fit every spectrum of ``files`` whose id is not in ``done``."""
+    return (
+        read_files(pipeline, files, "Fit")
+        | "Reshuffle" >> beam.Reshuffle()
+        | "Fit" >> beam.ParDo(FitSpectra(config, ckpt_dir, done))
+    )
+
+
+def write_all(pipeline: beam.Pipeline, splits: dict[str, list[str]], results: dict[str, str], min_vd: float, out_dir: str):
+    """Pass 2: every split rewritten with labels into ``out_dir/Split-*``; counts to a summary."""
+    counts = []
+    for split, files in splits.items():
+        out = (
+            read_files(pipeline, files, f"Write{split}")
+            | f"Label{split}" >> beam.ParDo(WriteLabels(split, results, min_vd)).with_outputs(WriteLabels.COUNTS, main="examples")
+        )
+        _ = out.examples | f"Write{split}" >> beam.io.WriteToTFRecord(
+            os.path.join(out_dir, f"Split-{split}", "labelled"), file_name_suffix=".gz",
+            compression_type=beam.io.filesystem.CompressionTypes.GZIP,
+        )
+        counts.append(out[WriteLabels.COUNTS])
+    return (
+        counts
+        | "AllCounts" >> beam.Flatten()
+        | "Count" >> beam.combiners.Count.PerElement()
+        | "ToList" >> beam.combiners.ToList()
+        | "Dump" >> beam.Map(lambda pairs: json.dumps([[s, o, n] for (s, o), n in sorted(pairs)]))
+        | "WriteCounts" >> beam.io.WriteToText(os.path.join(out_dir, "label_counts.json"), num_shards=1, shard_name_template="")
+    )
+
+
+def run(make_pipeline, splits: dict[str, list[str]], out_dir: str, ckpt_dir: str, config: LabelConfig) -> dict:
+    """Fit (resuming from ``ckpt_dir``), then write the labelled splits and a summary.
+
+    ``make_pipeline()`` returns a fresh Beam pipeline (a context manager) for each pass.
+    """
+    files = [f for fs in splits.values() for f in fs]
+    done = read_checkpoints(ckpt_dir)
+    log.info("%d fits already checkpointed in %s", len(done), ckpt_dir)
+    with make_pipeline() as pipeline:
+        fit_all(pipeline, files, config, ckpt_dir, frozenset(done))
+    results = read_checkpoints(ckpt_dir)
+    with make_pipeline() as pipeline:
+        write_all(pipeline, splits, {k: r.to_json() for k, r in results.items()}, config.min_vd, out_dir)
+    with tf.io.gfile.GFile(os.path.join(out_dir, "label_counts.json")) as fh:
+        triples = json.load(fh)
+    per_split = {s: {LABELLED: 0, FAILED: 0, LOW_VD: 0} for s in splits}
+    for split, outcome, n in triples:
+        per_split[split][outcome] = n
+    failures = sorted((r for r in results.values() if not r.ok), key=lambda r: r.spec_id)
+    summary = {
+        "splits": per_split,
+        "fitted_before": len(done),
+        "fitted": len(results),
+        "failed": len(failures),
+        "failure_messages": _count(r.message for r in failures),
+        "config": json.loads(config.recorded()),
+    }
+    with tf.io.gfile.GFile(os.path.join(out_dir, SUMMARY_FILE), "w") as fh:
+        json.dump(summary, fh, indent=2, sort_keys=True)
+    with tf.io.gfile.GFile(os.path.join(out_dir, "failed_fits.jsonl"), "w") as fh:
+        fh.write("".join(r.to_json() + "\n" for r in failures))
+    return summary
+
+
+def _count(items) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        out[item] = out.get(item, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def read_summary(out_dir: str) -> dict:
+    with tf.io.gfile.GFile(os.path.join(out_dir, SUMMARY_FILE)) as fh:
+        return json.load(fh)
