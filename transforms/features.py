@@ -73,6 +73,10 @@ MH = "mh"  # light-weighted [M/H], dex
 EBV = "ebv"  # Calzetti E(B-V), mag
 VD = "vd"  # stellar velocity dispersion, km/s
 LABEL_KEYS = (LOG_AGE, MH, EBV, VD)
+ERR_SUFFIX = "_err"  # 1-sigma uncertainty of a label (pPXF's formal error, the model's)
+LABEL_ERR_KEYS = tuple(k + ERR_SUFFIX for k in LABEL_KEYS)
+PPXF_CHI2 = "ppxf_chi2"  # chi2 per degree of freedom of the pPXF fit
+PPXF_NGOOD = "ppxf_ngood"  # pixels the pPXF fit used
 TRUTH_PREFIX = "true_"
 TRUTH_KEYS = tuple(TRUTH_PREFIX + k for k in LABEL_KEYS)
 # Everything else the simulator knows (SFH components, light fractions, S/N, dust, lines),
