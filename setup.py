@@ -19,6 +19,8 @@ setup(
     python_requires=">=3.10,<3.11",
     packages=packages,
     package_dir={f"stellarpop.{f}": f for f in FOLDERS},
+    # The shipped model (TF Serving layout) and the pipeline configurations.
+    package_data={"stellarpop.serving": ["models/*/*/*", "models/*/*/*/*"], "stellarpop.pipeline": ["*.yaml"]},
     install_requires=[
         "tfx==1.16.*",
         "tensorflow==2.16.*",

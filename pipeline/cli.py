@@ -274,6 +274,73 @@ def label(
         console.print(f"[red]{n} x {message}[/red]", highlight=False)
 
 
+@app.command("run-pipeline")
+def run_pipeline(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline YAML (see pipeline/configs.py PipelineConfig).")],
+    workers: Annotated[int, typer.Option(help="Local Beam worker processes; 0: the config's, else one per core.")] = 0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the TFX pipeline locally (LocalDagRunner, SQLite MLMD, Beam DirectRunner)."""
+    _setup_logging(verbose)
+    from stellarpop.pipeline import configs, local_runner
+
+    cfg = configs.PipelineConfig.from_yaml(str(config))
+    if workers:
+        cfg = dataclasses.replace(cfg, workers=workers)
+    started = time.time()
+    console.print(f"Running pipeline {cfg.name} ({config}) under {Path(cfg.root).resolve()}")
+    cfg = local_runner.run(cfg)
+    pushed = sorted(Path(cfg.serving_dir).glob("*/saved_model.pb")) if Path(cfg.serving_dir).exists() else []
+    console.print(f"done in {time.time() - started:.0f} s; " + (
+        f"pushed model: {pushed[-1].parent}" if pushed else "no model pushed (not blessed: see the Evaluator's output)"))
+
+
+@app.command()
+def predict(
+    inputs: Annotated[list[str], typer.Argument(help="Spectrum files, folders, globs, @lists, or 'bundled'.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="results.csv or results.parquet")] = Path("results.csv"),
+    model: Annotated[Optional[Path], typer.Option(help="SavedModel, or a folder of numbered versions (a push); default: the shipped model.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Spectra per call of the model.")] = 256,
+    show: Annotated[int, typer.Option(help="Print the first rows of the table.")] = 20,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Predict log age, [M/H], E(B-V) and sigma (with 1-sigma errors) for spectrum files."""
+    _setup_logging(verbose)
+    from stellarpop.components import sdss_io
+    from stellarpop.serving import predict as pred
+
+    files, missing = sdss_io.resolve_inputs(inputs)
+    try:
+        predictor = pred.Predictor(str(model) if model else None)
+    except (FileNotFoundError, OSError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(code=2) from None
+    console.print(f"Predicting {len(files)} spectra with {predictor.path}")
+    started = time.time()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task("spectra", total=len(files))
+        rows = pred.predict_files(files, predictor, batch_size, on_progress=lambda n: bar.advance(task, n))
+    for m in missing:
+        rows.append({"file": m.file, "error": f"{m.file}: {m.message}"})
+    pred.write_table(rows, str(output))
+    table = Table(title=f"predict: {len(rows)} rows in {time.time() - started:.1f} s -> {output}")
+    for col in ("spec_id", "z", "log_age", "mh", "ebv", "vd", "quality / error"):
+        table.add_column(col)
+    for row in rows[:show]:
+        if row.get("error"):
+            table.add_row(str(row.get("spec_id") or Path(row["file"]).name), "", "", "", "", "", f"[red]{row['error']}[/red]")
+            continue
+        table.add_row(
+            row["spec_id"], f"{row['z']:.4f}",
+            *(f"{row[k]:.3f}+-{row[k + '_err']:.3f}" for k in ("log_age", "mh", "ebv")),
+            f"{row['vd']:.0f}+-{row['vd_err']:.0f}", row["quality"],
+        )
+    console.print(table)
+    if any(r.get("error") for r in rows):
+        raise typer.Exit(code=1)
+
+
 def _count_records(splits: dict[str, list[str]]) -> int:
     import tensorflow as tf
 

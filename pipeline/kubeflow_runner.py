@@ -1,0 +1,47 @@
+"""Compile the same pipeline for Kubeflow Pipelines (V2 spec JSON), Beam on Dataflow.
+
+    python -m stellarpop.pipeline.kubeflow_runner --config cfg.yaml --project P --region R \
+        --bucket gs://B --image gcr.io/P/stellarpop:1.0 --output stellarpop_kfp.json
+
+The image must have this distribution installed (``pip install .`` with requirements.lock);
+Dataflow workers install it from ``setup.py`` (``--setup_file``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from tfx import v1 as tfx
+
+from stellarpop.pipeline import configs
+from stellarpop.pipeline.pipeline import create_pipeline
+
+
+def compile_pipeline(cfg: configs.PipelineConfig, project: str, region: str, bucket: str, image: str, output: str) -> str:
+    """Write the Kubeflow V2 pipeline spec of ``cfg`` (root under ``bucket``) to ``output``."""
+    root = f"{bucket.rstrip('/')}/{cfg.name}"
+    cfg = dataclasses.replace(cfg, root=root, serving_dir=cfg.serving_dir or f"{root}/serving/{cfg.name}")
+    beam_args = configs.dataflow_beam_args(project, region, f"{root}/tmp")
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
+        output_filename=output,
+    )
+    runner.run(create_pipeline(cfg, beam_pipeline_args=beam_args), write_out=True)
+    return output
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--project", required=True)
+    ap.add_argument("--region", default="us-central1")
+    ap.add_argument("--bucket", required=True)
+    ap.add_argument("--image", required=True)
+    ap.add_argument("--output", default="stellarpop_kfp.json")
+    a = ap.parse_args()
+    print(compile_pipeline(configs.PipelineConfig.from_yaml(a.config), a.project, a.region, a.bucket, a.image, a.output))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Run the pipeline locally: LocalDagRunner, SQLite MLMD, Beam DirectRunner (multi-process)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from tfx import v1 as tfx
+
+from stellarpop.pipeline import configs
+from stellarpop.pipeline.pipeline import create_pipeline
+
+
+def metadata_path(cfg: configs.PipelineConfig) -> str:
+    return os.path.join(cfg.root, "metadata.sqlite")
+
+
+def run(cfg: configs.PipelineConfig, beam_pipeline_args: list[str] | None = None) -> configs.PipelineConfig:
+    """Run every component of ``cfg`` in this process; returns the resolved configuration."""
+    cfg = cfg.resolved()
+    os.makedirs(cfg.root, exist_ok=True)
+    args = beam_pipeline_args if beam_pipeline_args is not None else configs.local_beam_args(cfg.workers or None)
+    with open(os.path.join(cfg.root, "pipeline_config.json"), "w") as fh:
+        json.dump({"config": cfg.__dict__, "beam_args": args}, fh, indent=2, default=str)
+    pipeline = create_pipeline(
+        cfg,
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path(cfg)),
+        beam_pipeline_args=args,
+    )
+    tfx.orchestration.LocalDagRunner().run(pipeline)
+    return cfg

@@ -1,0 +1,266 @@
+"""Keras architectures in a registry: the paper's Table 1 and the fast default.
+
+Every model is a tf_keras functional model whose inputs are named after the transformed
+features it reads (``preprocessing.FLUX_XF`` ...), so it can be called with the dict the
+TFT layer returns. Targets are the four min-max scaled labels in ``features.LABEL_KEYS``
+order, shape (batch, 4).
+
+A registered builder comes with its :class:`ModelSpec`: the loss it trains with, whether it
+predicts a variance, the inputs it reads and its default learning rate. A new architecture
+is one function plus ``@register(...)``.
+
+Output conventions
+------------------
+``predicts_variance=False`` (``paper``): (batch, 4) scaled label means.
+``predicts_variance=True`` (``default``): (batch, 8): columns 0-3 the scaled means, 4-7 the
+log-variances of a Gaussian in the scaled space (see :func:`split_outputs`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import tensorflow as tf
+import tf_keras as keras
+
+from stellarpop.transforms import features as F
+from stellarpop.transforms import preprocessing as P
+
+N_LABELS = len(F.LABEL_KEYS)
+
+# Log-variance bounds (scaled space, labels in [0, 1]): sigma from ~0.0025 to ~4.5 label
+# ranges. The lower bound keeps a confidently wrong prediction from blowing up the loss.
+LOGVAR_MIN = -12.0
+LOGVAR_MAX = 3.0
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered architecture.
+
+    Attributes
+    ----------
+    name : registry name
+    build : ``build(**hparams) -> keras.Model``
+    loss : Keras loss ``loss(y_true (B, 4), y_pred) -> scalar``
+    predicts_variance : True if ``y_pred`` is (B, 8): means then log-variances
+    inputs : transformed feature names the model reads
+    learning_rate : default Adam learning rate
+    """
+
+    name: str
+    build: Callable[..., keras.Model]
+    loss: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+    predicts_variance: bool
+    inputs: tuple[str, ...]
+    learning_rate: float
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(
+    name: str,
+    loss: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
+    predicts_variance: bool,
+    inputs: tuple[str, ...],
+    learning_rate: float,
+) -> Callable:
+    """Decorator: register a builder under ``name`` with its training conventions."""
+
+    def decorator(fn: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        _REGISTRY[name] = ModelSpec(name, fn, loss, predicts_variance, tuple(inputs), learning_rate)
+        return fn
+
+    return decorator
+
+
+def get(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` of a registered model."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; registered: {names()}") from None
+
+
+def build(name: str, **hparams) -> keras.Model:
+    """Build a registered model (uncompiled) with builder keyword arguments."""
+    return get(name).build(**hparams)
+
+
+def names() -> list[str]:
+    """Registered model names, sorted."""
+    return sorted(_REGISTRY)
+
+
+# --- losses and metrics (scaled label space) -------------------------------------------------
+
+
+def split_outputs(y_pred: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Means (B, 4) and clipped log-variances (B, 4) of a variance model's (B, 8) output."""
+    mean, logvar = y_pred[:, :N_LABELS], y_pred[:, N_LABELS:]
+    return mean, tf.clip_by_value(logvar, LOGVAR_MIN, LOGVAR_MAX)
+
+
+def gaussian_nll(y_true: tf.Tensor, y_pred: tf.Tensor, beta: float = 0.0) -> tf.Tensor:
+    """Gaussian negative log-likelihood per label, averaged over labels and batch.
+
+    ``0.5 * log(2 pi) + 0.5 * logvar + 0.5 * (y - mu)^2 / exp(logvar)``, with the
+    log-variance clipped to [LOGVAR_MIN, LOGVAR_MAX]. With ``beta > 0`` each term is
+    weighted by ``stop_gradient(var ** beta)`` (beta-NLL, Seitzer et al. 2022), which keeps
+    the mean from being neglected where the predicted variance is large.
+
+    Parameters
+    ----------
+    y_true : Tensor, shape (B, 4), scaled labels
+    y_pred : Tensor, shape (B, 8), means then log-variances
+
+    Returns
+    -------
+    Tensor, scalar
+    """
+    y_true = tf.cast(y_true, y_pred.dtype)
+    mean, logvar = split_outputs(y_pred)
+    nll = _HALF_LOG_2PI + 0.5 * logvar + 0.5 * tf.square(y_true - mean) * tf.exp(-logvar)
+    if beta:
+        nll = nll * tf.stop_gradient(tf.exp(beta * logvar))
+    return tf.reduce_mean(nll)
+
+
+def mean_mse(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+    """MSE of the predicted means alone (comparable between ``paper`` and ``default``)."""
+    y_true = tf.cast(y_true, y_pred.dtype)
+    return tf.reduce_mean(tf.square(y_true - y_pred[:, :N_LABELS]))
+
+
+def mse(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+    """The paper's loss: mean squared error of the four scaled labels (equation 1)."""
+    return tf.reduce_mean(tf.square(tf.cast(y_true, y_pred.dtype) - y_pred))
+
+
+# --- the paper's Table 1 ---------------------------------------------------------------------
+
+
+@register("paper", loss=mse, predicts_variance=False, inputs=(P.FLUX_XF,), learning_rate=1e-4)
+def paper(l2: float = 1e-5, dense_units: int = 5184) -> keras.Model:
+    """The paper's CNN (Table 1): 209,142,868 parameters.
+
+    Input flux (5100,), four blocks of two Conv1D (k=3, stride 1, 'valid', ReLU; 16, 32, 64,
+    128 channels) each followed by MaxPooling1D(2), Flatten (40,320), Dense(5184, ReLU),
+    Dense(4). The paper gives no output activation: linear (min-max scaled targets;
+    a linear head can still extrapolate slightly beyond the training range). It uses L2
+    regularisation without a coefficient; ``l2`` (on every kernel, default 1e-5) adds ~0.1
+    to the initial loss of this network, the order of the MSE it trains to.
+
+    Parameters
+    ----------
+    l2 : L2 coefficient on every kernel (0 disables)
+    dense_units : width of the hidden dense layer (the paper's 5184)
+    """
+    reg = keras.regularizers.L2(l2) if l2 else None
+    flux = keras.Input(shape=(F.N_PIXELS,), name=P.FLUX_XF)
+    x = keras.layers.Reshape((F.N_PIXELS, 1), name="channels")(flux)
+    for block, channels in enumerate((16, 32, 64, 128), start=1):
+        for i in (1, 2):
+            x = keras.layers.Conv1D(
+                channels, 3, strides=1, padding="valid", activation="relu", kernel_regularizer=reg,
+                name=f"conv{block}_{i}",
+            )(x)
+        x = keras.layers.MaxPooling1D(2, name=f"pool{block}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(dense_units, activation="relu", kernel_regularizer=reg, name="dense")(x)
+    out = keras.layers.Dense(N_LABELS, kernel_regularizer=reg, name="labels")(x)
+    return keras.Model({P.FLUX_XF: flux}, out, name="paper")
+
+
+# --- the fast default ------------------------------------------------------------------------
+
+
+def _residual_block(x: tf.Tensor, channels: int, kernel: int, name: str) -> tf.Tensor:
+    """Pre-activation residual block; the last conv starts at zero, so the block starts as
+    the identity and no normalisation layer is needed (nothing differs between training and
+    inference)."""
+    h = keras.layers.ReLU(name=f"{name}_relu1")(x)
+    h = keras.layers.Conv1D(channels, kernel, padding="same", name=f"{name}_conv1")(h)
+    h = keras.layers.ReLU(name=f"{name}_relu2")(h)
+    h = keras.layers.Conv1D(channels, kernel, padding="same", kernel_initializer="zeros", name=f"{name}_conv2")(h)
+    return keras.layers.Add(name=f"{name}_add")([x, h])
+
+
+def padded_length(n_pixels: int, unit: int) -> int:
+    """The smallest multiple of ``unit`` that holds ``n_pixels``."""
+    return -(-n_pixels // unit) * unit
+
+
+@register(
+    "default", loss=gaussian_nll, predicts_variance=True, inputs=(P.FLUX_XF, P.MASK_XF, P.NOISE_XF),
+    learning_rate=1e-3,
+)
+def default(
+    patch: int = 16,
+    embed: int = 48,
+    stage_channels: tuple[int, ...] = (32, 48, 64, 128),
+    kernel: int = 3,
+    head_units: int = 128,
+    dropout: float = 0.1,
+) -> keras.Model:
+    """Patch-embedded residual 1D CNN with a Gaussian head (~0.2M parameters).
+
+    Three channels per pixel: flux, good = 1 - mask, and precision = 1 - noise/NOISE_CLIP
+    (so that zero padding reads as "no data" in all three). The spectrum is zero-padded to
+    a multiple of ``patch * 2**(stages - 1)`` pixels (5120 by default) and cut into
+    patches of ``patch`` pixels, each linearly embedded to ``embed`` channels (the same as a
+    kernel-16, stride-16 convolution, without the slow CPU backward pass of strided
+    convolutions: ~2 ms per spectrum per training step on the busy 2-core machine, against
+    ~7 ms for a strided-conv design of the same size). Each stage merges neighbouring
+    positions in pairs (halving the length, except the first), projects to its channels
+    and applies one residual block; global average and max pooling; a dense layer; two
+    linear heads, the means (bias 0.5, the middle of the scaled range) and the
+    log-variances (bias log(1/12), the variance of a uniform label), concatenated to (B, 8).
+
+    Parameters
+    ----------
+    patch : pixels per patch
+    embed : channels of the patch embedding
+    stage_channels : channels of each stage (positions 320, 160, 80, 40 by default)
+    kernel : kernel size of the residual convolutions
+    head_units : width of the dense layer
+    dropout : dropout before the heads
+    """
+    inputs = {k: keras.Input(shape=(F.N_PIXELS,), name=k) for k in (P.FLUX_XF, P.MASK_XF, P.NOISE_XF)}
+    channels = {
+        "flux": inputs[P.FLUX_XF],
+        "good": keras.layers.Rescaling(-1.0, offset=1.0, name="good")(inputs[P.MASK_XF]),
+        "precision": keras.layers.Rescaling(-1.0 / P.NOISE_CLIP, offset=1.0, name="precision")(inputs[P.NOISE_XF]),
+    }
+    x = keras.layers.Concatenate(name="stack")(
+        [keras.layers.Reshape((F.N_PIXELS, 1), name=f"{k}_channel")(v) for k, v in channels.items()]
+    )
+    length = padded_length(F.N_PIXELS, patch * 2 ** (len(stage_channels) - 1))
+    pad = length - F.N_PIXELS
+    x = keras.layers.ZeroPadding1D((pad // 2, pad - pad // 2), name="pad")(x)
+    x = keras.layers.Reshape((length // patch, 3 * patch), name="patches")(x)
+    x = keras.layers.Conv1D(embed, 1, name="embed")(x)
+    for i, width in enumerate(stage_channels, start=1):
+        x = keras.layers.ReLU(name=f"stage{i}_relu")(x)
+        if i > 1:
+            x = keras.layers.Reshape((x.shape[1] // 2, 2 * x.shape[2]), name=f"stage{i}_merge")(x)
+        x = keras.layers.Conv1D(width, 1, name=f"stage{i}_proj")(x)
+        x = _residual_block(x, width, kernel, name=f"stage{i}_res")
+    x = keras.layers.ReLU(name="final_relu")(x)
+    pooled = keras.layers.Concatenate(name="pool")(
+        [keras.layers.GlobalAveragePooling1D(name="avg")(x), keras.layers.GlobalMaxPooling1D(name="max")(x)]
+    )
+    h = keras.layers.Dense(head_units, activation="relu", name="head")(pooled)
+    h = keras.layers.Dropout(dropout, name="dropout")(h)
+    mean = keras.layers.Dense(N_LABELS, bias_initializer=keras.initializers.Constant(0.5), name="mean")(h)
+    logvar = keras.layers.Dense(
+        N_LABELS, bias_initializer=keras.initializers.Constant(math.log(1 / 12)), name="logvar"
+    )(h)
+    out = keras.layers.Concatenate(name="mean_logvar")([mean, logvar])
+    return keras.Model(inputs, out, name="default")

@@ -1,0 +1,88 @@
+"""The whole pipeline on tiny data under LocalDagRunner (every component, MLMD, the push),
+prediction with the pushed model, and the Kubeflow V2 compilation of the same DAG."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+from ml_metadata.metadata_store import metadata_store
+from tfx import v1 as tfx
+from typer.testing import CliRunner
+
+from stellarpop.pipeline import configs, kubeflow_runner, local_runner
+from stellarpop.pipeline.cli import app
+from stellarpop.serving import predict
+
+COMPONENTS = {
+    "MockExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "Transform", "Trainer",
+    "Evaluator", "Pusher",
+}
+
+
+def _tiny(root: str) -> configs.PipelineConfig:
+    return configs.PipelineConfig(
+        name="tiny",
+        root=root,
+        examples={"source": "simulate", "n": 80, "seed": 5, "mode": "sdss", "shard_size": 40},
+        trainer={"model": "default", "epochs": 2, "batch_size": 16},
+        # Loose bounds: two epochs on 64 spectra only have to beat these.
+        thresholds={"log_age": 10.0, "mh": 10.0, "ebv": 10.0, "vd": 10000.0},
+        workers=1,
+    )
+
+
+@pytest.fixture(scope="module")
+def pushed(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("pipeline"))
+    cfg = local_runner.run(_tiny(root), beam_pipeline_args=["--runner=DirectRunner"])
+    return cfg
+
+
+def test_every_component_ran_and_the_model_was_pushed(pushed):
+    cfg = pushed
+    store = metadata_store.MetadataStore(
+        tfx.orchestration.metadata.sqlite_metadata_connection_config(local_runner.metadata_path(cfg))
+    )
+    executions = store.get_executions()
+    ran = {e.custom_properties["tfx_node_id"].string_value if "tfx_node_id" in e.custom_properties else "" for e in executions}
+    types = {store.get_execution_types_by_id([e.type_id])[0].name.split(".")[-1] for e in executions}
+    assert COMPONENTS <= ran | types, (ran, types)
+    assert all(e.last_known_state in (e.COMPLETE, e.CACHED) for e in executions)
+    blessings = store.get_artifacts_by_type("ModelBlessing")
+    assert len(blessings) == 1 and blessings[0].custom_properties["blessed"].int_value == 1
+    versions = [d for d in os.listdir(cfg.serving_dir) if d.isdigit()]
+    assert len(versions) == 1
+    assert os.path.exists(os.path.join(cfg.serving_dir, versions[0], "saved_model.pb"))
+    pushed_models = store.get_artifacts_by_type("PushedModel")
+    assert pushed_models[0].custom_properties["pushed"].int_value == 1
+
+
+def test_predict_with_the_pushed_model(pushed, bundled, tmp_path):
+    out = tmp_path / "results.csv"
+    missing = str(tmp_path / "nope.fits")
+    result = CliRunner().invoke(app, ["predict", str(bundled["NGC3522"]), str(bundled["NGC3073"]), missing,
+                                      "--model", pushed.serving_dir, "-o", str(out)])
+    assert result.exit_code == 1, result.output  # the missing file is an error row
+    import pandas as pd
+
+    table = pd.read_csv(out)
+    assert len(table) == 3
+    ok = table[table["spec_id"] == "2488-54149-0001"].iloc[0]
+    assert all(math.isfinite(ok[k]) and ok[k + "_err"] > 0 for k in ("log_age", "mh", "ebv", "vd"))
+    star = table[table["spec_id"] == "0945-52652-0470"].iloc[0]
+    assert "class_STAR" in star["quality"]
+    assert "nope.fits" in table["error"].fillna("").str.cat()
+
+
+def test_kubeflow_v2_spec_compiles(tmp_path):
+    out = str(tmp_path / "stellarpop_kfp.json")
+    kubeflow_runner.compile_pipeline(_tiny(str(tmp_path)), "my-project", "europe-west4", str(tmp_path / "bucket"),
+                                     "gcr.io/my-project/stellarpop:1", out)
+    spec = json.load(open(out))
+    text = json.dumps(spec)
+    tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
+    assert {"MockExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"} <= set(tasks)
+    assert "DataflowRunner" in text and "my-project" in text and "gcr.io/my-project/stellarpop:1" in text

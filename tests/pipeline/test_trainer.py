@@ -1,0 +1,222 @@
+"""The Trainer module: run_fn on tiny raw data behind a real transform graph, and the
+exported SavedModel's signatures (raw examples without labels -> physical units)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+import tf_keras as keras
+from tfx.components.trainer.fn_args_utils import FnArgs  # = tfx.v1.components.FnArgs, without importing all of TFX
+from tfx_bsl.public import tfxio
+
+from stellarpop.components import examples
+from stellarpop.components.spectra import Spectrum
+from stellarpop.pipeline import models, trainer
+from stellarpop.transforms import features as F
+from stellarpop.transforms import preprocessing as P
+from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
+
+GRID = F.model_grid()
+N_TRAIN, N_EVAL = 48, 16
+LOW = {F.LOG_AGE: 8.0, F.MH: -1.5, F.EBV: 0.0, F.VD: 60.0}
+HIGH = {F.LOG_AGE: 10.2, F.MH: 0.2, F.EBV: 0.6, F.VD: 350.0}
+
+
+def mock(rng: np.random.Generator, i: int) -> tuple[Spectrum, dict[str, float]]:
+    """A spectrum whose slope follows its age and whose noise follows its S/N."""
+    labels = {k: float(rng.uniform(LOW[k], HIGH[k])) for k in F.LABEL_KEYS}
+    snr = float(rng.uniform(5, 40))
+    clean = 5.0 * (GRID / 5000.0) ** (labels[F.LOG_AGE] - 11.0) * (1 - 0.3 * np.exp(-0.5 * ((GRID - 5175) / 3) ** 2))
+    flux = clean + clean / snr * rng.standard_normal(F.N_PIXELS)
+    ivar = np.full(F.N_PIXELS, (snr / 5.0) ** 2)
+    bad = rng.uniform(size=F.N_PIXELS) < 0.01
+    ivar[bad] = 0
+    spec = Spectrum(
+        wave=GRID, flux=flux.astype(np.float32), ivar=ivar.astype(np.float32), bad=bad, spec_id=f"mock-{i}",
+        z=float(rng.uniform(0.01, 0.3)), snr_r=snr, bpt_class=("passive", "star-forming")[i % 2],
+    )
+    return spec, labels
+
+
+def write_gzip(path: str, records: list[bytes]) -> None:
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        for record in records:
+            writer.write(record)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict:
+    """Raw train/eval splits as TFX lays them out, and the transform graph of train."""
+    root = tmp_path_factory.mktemp("trainer")
+    rng = np.random.default_rng(3)
+    mocks = [mock(rng, i) for i in range(N_TRAIN + N_EVAL)]
+    for split, part in (("train", mocks[:N_TRAIN]), ("eval", mocks[N_TRAIN:])):
+        os.makedirs(root / f"Split-{split}")
+        write_gzip(str(root / f"Split-{split}" / "data.gz"),
+                   [examples.to_example(s, labels=lab).SerializeToString() for s, lab in part])
+    schema = schema_utils.schema_from_feature_spec(examples.feature_spec(labels=True))
+    source = tfxio.TFExampleRecord(str(root / "Split-train" / "*"), schema=schema)
+    transform_dir = str(root / "transform")
+    with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=str(root / "tmp")):
+        raw = pipeline | source.BeamSource()
+        (_, _), transform_fn = (raw, source.TensorAdapterConfig()) | tft_beam.AnalyzeAndTransformDataset(
+            P.preprocessing_fn
+        )
+        _ = transform_fn | tft_beam.WriteTransformFn(transform_dir)
+    # As TFX's Transform executor does: the raw schema next to the graph.
+    metadata_io.write_metadata(
+        dataset_metadata.DatasetMetadata(schema), os.path.join(transform_dir, tft.TFTransformOutput.RAW_METADATA_DIR)
+    )
+    return {"root": root, "mocks": mocks, "transform_dir": transform_dir}
+
+
+@pytest.fixture(scope="module")
+def trained(data) -> dict:
+    root = data["root"]
+    fn_args = FnArgs(
+        train_files=[str(root / "Split-train" / "*")],
+        eval_files=[str(root / "Split-eval" / "*")],
+        transform_output=data["transform_dir"],
+        serving_model_dir=str(root / "serving"),
+        model_run_dir=str(root / "run"),
+        train_steps=None,
+        eval_steps=None,
+        custom_config={
+            "model": "default", "epochs": 2, "batch_size": 16, "seed": 1, "cache": True, "other_component_key": 1
+        },
+        data_accessor=None,
+    )
+    trainer.run_fn(fn_args)
+    return {"fn_args": fn_args, "loaded": tf.saved_model.load(fn_args.serving_model_dir)}
+
+
+def serialized(mocks, labels: bool) -> tf.Tensor:
+    return tf.constant([examples.to_example(s, labels=lab if labels else None).SerializeToString() for s, lab in mocks])
+
+
+def test_serving_default_takes_unlabelled_examples_and_returns_physical_units(data, trained):
+    serve = trained["loaded"].signatures["serving_default"]
+    assert list(serve.structured_input_signature[1]) == [trainer.EXAMPLES_INPUT]
+    eval_mocks = data["mocks"][N_TRAIN:]
+    out = {k: v.numpy() for k, v in serve(examples=serialized(eval_mocks, labels=False)).items()}
+    assert set(out) == set(trainer.OUTPUT_KEYS) == set(F.LABEL_KEYS) | {k + "_err" for k in F.LABEL_KEYS}
+    train_labels = {k: np.array([lab[k] for _, lab in data["mocks"][:N_TRAIN]], np.float32) for k in F.LABEL_KEYS}
+    for key in F.LABEL_KEYS:
+        low, high = train_labels[key].min(), train_labels[key].max()
+        span = high - low
+        assert out[key].shape == (N_EVAL,) and np.all(np.isfinite(out[key])), key
+        assert np.all((out[key] > low - span) & (out[key] < high + span)), key
+        err = out[key + "_err"]
+        assert np.all(np.isfinite(err)) and np.all(err > 0) and np.all(err < 5 * span), key
+
+
+def test_serving_equals_checkpoint_behind_transform_features(data, trained):
+    """The serving graph is the TFT layer, the best checkpoint and the inverse scaling."""
+    loaded, fn_args = trained["loaded"], trained["fn_args"]
+    eval_mocks = data["mocks"][N_TRAIN:]
+    transformed = loaded.signatures["transform_features"](examples=serialized(eval_mocks, labels=True))
+    assert {P.FLUX_XF, P.SNR_BIN_XF, P.Z_BIN_XF, P.BPT_CLASS_XF, *P.LABEL_XF_KEYS} <= set(transformed)
+    np.testing.assert_array_equal(transformed[P.BPT_CLASS_XF].numpy()[:2], [b"passive", b"star-forming"])
+    model = models.build("default")
+    model.load_weights(os.path.join(fn_args.model_run_dir, trainer.CHECKPOINT)).expect_partial()
+    y_pred = model({k: transformed[k] for k in model.input_names}, training=False)
+    want = trainer.to_physical(y_pred, transformed, predicts_variance=True)
+    got = loaded.signatures["serving_default"](examples=serialized(eval_mocks, labels=False))
+    for key in trainer.OUTPUT_KEYS:
+        np.testing.assert_allclose(got[key].numpy(), want[key].numpy(), rtol=1e-5, err_msg=key)
+
+
+def test_model_carries_its_metadata(data, trained):
+    info = json.loads(trained["loaded"].signatures["metadata"](examples=tf.constant([], tf.string))[trainer.MODEL_INFO].numpy())
+    serving_dir = trained["fn_args"].serving_model_dir
+    with open(os.path.join(serving_dir, trainer.MODEL_INFO_FILE)) as f:
+        assert json.load(f) == info
+    assert info["architecture"] == "default" and info["label_source"] == "ppxf" and info["predicts_variance"]
+    assert info["wavelength_grid"] == {
+        "start": 3800.0, "step": 1.0, "n_pixels": 5100, "unit": "Angstrom", "frame": "observed, vacuum"
+    }
+    assert info["normalisation_window"] == {"centre": F.NORM_CENTRE, "half_width": F.NORM_HALF_WIDTH}
+    assert info["stellarpop_version"] == "0.1.0"
+    for key in F.LABEL_KEYS:
+        values = np.array([lab[key] for _, lab in data["mocks"][:N_TRAIN]], np.float32)
+        assert (info["labels"][key]["min"], info["labels"][key]["max"]) == (float(values.min()), float(values.max()))
+    assert info["training"]["epochs_run"] == 2 and info["training"]["seed"] == 1
+
+
+def test_run_outputs(trained):
+    run_dir = trained["fn_args"].model_run_dir
+    assert os.path.exists(os.path.join(run_dir, trainer.CHECKPOINT + ".index"))
+    with open(os.path.join(run_dir, "loss_curve.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(os.path.join(run_dir, "history.json")) as f:
+        record = json.load(f)
+    assert len(record["history"]["loss"]) == len(record["history"]["val_loss"]) == 2
+    assert record["best_val_loss"] == min(record["history"]["val_loss"])
+    assert record["config"]["batch_size"] == 16
+    assert tf.io.gfile.glob(os.path.join(run_dir, "train", "events.out.tfevents.*"))
+    assert tf.io.gfile.glob(os.path.join(run_dir, "validation", "events.out.tfevents.*"))
+
+
+def test_input_fn_yields_selected_inputs_and_scaled_labels(data):
+    output = tft.TFTransformOutput(data["transform_dir"])
+    files = str(data["root"] / "Split-train" / "*")
+    features, labels = next(iter(trainer.input_fn(files, output, batch_size=N_TRAIN, feature_keys=[P.FLUX_XF])))
+    assert list(features) == [P.FLUX_XF] and features[P.FLUX_XF].shape == (N_TRAIN, F.N_PIXELS)
+    # Every training label is scaled into [0, 1], the extremes exactly onto 0 and 1.
+    np.testing.assert_allclose(labels.numpy().min(axis=0), 0.0, atol=1e-6)
+    np.testing.assert_allclose(labels.numpy().max(axis=0), 1.0, atol=1e-6)
+    first = {k: data["mocks"][0][1][k] for k in F.LABEL_KEYS}
+    ranges = trainer.read_label_ranges(files, output)
+    want = [(first[k] - ranges[k][0]) / (ranges[k][1] - ranges[k][0]) for k in F.LABEL_KEYS]
+    np.testing.assert_allclose(labels.numpy()[0], want, rtol=1e-5)
+
+
+def test_cached_input_fn_gives_the_same_batches(data):
+    output = tft.TFTransformOutput(data["transform_dir"])
+    files = str(data["root"] / "Split-eval" / "*")
+    keys = models.get("default").inputs
+    plain = list(trainer.input_fn(files, output, batch_size=5, feature_keys=keys))
+    cached = trainer.input_fn(files, output, batch_size=5, feature_keys=keys, cache=True)
+    for _ in range(2):  # the second pass reads the cache
+        batches = list(cached)
+        assert [b[1].shape[0] for b in batches] == [5, 5, 5, 1]
+        for (f1, y1), (f2, y2) in zip(plain, batches):  # (to float32 rounding: other batch sizes)
+            np.testing.assert_allclose(y1.numpy(), y2.numpy(), rtol=1e-6)
+            for key in keys:
+                np.testing.assert_allclose(f1[key].numpy(), f2[key].numpy(), rtol=1e-6)
+
+
+def test_to_physical_inverts_the_scaling_and_paper_errors_are_nan():
+    transformed = {}
+    for i, key in enumerate(F.LABEL_KEYS):
+        low_key, high_key = P.range_keys(key)
+        transformed[low_key], transformed[high_key] = tf.fill([2], float(i)), tf.fill([2], float(3 * i + 2))
+    means = tf.constant([[0.0, 0.5, 1.0, 0.25], [1.0, 0.0, 0.5, 0.75]])
+    logvar = tf.fill([2, 4], math.log(0.01))
+    out = trainer.to_physical(tf.concat([means, logvar], axis=1), transformed, predicts_variance=True)
+    spans = np.array([2.0 * i + 2 for i in range(4)])
+    np.testing.assert_allclose(out[F.MH].numpy(), 1 + means.numpy()[:, 1] * spans[1])
+    np.testing.assert_allclose(out[F.VD + "_err"].numpy(), 0.1 * spans[3], rtol=1e-6)
+    paper = trainer.to_physical(means, transformed, predicts_variance=False)
+    np.testing.assert_allclose(paper[F.LOG_AGE].numpy(), means.numpy()[:, 0] * 2)
+    assert np.all(np.isnan(paper[F.EBV + "_err"].numpy()))
+
+
+def test_config_and_steps():
+    config = trainer.TrainConfig.from_custom_config({"label_source": "truth", "model": "paper", "unrelated": 0})
+    assert config.epochs == 20 and config.lr == 1e-4 and config.label_source == "truth"
+    assert trainer.TrainConfig.from_custom_config(None).lr == 1e-3
+    with pytest.raises(KeyError):
+        trainer.TrainConfig.from_custom_config({"model": "nope"})
+    with pytest.raises(ValueError):
+        trainer.TrainConfig.from_custom_config({"label_source": "sdss"})
+    assert trainer.steps_per_epoch(None, 5) is None and trainer.steps_per_epoch(0, 5) is None
+    assert trainer.steps_per_epoch(101, 10) == 11
