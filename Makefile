@@ -20,9 +20,11 @@ $(VENV)/.installed: requirements.lock setup.py $(BIN)/python
 
 install: $(VENV)/.installed
 
-# The main job on bundled data: the real SDSS spectra that ship inside ppxf.
+# The main job on bundled data: the whole pipeline on 600 simulated spectra, then the shipped
+# model's predictions for the real SDSS spectra that ship inside ppxf.
 demo: install
-	$(BIN)/stellarpop ingest bundled --output runs/demo
+	$(BIN)/stellarpop run-pipeline --config pipeline/demo.yaml
+	$(BIN)/stellarpop predict bundled --output runs/demo/predictions.csv
 
 test: install
 	$(BIN)/python -m pytest -m "not slow"
