@@ -336,7 +336,8 @@ def predict(
             *(f"{row[k]:.3f}+-{row[k + '_err']:.3f}" for k in ("log_age", "mh", "ebv")),
             f"{row['vd']:.0f}+-{row['vd_err']:.0f}", row["quality"],
         )
-    console.print(table)
+    # Piped output defaults to 80 columns, which would cut the values short.
+    Console(stderr=True, width=max(console.width, 140)).print(table)
     if any(r.get("error") for r in rows):
         raise typer.Exit(code=1)
 
