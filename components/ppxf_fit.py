@@ -17,9 +17,10 @@ benchmarks/ppxf_vs_truth.py measures the choice on realistic mocks.
 The spectrum is what a tf.Example holds: flux, ivar and mask on the 1-A model grid. It is
 log-rebinned to SDSS's own velocity step (69 km/s per pixel), so the fit sees about as
 many pixels as SDSS recorded. The resolution it is matched to is SDSS's LSF (the wdisp of
-SDSS files, as the simulator uses) plus the two pixel boxes a model-grid spectrum has been
-through: SDSS's native pixel (69 km/s) and the 1-A model-grid pixel; the box of the log
-rebinning is pPXF's own pixel integration. Where E-MILES is broader than that (the blue,
+SDSS files, as the simulator uses) plus the three pixel boxes a fitted spectrum has been
+through: SDSS's native pixel (69 km/s), the 1-A model-grid pixel and the log-rebinned pixel
+(pPXF's pixel integration acts on the finer template pixels only; see
+:func:`pixel_boxes_kms` for the measurement). Where E-MILES is broader than that (the blue,
 below ~5500 A rest) the templates keep their resolution: on real spectra sigma comes out
 ~3 km/s low there at 150 km/s (sqrt(64^2 - 56^2) km/s in quadrature).
 
