@@ -24,20 +24,12 @@ import time
 
 import numpy as np
 import tensorflow as tf
-from astropy.stats import sigma_clipped_stats
+from ppxf_vs_truth import clipped, groups, real_files, real_spectra  # benchmarks/, beside this script
 
-from stellarpop.components import examples, ppxf_fit, reference_data, sdss_io, simulate, spectra, templates
+from stellarpop.components import examples, ppxf_fit, sdss_io, simulate, templates
 from stellarpop.components.ppxf_labeler import job as label_job
 from stellarpop.serving import predict as pred
 from stellarpop.transforms import features as F
-
-
-def clipped(d: np.ndarray) -> tuple[float, float]:
-    d = d[np.isfinite(d)]
-    if d.size == 0:
-        return float("nan"), float("nan")
-    mean, _, std = sigma_clipped_stats(d, sigma=3, maxiters=None)
-    return float(mean), float(std)
 
 
 def load(folder_glob: str, limit: int | None = None) -> tuple[list[bytes], dict[str, np.ndarray]]:
@@ -58,16 +50,8 @@ def predict_all(predictor: pred.Predictor, raws: list[bytes], batch: int = 512) 
 
 
 def accuracy(pred_out: dict, parsed: dict) -> dict:
-    snr, cls = parsed[F.SNR_R], parsed[F.BPT_CLASS]
-    groups = {"all": np.ones(snr.size, bool)}
-    edges = list(F.SNR_BIN_EDGES) + [np.inf]
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        groups[f"S/N {lo:g}-{hi:g}"] = (snr >= lo) & (snr < hi)
-    groups["S/N < 5"] = snr < F.SNR_BIN_EDGES[0]
-    for c in simulate.CLASSES:
-        groups[c] = cls == c
     table = {}
-    for name, sel in groups.items():
+    for name, sel in groups(parsed[F.SNR_R], parsed[F.BPT_CLASS]).items():
         row = {"n": int(sel.sum())}
         for k in F.LABEL_KEYS:
             d = pred_out[k][sel] - parsed[F.TRUTH_PREFIX + k][sel]
@@ -106,14 +90,12 @@ def versus_ppxf(predictor: pred.Predictor, ppxf_dir: str) -> dict:
 
 
 def real(predictor: pred.Predictor) -> list[dict]:
-    paths = sdss_io.bundled_spectra() + [str(p) for p in reference_data.ppxf_sdist_members("spectra/NGC4636_SDSS_DR12.fits")]
-    rows = pred.predict_files(paths, predictor)
+    """The model's rows for the real spectra, each with pPXF's fit (the labeller's settings)."""
     fitter = ppxf_fit.Fitter(templates.load_library(), simulate.Instrument(*sdss_io.instrument_from_files()))
-    for row, path in zip(rows, paths):
-        spec = sdss_io.read_spectrum(path)
-        grid = spectra.to_model_grid(spec)
-        r = fitter.fit(spec.spec_id, grid.flux, grid.ivar, grid.bad, spec.z)
-        row["ppxf"] = {k: getattr(r, k) for k in F.LABEL_KEYS + ("vd_err", "status")}
+    rows = pred.predict_files(real_files(), predictor)
+    for row, fit in zip(rows, real_spectra(fitter)):
+        row["ppxf"] = {"log_age": fit["log_age"], "mh": fit["mh"], "ebv": fit["ebv"], "vd": fit["ppxf_vd"],
+                       "vd_err": fit["ppxf_vd_err"], "status": fit["status"]}
     return rows
 
 

@@ -31,12 +31,25 @@ from stellarpop.pipeline import configs
 from stellarpop.transforms import features as F
 
 
-def clipped(d: np.ndarray) -> tuple[float, float, int]:
+def clipped(d: np.ndarray) -> tuple[float, float]:
+    """Mean and 3-sigma-clipped standard deviation (the paper's statistics) of finite ``d``."""
     d = d[np.isfinite(d)]
     if d.size == 0:
-        return float("nan"), float("nan"), 0
+        return float("nan"), float("nan")
     mean, _, std = sigma_clipped_stats(d, sigma=3, maxiters=None)
-    return float(mean), float(std), int(d.size)
+    return float(mean), float(std)
+
+
+def groups(snr: np.ndarray, cls: np.ndarray) -> dict[str, np.ndarray]:
+    """Selections of the benchmark tables: all, each S/N_r bin of the paper, each class."""
+    out = {"all": np.ones(snr.size, bool)}
+    edges = list(F.SNR_BIN_EDGES) + [np.inf]
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        out[f"S/N {lo:g}-{hi:g}"] = (snr >= lo) & (snr < hi)
+    out["S/N < 5"] = snr < F.SNR_BIN_EDGES[0]
+    for c in simulate.CLASSES:
+        out[c] = cls == c
+    return out
 
 
 def truth_table(examples_dir: str) -> dict[str, dict]:
@@ -57,14 +70,8 @@ def compare(truth: dict, fits: dict) -> dict:
     snr = np.array([truth[i]["snr"] for i in ids])
     cls = np.array([truth[i]["class"] for i in ids])
     diff = {k: np.array([getattr(fits[i], k) - truth[i][k] for i in ids]) for k in F.LABEL_KEYS}
-    groups = {"all": np.ones(len(ids), bool)}
-    edges = list(F.SNR_BIN_EDGES) + [np.inf]
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        groups[f"S/N {lo:g}-{hi:g}"] = (snr >= lo) & (snr < hi)
-    groups["S/N < 5"] = snr < F.SNR_BIN_EDGES[0]
-    for c in simulate.CLASSES:
-        groups[c] = cls == c
-    return {name: {"n": int(sel.sum()), **{k: clipped(diff[k][sel])[:2] for k in F.LABEL_KEYS}} for name, sel in groups.items()}
+    return {name: {"n": int(sel.sum()), **{k: clipped(diff[k][sel]) for k in F.LABEL_KEYS}}
+            for name, sel in groups(snr, cls).items()}
 
 
 def time_fits(examples_dir: str, fitter: ppxf_fit.Fitter, n: int) -> float:
@@ -81,10 +88,14 @@ def time_fits(examples_dir: str, fitter: ppxf_fit.Fitter, n: int) -> float:
         return (time.perf_counter() - t) / len(specs)
 
 
+def real_files() -> list[str]:
+    """The real SDSS spectra: the two in the ppxf wheel and NGC4636 of the ppxf 8.2.6 sdist."""
+    return sdss_io.bundled_spectra() + [str(p) for p in reference_data.ppxf_sdist_members("spectra/NGC4636_SDSS_DR12.fits")]
+
+
 def real_spectra(fitter: ppxf_fit.Fitter) -> list[dict]:
-    paths = sdss_io.bundled_spectra() + [str(p) for p in reference_data.ppxf_sdist_members("spectra/NGC4636_SDSS_DR12.fits")]
     rows = []
-    for path in paths:
+    for path in real_files():
         spec = sdss_io.read_spectrum(path)
         grid = spectra.to_model_grid(spec)
         r = fitter.fit(spec.spec_id, grid.flux, grid.ivar, grid.bad, spec.z)

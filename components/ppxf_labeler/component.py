@@ -86,9 +86,10 @@ def input_splits(inputs: list[str]) -> dict[str, list[str]]:
     splits: dict[str, list[str]] = {}
     for item in inputs:
         path = str(item)
-        if tf.io.gfile.isdir(path) and tf.io.gfile.glob(os.path.join(path, "Split-*")):
-            for split, _ in job.split_files(path).items():
-                splits.setdefault(split, []).extend(_files(os.path.join(path, f"Split-{split}")))
+        split_dirs = sorted(tf.io.gfile.glob(os.path.join(path, "Split-*"))) if tf.io.gfile.isdir(path) else []
+        if split_dirs:
+            for split_dir in split_dirs:
+                splits.setdefault(os.path.basename(split_dir)[len("Split-"):], []).extend(_files(split_dir))
         elif tf.io.gfile.isdir(path):
             splits.setdefault("all", []).extend(_files(path))
         else:

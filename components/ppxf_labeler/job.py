@@ -19,7 +19,6 @@ the labels do not depend on the number of workers or on interruptions (tested).
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import logging
 import os
@@ -222,14 +221,6 @@ class WriteLabels(beam.DoFn):
             outcome = LABELLED
             yield add_labels(example, result).SerializeToString(deterministic=True)
         yield beam.pvalue.TaggedOutput(self.COUNTS, (self._split, outcome))
-
-
-def split_files(examples_dir: str) -> dict[str, list[str]]:
-    """{split: files} of an Examples folder (``Split-*``), or {"all": files} of plain files."""
-    splits = sorted(d for d in tf.io.gfile.glob(os.path.join(examples_dir, "Split-*")))
-    if splits:
-        return {os.path.basename(d)[len("Split-"):]: sorted(tf.io.gfile.glob(os.path.join(d, "*"))) for d in splits}
-    return {"all": [examples_dir]}
 
 
 def read_files(pipeline: beam.Pipeline, files: list[str], label: str):

@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 
 from stellarpop.pipeline import configs, kubeflow_runner, local_runner
 from stellarpop.pipeline.cli import app
-from stellarpop.serving import predict
 
 COMPONENTS = {
     "MockExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "Transform", "Trainer",

@@ -4,7 +4,6 @@ workers give the one worker's labels; failed fits and the sigma cut are counted.
 from __future__ import annotations
 
 import glob
-import json
 import os
 import signal
 import subprocess
