@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 UV_VERSION := 0.13.9
 
-.PHONY: install demo test test-all clean
+.PHONY: install demo test test-slow test-all clean
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "stellarpop needs Python 3.10 (e.g. pyenv install 3.10)"; exit 1; }
@@ -26,8 +26,13 @@ demo: install
 	$(BIN)/stellarpop run-pipeline --config pipeline/demo.yaml
 	$(BIN)/stellarpop predict bundled --output runs/demo/predictions.csv
 
+# The README's test command: every test but the slow tier (multi-process Beam runs, registry
+# downloads, whole-pipeline runs killed and resumed). CI runs both tiers (.ci/run).
 test: install
 	$(BIN)/python -m pytest -m "not slow"
+
+test-slow: install
+	$(BIN)/python -m pytest -m slow
 
 test-all: install
 	$(BIN)/python -m pytest

@@ -4,10 +4,18 @@ The ppxf 8.2.6 source distribution carries what the 9.x wheel no longer does: mo
 SDSS spectra (e.g. NGC4636_SDSS_DR12) and the E-MILES SSP library. It is fetched once
 with pip into ``$STELLARPOP_CACHE`` (default ``~/.cache/stellarpop``), checked against a
 pinned SHA-256, and members are extracted on demand.
+
+Several processes may fill the cache at once (Beam workers, parallel runs, tests). Every
+file is written under a unique temporary name in its final folder and renamed into place
+(atomic on POSIX), so a reader sees a whole file or none; work that should happen once
+(the download, an extraction, a library build) runs under an exclusive ``fcntl`` lock
+(:func:`locked`), and the second process re-checks the cache after waiting for it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import fnmatch
 import hashlib
 import logging
@@ -33,6 +41,40 @@ def cache_dir() -> Path:
     return Path(os.environ.get("STELLARPOP_CACHE", Path.home() / ".cache" / "stellarpop"))
 
 
+@contextlib.contextmanager
+def locked(name: str):
+    """Hold the cache's exclusive lock ``name`` (a file ``.NAME.lock`` in the cache) while inside.
+
+    ``fcntl.flock`` locks are released by the kernel when their holder dies, so a killed
+    process never leaves a stale lock behind.
+    """
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f".{name}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def write_atomic(path: Path, write) -> Path:
+    """Write ``path`` by ``write(tmp_path)`` under a unique name beside it, then rename it in.
+
+    Readers never see a partial file, and concurrent writers never share a temporary file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
 def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -46,10 +88,18 @@ def ppxf_sdist() -> Path:
     target = cache_dir() / PPXF_SDIST_FILE
     if target.exists() and sha256(target) == PPXF_SDIST_SHA256:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+    with locked("sdist"):
+        if target.exists() and sha256(target) == PPXF_SDIST_SHA256:  # another process fetched it
+            return target
+        _download(target)
+    return target
+
+
+def _download(target: Path) -> None:
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:", PPXF_SDIST, "-d", tmp]
-        log.info("fetching %s from the package registry", PPXF_SDIST)
+        log.info("fetching %s (source distribution, templates and spectra) from the package registry into %s",
+                 PPXF_SDIST, target.parent)
         proc = subprocess.run(cmd, capture_output=True, text=True)
         got = Path(tmp) / PPXF_SDIST_FILE
         if proc.returncode != 0 or not got.exists():
@@ -60,24 +110,27 @@ def ppxf_sdist() -> Path:
         if sha256(got) != PPXF_SDIST_SHA256:
             raise ReferenceDataError(f"{PPXF_SDIST_FILE} from the registry does not match its pinned SHA-256")
         os.replace(got, target)
-    return target
 
 
 def ppxf_sdist_members(pattern: str) -> list[Path]:
     """Extract members of the ppxf 8.2.6 archive whose path matches ``pattern`` (fnmatch,
     relative to the archive's ``ppxf/`` folder, e.g. ``spectra/*SDSS*``) into the cache."""
     dest = cache_dir() / "ppxf-8.2.6"
-    out = []
-    with tarfile.open(ppxf_sdist()) as tar:
-        for member in tar.getmembers():
-            rel = member.name.split("/ppxf/", 1)[-1] if "/ppxf/" in member.name else None
-            if rel is None or not member.isfile() or not fnmatch.fnmatch(rel, pattern):
-                continue
-            path = dest / rel
-            if not path.exists() or path.stat().st_size != member.size:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with tar.extractfile(member) as src, open(path.with_suffix(".part"), "wb") as dst:
-                    dst.write(src.read())
-                os.replace(path.with_suffix(".part"), path)
-            out.append(path)
-    return sorted(out)
+    archive = ppxf_sdist()
+    with tarfile.open(archive) as tar:
+        members = {dest / rel: m for m in tar.getmembers()
+                   if (rel := _relative(m)) is not None and m.isfile() and fnmatch.fnmatch(rel, pattern)}
+        if any(_stale(path, m) for path, m in members.items()):
+            with locked("extract"):
+                for path, member in members.items():
+                    if _stale(path, member):  # re-checked: another process may have written it
+                        write_atomic(path, lambda tmp, m=member: tmp.write_bytes(tar.extractfile(m).read()))
+    return sorted(members)
+
+
+def _relative(member: tarfile.TarInfo) -> str | None:
+    return member.name.split("/ppxf/", 1)[-1] if "/ppxf/" in member.name else None
+
+
+def _stale(path: Path, member: tarfile.TarInfo) -> bool:
+    return not path.exists() or path.stat().st_size != member.size

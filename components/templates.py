@@ -7,6 +7,8 @@ the ppxf 8.2.6 source distribution (fetched by ``reference_data`` with a pinned 
 They are converted once into ``$STELLARPOP_CACHE/emiles_un1.30_baseFe.npz`` with the keys
 ppxf 9.x's ``sps_util.sps_lib`` reads (templates, lam, fwhm, ages, metals, masses); a
 sidecar JSON records the build settings and the file's SHA-256, checked on every load.
+Concurrent callers are safe: one builds under the cache's lock, both files are renamed into
+place whole, and the others find the finished library (``reference_data.locked``).
 Any other ``sps_lib`` file can be used instead (``--library``).
 
 E-MILES gives no flux redward of 8950 A for its youngest SSPs (no infrared stellar library
@@ -139,10 +141,13 @@ def build_emiles(out: Path, lam_range=DEFAULT_LAM_RANGE) -> Path:
         templates[:, i, j] = fits.getdata(f)[keep]
         masses[i, j] = _mass_for(masses_table, metal, age)
     lam = lam_all[keep]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".part.npz")
-    np.savez_compressed(tmp, templates=templates, lam=lam, fwhm=emiles_fwhm(lam), ages=ages, metals=metals, masses=masses)
-    tmp.replace(out)
+
+    def write_npz(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: numpy would otherwise append ".npz" to the name
+            np.savez_compressed(fh, templates=templates, lam=lam, fwhm=emiles_fwhm(lam), ages=ages, metals=metals,
+                                masses=masses)
+
+    reference_data.write_atomic(out, write_npz)
     meta = {
         "source": reference_data.PPXF_SDIST,
         "source_sha256": reference_data.PPXF_SDIST_SHA256,
@@ -151,7 +156,7 @@ def build_emiles(out: Path, lam_range=DEFAULT_LAM_RANGE) -> Path:
         "lam_range": list(lam_range),
         "sha256": reference_data.sha256(out),
     }
-    _sidecar(out).write_text(json.dumps(meta, indent=2))
+    reference_data.write_atomic(_sidecar(out), lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
     log.info("built %s: %d ages x %d metals, %d pixels", out, ages.size, metals.size, lam.size)
     return out
 
@@ -168,15 +173,30 @@ def library_path(path: str | Path | None = None) -> Path:
             raise TemplateError(f"{path}: no such template library")
         return path
     out = reference_data.cache_dir() / LIBRARY_FILE
-    side = _sidecar(out)
-    if out.exists() and side.exists():
-        if json.loads(side.read_text()).get("sha256") == reference_data.sha256(out):
+    if _verified(out):
+        return out
+    # One process builds; the others wait for the lock and then find the finished library.
+    with reference_data.locked("templates"):
+        if _verified(out):
             return out
-        log.warning("%s does not match its recorded SHA-256: rebuilding", out)
+        if out.exists():
+            log.warning("%s does not match its recorded SHA-256: rebuilding", out)
+        log.info("building the E-MILES template library into %s (once per cache)", out)
+        try:
+            return build_emiles(out)
+        except reference_data.ReferenceDataError as exc:
+            raise TemplateError(f"no template library: {exc}") from None
+
+
+def _verified(out: Path) -> bool:
+    """The library and its sidecar exist and agree (both are renamed into place whole)."""
+    side = _sidecar(out)
+    if not (out.exists() and side.exists()):
+        return False
     try:
-        return build_emiles(out)
-    except reference_data.ReferenceDataError as exc:
-        raise TemplateError(f"no template library: {exc}") from None
+        return json.loads(side.read_text()).get("sha256") == reference_data.sha256(out)
+    except (ValueError, OSError):
+        return False
 
 
 def load_library(path: str | Path | None = None) -> Library:

@@ -15,7 +15,9 @@ import warnings  # noqa: E402
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
+import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import platform
@@ -30,6 +32,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -37,14 +40,96 @@ from stellarpop.components import progress
 
 app = typer.Typer(help="Stellar populations of galaxies from SDSS spectra (TFX pipeline).", no_args_is_help=True)
 console = Console(stderr=True)
+_options = {"debug": False}
+# Loggers whose INFO lines always show: they announce the one-time download and build of the
+# template cache, which takes a minute on a cold machine.
+ANNOUNCING_LOGGERS = ("stellarpop.components.reference_data", "stellarpop.components.templates")
 
 
 def _setup_logging(verbose: bool) -> None:
+    """Rich log lines on stderr: ERROR and up (INFO with ``verbose``), and the cache announcements."""
     logging.basicConfig(
         level=logging.INFO if verbose else logging.ERROR,
         format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False)],
+        handlers=[RichHandler(console=console, show_path=False, level=logging.INFO)],
     )
+    for name in ANNOUNCING_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that report a user's mistake (bad arguments, files or environment)."""
+    import yaml
+
+    from stellarpop.components import reference_data, templates
+
+    return (ValueError, OSError, yaml.YAMLError, progress.ResumeError, templates.TemplateError,
+            reference_data.ReferenceDataError)
+
+
+def _exit_for(exc: Exception) -> typer.Exit:
+    """Print ``exc`` as one red line; the exit is 2 for a user error, 1 for anything else."""
+    user = isinstance(exc, _user_errors())
+    text = " ".join(str(exc).split())
+    line = f"error: {text}" if user else f"internal error: {type(exc).__name__}: {text} (run with --debug for the traceback)"
+    console.print(f"[red]{escape(line)}[/red]", soft_wrap=True, highlight=False)
+    return typer.Exit(code=2 if user else 1)
+
+
+def _command(name: Optional[str] = None):
+    """``app.command`` whose exceptions end in one line and a non-zero exit, unless ``--debug``."""
+
+    def register(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except (typer.Exit, typer.Abort, typer.exceptions.TyperException):  # Typer's own exits
+                raise
+            except Exception as exc:
+                if _options["debug"]:
+                    raise
+                raise _exit_for(exc) from None
+
+        return app.command(name)(run)
+
+    return register
+
+
+@contextlib.contextmanager
+def _about(option: str):
+    """Name ``option`` in the message of a user error raised inside."""
+    try:
+        yield
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"{option} {exc}") from exc
+
+
+def _existing(path: Optional[Path], option: str, folder: bool = False) -> Optional[Path]:
+    """``path`` made absolute once it is known to be an existing file (or folder); None stays None."""
+    if path is None:
+        return None
+    if not path.exists():
+        raise FileNotFoundError(f"{option} {path}: no such {'folder' if folder else 'file'}")
+    if path.is_dir() != folder:
+        raise ValueError(f"{option} {path}: " + ("not a folder" if folder else "a folder, not a file"))
+    return path.resolve()
+
+
+def _output_folder(output: Path) -> Path:
+    """``--output`` made absolute and created (Beam workers and TFX may run elsewhere)."""
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"--output {output}: a file, not a folder")
+    output = output.resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    return output
+
+
+def _need_files(files: list[str], problems: list[str], argument: str) -> None:
+    """Refuse a run whose inputs name no file, quoting the first few reasons."""
+    if not files:
+        shown = "; ".join(problems[:3]) + (f"; {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise FileNotFoundError(f"{argument}: no spectrum file" + (f" ({shown})" if shown else ""))
 
 
 class _ProgressWatcher:
@@ -77,24 +162,24 @@ class _ProgressWatcher:
 
 
 def _run_with_progress(output: Path, total: int, run):
-    """Run ``run(progress_dir)`` under a progress bar; a run that cannot resume exits 2."""
+    """Run ``run(progress_dir)`` under a progress bar (a ``progress.ResumeError`` exits 2)."""
     progress_dir = tempfile.mkdtemp(prefix=".progress-", dir=output)
     try:
         with _ProgressWatcher(progress_dir, total, "spectra"):
             return run(progress_dir)
-    except progress.ResumeError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(code=2) from None
     finally:
         shutil.rmtree(progress_dir, ignore_errors=True)
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error instead of one line.")] = False,
+) -> None:
     """Stellar populations of galaxies from SDSS spectra (TFX pipeline)."""
+    _options["debug"] = debug
 
 
-@app.command()
+@_command()
 def ingest(
     inputs: Annotated[Optional[list[str]], typer.Argument(help="Files, directories, globs, @list files, or 'bundled' (the SDSS spectra inside ppxf).")] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder: examples/ (TFRecords, failures, summary) and run.json.")] = Path("runs/ingest"),
@@ -103,9 +188,9 @@ def ingest(
     select: Annotated[bool, typer.Option(help="Drop spectra outside the paper's sample (they are recorded either way).")] = True,
     norm_centre: Annotated[float, typer.Option(help="Centre of the flux normalisation window, Angstrom.")] = 5000.0,
     norm_half_width: Annotated[float, typer.Option(help="Half width of the normalisation window, Angstrom.")] = 50.0,
-    workers: Annotated[int, typer.Option(help="Local Beam worker processes (DirectRunner).")] = os.cpu_count() or 1,
+    workers: Annotated[int, typer.Option(min=1, help="Local Beam worker processes (DirectRunner).")] = os.cpu_count() or 1,
     beam_arg: Annotated[Optional[list[str]], typer.Option(help="Beam pipeline argument, repeatable (e.g. --beam-arg=--runner=DataflowRunner); replaces the local profile.")] = None,
-    chunk_size: Annotated[int, typer.Option(help="Files per chunk; a re-run of the same command skips finished chunks (0: one chunk).")] = 50_000,
+    chunk_size: Annotated[int, typer.Option(min=0, help="Files per chunk; a re-run of the same command skips finished chunks (0: one chunk).")] = 50_000,
     restart: Annotated[bool, typer.Option(help="Discard a previous run in --output instead of resuming it.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -118,16 +203,15 @@ def ingest(
         raise typer.BadParameter("give INPUTS or --catalogue")
     if catalogue and not sdss_root:
         raise typer.BadParameter("--catalogue needs --sdss-root")
-    output = output.resolve()  # Beam workers and TFX may run in another working directory
-    output.mkdir(parents=True, exist_ok=True)
-    examples_dir = output / "examples"
+    if norm_half_width <= 0:
+        raise ValueError(f"--norm-half-width {norm_half_width:g}: the window's half width is > 0 Angstrom")
+    catalogue, sdss_root = _existing(catalogue, "--catalogue"), _existing(sdss_root, "--sdss-root", folder=True)
     files, unresolved = ingest_lib.resolve(
-        ingest_lib.IngestConfig(
-            inputs=tuple(inputs or ()),
-            catalogue=str(catalogue.resolve()) if catalogue else "",
-            sdss_root=str(sdss_root.resolve()) if sdss_root else "",
-        )
+        ingest_lib.IngestConfig(inputs=tuple(inputs or ()), catalogue=str(catalogue or ""), sdss_root=str(sdss_root or ""))
     )
+    _need_files(files, [u["message"] for u in unresolved], "INPUTS" if inputs else "--catalogue")
+    output = _output_folder(output)
+    examples_dir = output / "examples"
     config = ingest_lib.IngestConfig(select=select, norm_centre=norm_centre, norm_half_width=norm_half_width)
     args = list(beam_arg) if beam_arg else configs.local_beam_args(workers)
     console.print(f"Ingesting {len(files)} files ({len(unresolved)} inputs name no file) into {examples_dir}")
@@ -154,7 +238,7 @@ def ingest(
         raise typer.Exit(code=1)
 
 
-@app.command("templates")
+@_command("templates")
 def templates_cmd(
     library: Annotated[Optional[Path], typer.Option(help="Check this sps_lib .npz instead of building E-MILES.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -163,12 +247,8 @@ def templates_cmd(
     _setup_logging(verbose)
     from stellarpop.components import templates
 
-    try:
-        path = templates.library_path(library)
-        lib = templates.load_library(path)
-    except templates.TemplateError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(code=1) from None
+    path = templates.library_path(_existing(library, "--library"))
+    lib = templates.load_library(path)
     console.print(f"{path}")
     console.print(
         f"{lib.ages.size} ages {lib.ages.min():.3g}-{lib.ages.max():.3g} Gyr x {lib.metals.size} [M/H] "
@@ -177,16 +257,17 @@ def templates_cmd(
     )
 
 
-@app.command()
+@_command()
 def simulate(
-    n: Annotated[int, typer.Option("--n", help="Number of spectra.")] = 1000,
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of spectra.")] = 1000,
     seed: Annotated[int, typer.Option(help="Random seed (recorded with the output).")] = 0,
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder: examples/ and sim_config.json.")] = Path("runs/simulate"),
-    mode: Annotated[str, typer.Option(help="Priors: 'sdss' (like the paper's sample) or 'broad' (for training).")] = "sdss",
-    shard_size: Annotated[int, typer.Option(help="Spectra per shard (the unit of resume).")] = 1000,
+    mode: Annotated[str, typer.Option(help="Priors: 'sdss' (like the paper's sample), 'broad', or 'wide' (the real sample's range: z 0.002-0.3 weighted to low z, sigma 50-500 km/s, S/N_r 3-100; for training).")] = "sdss",
+    nuisances: Annotated[str, typer.Option(help="Instrument and model nuisances: 'none' or 'realistic' (calibration, LSF, wavelength, sky, masked gaps, template mismatch; components/nuisances.py).")] = "none",
+    shard_size: Annotated[int, typer.Option(min=1, help="Spectra per shard (the unit of resume).")] = 1000,
     fits_files: Annotated[bool, typer.Option("--fits", help="Also write SDSS spec-lite FITS files (examples/fits/).")] = False,
     library: Annotated[Optional[Path], typer.Option(help="An sps_lib .npz instead of the E-MILES build.")] = None,
-    workers: Annotated[int, typer.Option(help="Local Beam worker processes (DirectRunner).")] = os.cpu_count() or 1,
+    workers: Annotated[int, typer.Option(min=1, help="Local Beam worker processes (DirectRunner).")] = os.cpu_count() or 1,
     beam_arg: Annotated[Optional[list[str]], typer.Option(help="Beam pipeline argument, repeatable; replaces the local profile.")] = None,
     restart: Annotated[bool, typer.Option(help="Discard a previous run in --output instead of resuming it.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -197,16 +278,18 @@ def simulate(
     from stellarpop.components.mock_example_gen import component, job
     from stellarpop.pipeline import configs
 
-    if mode not in ("sdss", "broad"):
-        raise typer.BadParameter("--mode is 'sdss' or 'broad'")
-    output = output.resolve()
-    output.mkdir(parents=True, exist_ok=True)
+    if mode not in ("sdss", "broad", "wide"):
+        raise typer.BadParameter("--mode is 'sdss', 'broad' or 'wide'")
+    if nuisances not in ("none", "realistic"):
+        raise typer.BadParameter("--nuisances is 'none' or 'realistic'")
+    library = _existing(library, "--library")
+    output = _output_folder(output)
     config = job.SimConfig(
-        n=n, seed=seed, priors=sim.Priors(mode=mode), shard_size=shard_size, write_fits=fits_files,
-        library=str(library.resolve()) if library else "",
+        n=n, seed=seed, priors=sim.Priors(mode=mode), nuisances=nuisances, shard_size=shard_size, write_fits=fits_files,
+        library=str(library or ""),
     )
     args = list(beam_arg) if beam_arg else configs.local_beam_args(workers)
-    console.print(f"Simulating {n} spectra (seed {seed}, {mode} priors) into {output / 'examples'}")
+    console.print(f"Simulating {n} spectra (seed {seed}, {mode} priors, nuisances {nuisances}) into {output / 'examples'}")
     started = time.time()
     summary = _run_with_progress(
         output, n,
@@ -224,14 +307,14 @@ def simulate(
     console.print(table)
 
 
-@app.command()
+@_command()
 def label(
-    inputs: Annotated[list[str], typer.Argument(help="Examples folders (an ingest's or simulation's examples/, Split-* kept) or TFRecord files.")],
+    inputs: Annotated[list[str], typer.Argument(help="Run folders of ingest, simulate or label (their examples/ is read), Examples folders (Split-* kept) or TFRecord files.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder: examples/, checkpoints/, label_summary.json.")] = Path("runs/label"),
-    gas_components: Annotated[int, typer.Option(help="Kinematic components of the emission lines: 0 (stars only), 1 or 2.")] = 1,
-    min_vd: Annotated[float, typer.Option(help="Drop spectra whose pPXF sigma is below this (km/s; the paper's cut).")] = 50.0,
+    gas_components: Annotated[int, typer.Option(min=0, max=2, help="Kinematic components of the emission lines: 0 (stars only), 1 or 2.")] = 1,
+    min_vd: Annotated[float, typer.Option(min=0.0, help="Drop spectra whose pPXF sigma is below this (km/s; the paper's cut).")] = 50.0,
     library: Annotated[Optional[Path], typer.Option(help="An sps_lib .npz instead of the E-MILES build.")] = None,
-    workers: Annotated[int, typer.Option(help="Local Beam worker processes (DirectRunner).")] = os.cpu_count() or 1,
+    workers: Annotated[int, typer.Option(min=1, help="Local Beam worker processes (DirectRunner).")] = os.cpu_count() or 1,
     beam_arg: Annotated[Optional[list[str]], typer.Option(help="Beam pipeline argument, repeatable; replaces the local profile.")] = None,
     restart: Annotated[bool, typer.Option(help="Discard checkpointed fits in --output instead of resuming.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -242,17 +325,15 @@ def label(
     from stellarpop.components.ppxf_labeler import component, job
     from stellarpop.pipeline import configs
 
-    output = output.resolve()
-    output.mkdir(parents=True, exist_ok=True)
+    library = _existing(library, "--library")
+    splits = component.input_splits(inputs)
+    total = _count_records(splits)
+    if not total:
+        raise ValueError(f"INPUTS {' '.join(inputs)}: 0 tf.Examples in {sum(map(len, splits.values()))} TFRecord file(s)")
+    output = _output_folder(output)
     config = job.LabelConfig(
-        fit=ppxf_fit.FitConfig(gas_components=gas_components, library=str(library.resolve()) if library else ""),
-        min_vd=min_vd,
+        fit=ppxf_fit.FitConfig(gas_components=gas_components, library=str(library or "")), min_vd=min_vd
     )
-    try:
-        total = _count_records(component.input_splits(inputs))
-    except FileNotFoundError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(code=2) from None
     args = list(beam_arg) if beam_arg else configs.local_beam_args(workers)
     console.print(f"Labelling {total} spectra with pPXF into {output}")
     started = time.time()
@@ -274,19 +355,24 @@ def label(
         console.print(f"[red]{n} x {message}[/red]", highlight=False)
 
 
-@app.command("run-pipeline")
+@_command("run-pipeline")
 def run_pipeline(
     config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline YAML (see pipeline/configs.py PipelineConfig).")],
-    workers: Annotated[int, typer.Option(help="Local Beam worker processes; 0: the config's, else one per core.")] = 0,
+    workers: Annotated[int, typer.Option(min=0, help="Local Beam worker processes; 0: the config's, else one per core.")] = 0,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every component again (no TFX execution cache).")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the TFX pipeline locally (LocalDagRunner, SQLite MLMD, Beam DirectRunner)."""
     _setup_logging(verbose)
-    from stellarpop.pipeline import configs, local_runner
+    from stellarpop.pipeline import configs
 
-    cfg = configs.PipelineConfig.from_yaml(str(config))
+    with _about("--config"):
+        cfg = configs.PipelineConfig.from_yaml(str(config))
+    from stellarpop.pipeline import local_runner  # TFX: after the checks
     if workers:
         cfg = dataclasses.replace(cfg, workers=workers)
+    if no_cache:
+        cfg = dataclasses.replace(cfg, enable_cache=False)
     started = time.time()
     console.print(f"Running pipeline {cfg.name} ({config}) under {Path(cfg.root).resolve()}")
     cfg = local_runner.run(cfg)
@@ -295,13 +381,13 @@ def run_pipeline(
         f"pushed model: {pushed[-1].parent}" if pushed else "no model pushed (not blessed: see the Evaluator's output)"))
 
 
-@app.command()
+@_command()
 def predict(
     inputs: Annotated[list[str], typer.Argument(help="Spectrum files, folders, globs, @lists, or 'bundled'.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="results.csv or results.parquet")] = Path("results.csv"),
     model: Annotated[Optional[Path], typer.Option(help="SavedModel, or a folder of numbered versions (a push); default: the shipped model.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Spectra per call of the model.")] = 256,
-    show: Annotated[int, typer.Option(help="Print the first rows of the table.")] = 20,
+    batch_size: Annotated[int, typer.Option(min=1, help="Spectra per call of the model.")] = 256,
+    show: Annotated[int, typer.Option(min=0, help="Print the first rows of the table.")] = 20,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Predict log age, [M/H], E(B-V) and sigma (with 1-sigma errors) for spectrum files."""
@@ -309,12 +395,14 @@ def predict(
     from stellarpop.components import sdss_io
     from stellarpop.serving import predict as pred
 
+    with _about("--output"):
+        pred.table_format(str(output))
+    if output.is_dir():
+        raise ValueError(f"--output {output}: a folder, not a file")
     files, missing = sdss_io.resolve_inputs(inputs)
-    try:
+    _need_files(files, [f"{m.file}: {m.message}" for m in missing], "INPUTS")
+    with _about("--model"):
         predictor = pred.Predictor(str(model) if model else None)
-    except (FileNotFoundError, OSError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(code=2) from None
     console.print(f"Predicting {len(files)} spectra with {predictor.path}")
     started = time.time()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -343,12 +431,16 @@ def predict(
 
 
 def _count_records(splits: dict[str, list[str]]) -> int:
+    """Records in the TFRecord files (GZIP where named ``.gz``); ValueError names a file that is not one."""
     import tensorflow as tf
 
-    return sum(
-        sum(1 for _ in tf.data.TFRecordDataset(f, compression_type="GZIP" if f.endswith(".gz") else ""))
-        for files in splits.values() for f in files
-    )
+    def count(path: str) -> int:
+        try:
+            return sum(1 for _ in tf.data.TFRecordDataset(path, compression_type="GZIP" if path.endswith(".gz") else ""))
+        except tf.errors.OpError as exc:
+            raise ValueError(f"{path}: not a TFRecord file of tf.Examples ({exc.message})") from exc
+
+    return sum(count(f) for files in splits.values() for f in files)
 
 
 def _print_summary(summary: dict, examples_dir: Path, elapsed: float) -> None:

@@ -41,6 +41,13 @@ PREPROCESSING_FN = "stellarpop.transforms.preprocessing.preprocessing_fn"
 RUN_FN = "stellarpop.pipeline.trainer.run_fn"
 
 
+# The Python types a YAML value may have, by PipelineConfig field annotation.
+_YAML_TYPES = {
+    "str": (str,), "bool": (bool,), "int": (int,), "float": (int, float), "dict": (dict,),
+    "int | None": (int, type(None)),
+}
+
+
 @dataclasses.dataclass
 class PipelineConfig:
     """One pipeline run, read from a YAML file (``stellarpop run-pipeline --config``).
@@ -49,6 +56,9 @@ class PipelineConfig:
     (FitsExampleGen over ``inputs``) or ``import`` (an existing Examples folder with
     Split-* subfolders, e.g. a ``stellarpop simulate`` output, imported without copying).
     ``label_source`` is ``truth`` (simulated data) or ``ppxf`` (adds the PpxfLabeler).
+    ``enable_cache`` turns on TFX execution caching: a component whose inputs and settings
+    are unchanged since a previous run reuses that run's outputs (``run-pipeline --no-cache``
+    turns it off).
     """
 
     name: str = PIPELINE_NAME
@@ -65,16 +75,40 @@ class PipelineConfig:
     serving_dir: str = ""  # default: <root>/serving/<name>
     workers: int = 0  # local Beam worker processes; 0: one per core
     seed: int = 0
+    enable_cache: bool = True  # TFX execution caching: skip components whose inputs are unchanged
 
     @classmethod
     def from_yaml(cls, path: str) -> "PipelineConfig":
+        """Read a YAML mapping of some of the fields (the others keep their defaults).
+
+        Raises
+        ------
+        ValueError
+            One line naming ``path``: no such file, invalid YAML (with its line), a top level
+            that is not a mapping, unknown keys, or a value of the wrong type.
+        """
         import yaml
 
-        with open(path) as fh:
-            raw = yaml.safe_load(fh) or {}
-        unknown = set(raw) - {f.name for f in dataclasses.fields(cls)}
+        try:
+            with open(path) as fh:
+                raw = yaml.safe_load(fh)
+        except OSError as exc:
+            raise ValueError(f"{path}: {'no such file' if isinstance(exc, FileNotFoundError) else exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ValueError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', None) or exc}") from exc
+        raw = {} if raw is None else raw
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: the top level is a {type(raw).__name__}, not a mapping of settings")
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = set(raw) - set(fields)
         if unknown:
-            raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
+            raise ValueError(f"{path}: unknown keys {sorted(map(str, unknown))}")
+        for key, value in raw.items():
+            expected = _YAML_TYPES.get(fields[key], (object,))
+            if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+                raise ValueError(f"{path}: {key} is {value!r}, expected {fields[key]}")
         return cls(**raw)
 
     def resolved(self) -> "PipelineConfig":

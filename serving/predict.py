@@ -109,16 +109,29 @@ def predict_files(files: list[str], predictor: Predictor, batch_size: int = 256,
     return rows
 
 
+def table_format(path: str) -> str:
+    """``csv`` or ``parquet``, by the extension of ``path``.
+
+    Raises
+    ------
+    ValueError
+        For any other extension (check before predicting: the table is written last).
+    """
+    for fmt in ("csv", "parquet"):
+        if path.endswith("." + fmt):
+            return fmt
+    raise ValueError(f"{path}: the output is a .csv or .parquet file")
+
+
 def write_table(rows: list[dict], path: str) -> None:
-    """CSV or Parquet by the file's extension."""
+    """CSV or Parquet by the file's extension (see :func:`table_format`)."""
     import pandas as pd
 
+    fmt = table_format(path)
     columns = list(META_COLUMNS) + [c for k in F.LABEL_KEYS for c in (k, k + F.ERR_SUFFIX)] + ["quality", "error"]
     frame = pd.DataFrame(rows, columns=columns)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if path.endswith(".parquet"):
+    if fmt == "parquet":
         frame.to_parquet(path, index=False)
-    elif path.endswith(".csv"):
-        frame.to_csv(path, index=False, float_format="%.6g")
     else:
-        raise ValueError(f"{path}: the output is .csv or .parquet")
+        frame.to_csv(path, index=False, float_format="%.6g")

@@ -46,15 +46,26 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
 
 def _files(split_dir: str) -> list[str]:
+    """The TFRecord data files in a folder: ``*.gz`` (``shard-*.gz``, ``labelled-*.gz``, the
+    ingest's ``chunk*-data_tfrecord-*.gz``) and ``*tfrecord*``; not summaries, markers, hidden files."""
     import tensorflow as tf
 
-    return sorted(f for f in tf.io.gfile.glob(os.path.join(split_dir, "*")) if not tf.io.gfile.isdir(f))
+    return sorted(
+        f for f in tf.io.gfile.glob(os.path.join(split_dir, "*"))
+        if _is_tfrecord_name(os.path.basename(f)) and not tf.io.gfile.isdir(f)
+    )
+
+
+def _is_tfrecord_name(name: str) -> bool:
+    return not name.startswith(".") and (name.endswith(".gz") or "tfrecord" in name)
 
 
 class PpxfLabelerSpec(ComponentSpec):
     PARAMETERS = {
         LABEL_CONFIG_KEY: ExecutionParameter(type=str),
         CHECKPOINT_DIR_KEY: ExecutionParameter(type=str, optional=True),
+        # Set by pipeline.stamp: a fingerprint of the code that runs, read by no executor.
+        "code_fingerprint": ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples)}
     OUTPUTS = {LABELLED_KEY: ChannelParameter(type=standard_artifacts.Examples)}
@@ -78,26 +89,52 @@ class PpxfLabeler(base_beam_component.BaseBeamComponent):
         super().__init__(spec=spec)
 
 
-def input_splits(inputs: list[str]) -> dict[str, list[str]]:
-    """{split: TFRecord files} of the CLI's inputs: Examples folders (``Split-*`` kept,
-    e.g. an ingest's or a simulation's ``examples/``) and TFRecord files (split ``all``)."""
-    import tensorflow as tf
+NO_EXAMPLES = "no tf.Example TFRecords (expected an examples/ folder with Split-* subfolders, or TFRecord files)"
 
+
+def input_splits(inputs: list[str]) -> dict[str, list[str]]:
+    """{split: TFRecord files} of the CLI's inputs.
+
+    Parameters
+    ----------
+    inputs : list of str
+        Examples folders (``Split-*`` kept), run folders of ``stellarpop ingest``,
+        ``simulate`` or ``label`` (their ``examples/`` is read), TFRecord files or globs
+        of them (split ``all``).
+
+    Raises
+    ------
+    FileNotFoundError
+        For an input that names nothing.
+    ValueError
+        For an input that holds no TFRecord files.
+    """
     splits: dict[str, list[str]] = {}
     for item in inputs:
-        path = str(item)
-        split_dirs = sorted(tf.io.gfile.glob(os.path.join(path, "Split-*"))) if tf.io.gfile.isdir(path) else []
-        if split_dirs:
-            for split_dir in split_dirs:
-                splits.setdefault(os.path.basename(split_dir)[len("Split-"):], []).extend(_files(split_dir))
-        elif tf.io.gfile.isdir(path):
-            splits.setdefault("all", []).extend(_files(path))
-        else:
-            found = sorted(tf.io.gfile.glob(path))
-            if not found:
-                raise FileNotFoundError(f"{path}: no such file or Examples folder")
-            splits.setdefault("all", []).extend(found)
+        found = _input_splits(str(item))
+        if not any(found.values()):
+            raise ValueError(f"{item}: {NO_EXAMPLES}")
+        for split, files in found.items():
+            splits.setdefault(split, []).extend(files)
     return splits
+
+
+def _input_splits(path: str) -> dict[str, list[str]]:
+    """{split: TFRecord files} of one input (see :func:`input_splits`)."""
+    import tensorflow as tf
+
+    if not tf.io.gfile.isdir(path):
+        found = [f for f in sorted(tf.io.gfile.glob(path)) if not tf.io.gfile.isdir(f)]
+        if not found:
+            raise FileNotFoundError(f"{path}: no such file or Examples folder")
+        return {"all": found}
+    inner = os.path.join(path, "examples")
+    if not tf.io.gfile.glob(os.path.join(path, "Split-*")) and tf.io.gfile.isdir(inner):
+        path = inner  # a run folder
+    split_dirs = [d for d in sorted(tf.io.gfile.glob(os.path.join(path, "Split-*"))) if tf.io.gfile.isdir(d)]
+    if not split_dirs:
+        return {"all": _files(path)}
+    return {os.path.basename(d.rstrip("/"))[len("Split-"):]: _files(d) for d in split_dirs}
 
 
 def run_standalone(

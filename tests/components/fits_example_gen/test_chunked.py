@@ -49,6 +49,8 @@ def single_run(inputs, tmp_path_factory):
     return _outputs(out)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_chunks_equal_one_run_and_catch_duplicates_across_chunks(inputs, single_run, tmp_path):
     # good.fits and good_copy.fits (same spectrum id) sit in different chunks of 3.
     names = [os.path.basename(f) for f in inputs]
@@ -66,6 +68,8 @@ def test_other_inputs_in_the_same_folder_are_refused(inputs, tmp_path):
     chunked.run_chunked(inputs[:3], str(tmp_path), ingest.IngestConfig(), IN_PROCESS, chunk_size=0, restart=True)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_sigkill_then_rerun_resumes_without_redoing_chunks(inputs, single_run, tmp_path):
     cmd = [sys.executable, "-m", "stellarpop.pipeline.cli", "ingest", *inputs, "-o", str(tmp_path),
            "--chunk-size", "2", "--beam-arg=--runner=DirectRunner"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import glob
 import json
 import os
@@ -78,6 +80,7 @@ def test_executor_sets_custom_properties(tmp_path, bundled):
     assert json.loads(examples.get_string_custom_property("failures_by_reason")) == {"select": {"class": 1}}
 
 
+@pytest.mark.e2e
 def test_component_in_local_dag_runner(tmp_path, bundled, dr7_file):
     """The component runs under TFX's driver and launcher, and MLMD records its output."""
     data = tmp_path / "data"

@@ -79,12 +79,16 @@ def test_labels_every_split_and_counts_the_cut(mocks, reference):
     assert np.median(d_age) < 0.25 and np.median(d_vd) < 25
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_several_workers_give_the_same_labels(mocks, reference, tmp_path):
     out, _ = reference
     component.run_standalone([mocks], str(tmp_path), FAST, configs.local_beam_args(2))
     assert _labels(str(tmp_path)) == _labels(out)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_kill_9_and_resume_gives_the_uninterrupted_labels(mocks, reference, tmp_path):
     out, _ = reference
     cmd = [sys.executable, "-m", "stellarpop.pipeline.cli", "label", mocks, "-o", str(tmp_path),
