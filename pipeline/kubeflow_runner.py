@@ -5,6 +5,13 @@
 
 The image must have this distribution installed (``pip install .`` with requirements.lock);
 Dataflow workers install it from ``setup.py`` (``--setup_file``).
+
+Caching follows the config's ``enable_cache`` (each task's ``cachingOptions``): Kubeflow
+reuses a task whose image, arguments and inputs are unchanged. Compile from the checkout
+the image was built from: Transform's and Trainer's code fingerprints are arguments, but
+the other components' (``pipeline.stamp``) reach Kubeflow only through execution properties,
+so tag a new image for new code. A Trainer task retried after a failure resumes from
+``<bucket>/<name>/trainer_checkpoints``.
 """
 
 from __future__ import annotations

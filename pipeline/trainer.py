@@ -24,14 +24,25 @@ hparams            {}             keyword arguments of the model builder
 shuffle_buffer     2048           examples in the shuffle buffer
 cache              False          keep the transformed inputs in memory after the first
                                   epoch (~61 kB per spectrum for "default"; see input_fn)
+resume_dir         ""             where killed trainings leave their state (``resume_state_dir``);
+                                  "": inside ``model_run_dir`` (no resume across executions)
 =================  =============  ==========================================================
+
+Resuming: after every epoch the model and optimizer (``epoch-N`` checkpoints) and the
+history so far (``state.json``, written last: the commit point) go to a folder named after
+the training inputs (:func:`resume_state_dir`). A run_fn with the same inputs continues from
+the last completed epoch, with the data order and dropout masks an uninterrupted run would
+use; early stopping and the best epoch are functions of the recorded history
+(:class:`EpochState`), so they decide as the uninterrupted run would. The folder is deleted
+once the model is exported.
 
 Steps: ``fn_args.train_steps`` None (or 0) trains full passes over the data per epoch;
 otherwise the total ``train_steps`` is spread over ``epochs`` (repeating the data).
 ``eval_steps`` None (or 0) validates on the whole eval split each epoch.
 
-Written to ``model_run_dir``: TensorBoard logs (``train/``, ``validation/``), the best
-weights (``checkpoints/best``, TF checkpoint), ``history.json`` and ``loss_curve.png``
+Written to ``model_run_dir``: TensorBoard logs (``train/``, ``validation/``; of this
+execution's epochs), the best weights (``checkpoints/best``, TF checkpoint),
+``history.json`` (every epoch's metrics, ``resumed_from_epoch``) and ``loss_curve.png``
 (train and validation loss per epoch, as the paper's Fig. 3).
 
 The SavedModel in ``serving_model_dir`` (a generic SavedModel, not a Keras one) has:
@@ -54,7 +65,9 @@ The SavedModel in ``serving_model_dir`` (a generic SavedModel, not a Keras one) 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -82,6 +95,8 @@ EXAMPLES_INPUT = "examples"
 MODEL_INFO = "model_info"
 MODEL_INFO_FILE = os.path.join("assets.extra", "model_info.json")
 CHECKPOINT = os.path.join("checkpoints", "best")
+RESUME_DIR_KEY = "resume_dir"
+STATE_FILE = "state.json"
 TRANSFORM_BATCH = 256  # examples per TFT-layer call when caching
 LABEL_UNITS = {F.LOG_AGE: "log10(yr)", F.MH: "dex", F.EBV: "mag", F.VD: "km/s"}
 
@@ -237,6 +252,160 @@ def steps_per_epoch(total_steps: int | None, epochs: int) -> int | None:
     return math.ceil(total_steps / epochs) if total_steps else None
 
 
+def best_epoch(val_loss: Sequence[float]) -> int | None:
+    """0-based epoch of the lowest finite ``val_loss`` (the first of ties), None if none.
+
+    Keras' ``ModelCheckpoint(save_best_only=True)`` keeps the same epoch: it saves on a
+    strict improvement only, and NaN never improves.
+    """
+    finite = [i for i, v in enumerate(val_loss) if math.isfinite(v)]
+    return min(finite, key=lambda i: (val_loss[i], i)) if finite else None
+
+
+def should_stop(val_loss: Sequence[float], patience: int) -> bool:
+    """Keras ``EarlyStopping(monitor="val_loss", patience)``'s decision after the last epoch.
+
+    Its counter grows every epoch and restarts at each strict improvement, and it never
+    stops after the first epoch: so it stops once ``patience`` epochs have passed since
+    the best one (since before the first epoch if none was finite).
+    """
+    last, best = len(val_loss) - 1, best_epoch(val_loss)
+    return last > 0 and last - (-1 if best is None else best) >= patience
+
+
+@contextlib.contextmanager
+def checkpointable_randomness():
+    """Build layers (dropout) that draw from a ``tf.random.Generator``, a variable.
+
+    tf_keras' default random ops keep their state hidden in the op, restarted by every
+    process: a resumed run would repeat the first epochs' dropout masks. A generator's
+    state goes into the checkpoint (:func:`training_checkpoint`) instead. Scoped, so that
+    other Keras code in the process keeps its setting.
+    """
+    experimental = keras.backend.experimental
+    enabled = experimental.is_tf_random_generator_enabled()
+    experimental.enable_tf_random_generator()
+    try:
+        yield
+    finally:
+        if not enabled:
+            experimental.disable_tf_random_generator()
+
+
+def training_checkpoint(model: keras.Model) -> tf.train.Checkpoint:
+    """Weights, optimizer and the layers' random generators: all that the next epoch reads.
+
+    The generators are found through tf_keras' private ``Layer._random_generator`` (its
+    Dropout does not track them as checkpoint dependencies); a layer without one is skipped.
+    """
+    generators = {}
+    for layer in model.submodules:
+        generator = getattr(getattr(layer, "_random_generator", None), "_generator", None)
+        if isinstance(generator, tf.random.Generator):
+            generators[layer.name] = generator
+    return tf.train.Checkpoint(model=model, optimizer=model.optimizer, random=generators)
+
+
+class EpochState(keras.callbacks.Callback):
+    """Training state that outlives the process: a killed ``fit`` resumes where it stopped.
+
+    After every epoch: the model with its optimizer (``epoch-N``, a TF checkpoint), then the
+    history (``state.json``, by rename: the commit point, so a kill at any moment leaves a
+    consistent state); checkpoints other than the last and the best epoch's are removed.
+    Keras' BackupAndRestore would restore weights, optimizer and epoch, but not
+    EarlyStopping's or ModelCheckpoint's counters, which start afresh in every ``fit``:
+    here both decisions are functions of the recorded history (:func:`should_stop`,
+    :func:`best_epoch`), and the best weights are the best epoch's checkpoint.
+    """
+
+    def __init__(self, state_dir: str, patience: int):
+        super().__init__()
+        self.state_dir, self.patience = state_dir, patience
+        path = os.path.join(state_dir, STATE_FILE)
+        state = json.loads(tf.io.gfile.GFile(path).read()) if tf.io.gfile.exists(path) else {}
+        self.history: dict[str, list[float]] = state.get("history", {})
+        self.seconds: float = state.get("seconds", 0.0)
+        self.batches: int | None = state.get("batches")  # per epoch, counted in the first
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.history.get("loss", []))
+
+    def finished(self, epochs: int) -> bool:
+        return self.epochs_done >= epochs or should_stop(self.history.get("val_loss", []), self.patience)
+
+    def _prefix(self, epoch: int) -> str:
+        return os.path.join(self.state_dir, f"epoch-{epoch}")
+
+    def restore(self, model: keras.Model, epoch: int | None = None, weights_only: bool = False) -> None:
+        """Load epoch ``epoch`` (1-based; default the last): the weights, and the optimizer."""
+        prefix = self._prefix(epoch or self.epochs_done)
+        if weights_only:
+            tf.train.Checkpoint(model=model).read(prefix).expect_partial()
+            return
+        model.optimizer.build(model.trainable_variables)  # restore now, not deferred
+        training_checkpoint(model).read(prefix).assert_existing_objects_matched()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started, self._batches = time.time(), 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._batches += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        self.seconds += time.time() - self._started
+        self.batches = self.batches or self._batches
+        training_checkpoint(self.model).write(self._prefix(epoch + 1))
+        path = os.path.join(self.state_dir, STATE_FILE)
+        with tf.io.gfile.GFile(path + ".part", "w") as f:
+            json.dump({"history": self.history, "seconds": self.seconds, "batches": self.batches}, f)
+        tf.io.gfile.rename(path + ".part", path, overwrite=True)
+        val = self.history.get("val_loss", [])
+        best = best_epoch(val)
+        keep = {self._prefix(epoch + 1), self._prefix(-1 if best is None else best + 1)}
+        for name in tf.io.gfile.glob(os.path.join(self.state_dir, "epoch-*")):
+            if name.rsplit(".", 1)[0] not in keep:
+                tf.io.gfile.remove(name)
+        if "val_loss" in (logs or {}) and should_stop(val, self.patience):
+            self.model.stop_training = True
+
+
+def resume_state_dir(fn_args) -> str:
+    """The state folder of these training inputs: the same in a re-run of a killed execution.
+
+    TFX gives every execution a new ``model_run_dir``, so the state lives under
+    ``custom_config["resume_dir"]`` (else inside ``model_run_dir``: no resume), in a folder
+    named by a hash of the data and transform graph (artefact URIs), the steps and the
+    rest of ``custom_config``: other inputs never resume this state.
+    """
+    config = dict(fn_args.custom_config or {})
+    base = config.pop(RESUME_DIR_KEY, "") or os.path.join(fn_args.model_run_dir, "resume")
+    inputs = [fn_args.train_files, fn_args.eval_files, fn_args.transform_output, fn_args.train_steps,
+              fn_args.eval_steps, config]
+    return os.path.join(base, hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16])
+
+
+def continue_data_order(
+    dataset: tf.data.Dataset, epochs_done: int, steps: int | None, batches: int | None
+) -> tf.data.Dataset:
+    """``dataset`` as an uninterrupted ``fit`` would read it from epoch ``epochs_done`` on.
+
+    A repeated dataset (``steps`` per epoch) is read by one iterator across epochs: skip the
+    finished epochs' batches. A full pass gets a new iterator every epoch, and its shuffle a
+    new order per iterator: make (and drop) one iterator per epoch done. Its length is then
+    known (``batches``): Keras counts one optimizer step too many in an epoch that ends by
+    exhausting a dataset of unknown length (the uninterrupted run's first epoch did), which
+    would shift Adam's bias correction.
+    """
+    if steps:
+        return dataset.skip(epochs_done * steps)
+    for _ in range(epochs_done):
+        iter(dataset)
+    return dataset.apply(tf.data.experimental.assert_cardinality(batches)) if batches else dataset
+
+
 def train(
     config: TrainConfig,
     train_files: str | Sequence[str],
@@ -245,13 +414,16 @@ def train(
     model_run_dir: str,
     train_steps: int | None = None,
     eval_steps: int | None = None,
+    state_dir: str | None = None,
 ) -> tuple[keras.Model, dict]:
-    """Train with early stopping; return the model with its best weights and the history.
+    """Train with early stopping (resuming ``state_dir``); return the model with its best
+    weights and the history.
 
     Returns
     -------
     model, {'history': {metric: [per epoch]}, 'best_epoch': 1-based, 'best_val_loss',
-    'seconds', 'loss': the loss function's name, 'config'}
+    'seconds' (of training, every execution's), 'resumed_from_epoch' (epochs found done),
+    'loss': the loss function's name, 'config'}
     """
     skip_autograph_for_tf_keras()
     keras.utils.set_random_seed(config.seed)
@@ -265,28 +437,33 @@ def train(
         shuffle_buffer=config.shuffle_buffer, **common,
     )
     eval_ds = input_fn(eval_files, repeat=bool(eval_steps), **common)
-    model = compile_model(config)
-    checkpoint = os.path.join(model_run_dir, CHECKPOINT)
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(checkpoint, monitor="val_loss", save_best_only=True, save_weights_only=True),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience),
-        keras.callbacks.TensorBoard(log_dir=model_run_dir, update_freq="epoch", write_graph=False, profile_batch=0),
-    ]
-    start = time.time()
-    history = model.fit(
-        train_ds, validation_data=eval_ds, epochs=config.epochs, callbacks=callbacks, verbose=2,
-        steps_per_epoch=steps_per_epoch(train_steps, config.epochs), validation_steps=eval_steps or None,
-    ).history
-    seconds = time.time() - start
-    if tf.io.gfile.exists(checkpoint + ".index"):
-        model.load_weights(checkpoint).expect_partial()
-    val = history.get("val_loss", [])
-    best = min(range(len(val)), key=lambda i: val[i] if math.isfinite(val[i]) else math.inf) if val else None
+    with checkpointable_randomness():
+        model = compile_model(config)
+    state = EpochState(state_dir or os.path.join(model_run_dir, "resume"), config.patience)
+    resumed_from, steps = state.epochs_done, steps_per_epoch(train_steps, config.epochs)
+    if resumed_from:
+        log.info("resuming from epoch %d (%s)", resumed_from, state.state_dir)
+        state.restore(model)
+    if not state.finished(config.epochs):
+        tensorboard = keras.callbacks.TensorBoard(
+            log_dir=model_run_dir, update_freq="epoch", write_graph=False, profile_batch=0
+        )
+        model.fit(
+            continue_data_order(train_ds, resumed_from, steps, state.batches), validation_data=eval_ds,
+            epochs=config.epochs, initial_epoch=resumed_from, callbacks=[state, tensorboard], verbose=2,
+            steps_per_epoch=steps, validation_steps=eval_steps or None,
+        )
+    val = state.history.get("val_loss", [])
+    best = best_epoch(val)
+    if state.epochs_done:  # the best epoch's weights (the last epoch's if none was finite)
+        state.restore(model, None if best is None else best + 1, weights_only=True)
+    model.save_weights(os.path.join(model_run_dir, CHECKPOINT))
     record = {
-        "history": {k: [float(v) for v in vs] for k, vs in history.items()},
+        "history": state.history,
         "best_epoch": None if best is None else best + 1,
-        "best_val_loss": None if best is None else float(val[best]),
-        "seconds": seconds,
+        "best_val_loss": None if best is None else val[best],
+        "seconds": state.seconds,
+        "resumed_from_epoch": resumed_from,
         "loss": getattr(spec.loss, "__name__", str(spec.loss)),
         "config": dataclasses.asdict(config),
     }
@@ -450,12 +627,14 @@ def run_fn(fn_args) -> None:
     """
     config = TrainConfig.from_custom_config(fn_args.custom_config)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    state_dir = resume_state_dir(fn_args)
     log.info("training %s (lr %g) on %s", config.model, config.lr, fn_args.train_files)
     model, record = train(
         config, fn_args.train_files, fn_args.eval_files, tf_transform_output, fn_args.model_run_dir,
-        train_steps=fn_args.train_steps, eval_steps=fn_args.eval_steps,
+        train_steps=fn_args.train_steps, eval_steps=fn_args.eval_steps, state_dir=state_dir,
     )
     write_run_outputs(fn_args.model_run_dir, record)
     ranges = read_label_ranges(fn_args.train_files, tf_transform_output)
     info = model_info(config, ranges, record)
     export_model(model, tf_transform_output, fn_args.serving_model_dir, config.spec.predicts_variance, info)
+    tf.io.gfile.rmtree(state_dir)  # exported: nothing left to resume

@@ -19,6 +19,8 @@ class FitsExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec):
     PARAMETERS = {
         **standard_component_specs.FileBasedExampleGenSpec.PARAMETERS,
         executor.INGEST_CONFIG_KEY: ExecutionParameter(type=str, optional=True),
+        # Set by pipeline.stamp: a fingerprint of the code that runs, read by no executor.
+        "code_fingerprint": ExecutionParameter(type=str, optional=True),
     }
 
 

@@ -37,7 +37,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
 
 class MockExampleGenSpec(ComponentSpec):
-    PARAMETERS = {SIM_CONFIG_KEY: ExecutionParameter(type=str)}
+    # code_fingerprint: set by pipeline.stamp (part of the cache key), read by no executor.
+    PARAMETERS = {SIM_CONFIG_KEY: ExecutionParameter(type=str), "code_fingerprint": ExecutionParameter(type=str, optional=True)}
     INPUTS = {}
     OUTPUTS = {EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples)}
 

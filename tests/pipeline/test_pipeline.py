@@ -1,8 +1,10 @@
 """The whole pipeline on tiny data under LocalDagRunner (every component, MLMD, the push),
-prediction with the pushed model, and the Kubeflow V2 compilation of the same DAG."""
+prediction with the pushed model, the Kubeflow V2 compilation of the same DAG, and what
+goes into the components' cache keys."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -13,6 +15,7 @@ from tfx import v1 as tfx
 from typer.testing import CliRunner
 
 from stellarpop.pipeline import configs, kubeflow_runner, local_runner
+from stellarpop.pipeline import pipeline as pipeline_lib
 from stellarpop.pipeline.cli import app
 
 COMPONENTS = {
@@ -85,3 +88,82 @@ def test_kubeflow_v2_spec_compiles(tmp_path):
     tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
     assert {"MockExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"} <= set(tasks)
     assert "DataflowRunner" in text and "my-project" in text and "gcr.io/my-project/stellarpop:1" in text
+    assert all(tasks[t]["cachingOptions"] == {"enableCache": True} for t in ("MockExampleGen", "Transform", "Trainer"))
+    assert text.count(pipeline_lib.CODE_FINGERPRINT) == 2  # Transform's and Trainer's custom_config
+
+
+@pytest.fixture
+def edit_source(monkeypatch, tmp_path):
+    """Fingerprints of the project sources as they are now (copies: edits made elsewhere
+    meanwhile do not count); ``edit_source(module, line)``: that module's with a line added
+    ("" for as it was)."""
+    real, copies, originals = pipeline_lib._source_file, {}, {}
+
+    def source_file(name: str) -> str | None:
+        if name not in copies:
+            path = real(name)
+            originals[name] = open(path).read() if path else None
+            copies[name] = path and str(tmp_path / f"{name}.py")
+            if path:
+                open(copies[name], "w").write(originals[name])
+        return copies[name]
+
+    def edit(module: str, line: str = "# edited") -> None:
+        source_file(module)
+        open(copies[module], "w").write(originals[module] + line)
+        pipeline_lib.code_fingerprint.cache_clear()
+
+    monkeypatch.setattr(pipeline_lib, "_source_file", source_file)
+    pipeline_lib.code_fingerprint.cache_clear()
+    yield edit
+    pipeline_lib.code_fingerprint.cache_clear()
+
+
+def test_code_fingerprints_follow_the_imports(edit_source):
+    modules = {
+        "transform": pipeline_lib._module(configs.PREPROCESSING_FN), "trainer": pipeline_lib._module(configs.RUN_FN),
+        "evaluator": "stellarpop.pipeline.eval_config", "examples": "stellarpop.components.mock_example_gen.component",
+    }
+
+    def changed(module: str) -> set[str]:
+        before = {k: pipeline_lib.code_fingerprint(m) for k, m in modules.items()}
+        edit_source(module)
+        return {k for k, m in modules.items() if pipeline_lib.code_fingerprint(m) != before[k]}
+
+    assert changed("stellarpop.pipeline.models") == {"trainer"}
+    assert changed("stellarpop.transforms.preprocessing") == {"transform", "trainer"}
+    assert changed("stellarpop.components.templates") == {"examples"}  # the template library
+    assert changed("stellarpop.transforms.features") == set(modules)
+
+
+def test_cache_keys_hold_code_files_and_schema(tmp_path):
+    library = tmp_path / "library.npz"
+    library.write_bytes(b"templates")
+    cfg = dataclasses.replace(_tiny(str(tmp_path)), examples={**_tiny("").examples, "library": str(library)})
+    nodes = {n.id: n for n in pipeline_lib.create_pipeline(cfg).components}
+    assert pipeline_lib.create_pipeline(cfg).enable_cache
+    assert not pipeline_lib.create_pipeline(dataclasses.replace(cfg, enable_cache=False)).enable_cache
+    assert pipeline_lib.CODE_FINGERPRINT in json.loads(nodes["Transform"].exec_properties["custom_config"])
+    trainer_config = json.loads(nodes["Trainer"].exec_properties["custom_config"])
+    assert trainer_config[pipeline_lib.CODE_FINGERPRINT] and trainer_config["resume_dir"] == pipeline_lib.resume_dir(cfg)
+    # The project's components declare the property (so it reaches Kubeflow too).
+    stamped = nodes["MockExampleGen"].exec_properties[pipeline_lib.CODE_FINGERPRINT]
+    library.write_bytes(b"other templates")
+    again = {n.id: n for n in pipeline_lib.create_pipeline(cfg).components}
+    assert again["MockExampleGen"].exec_properties[pipeline_lib.CODE_FINGERPRINT] != stamped
+    assert nodes["Evaluator"].executor_spec.extra_flags
+    # ImportSchemaGen sees a path only: another schema, another path.
+    truth, ppxf = (pipeline_lib.write_schema(str(tmp_path), s) for s in ("truth", "ppxf"))
+    assert truth != ppxf and truth == pipeline_lib.write_schema(str(tmp_path), "truth")
+
+
+@pytest.mark.parametrize("enable_cache", [True, False])
+def test_no_cache_also_forgets_the_trainers_epochs(tmp_path, monkeypatch, enable_cache):
+    cfg = dataclasses.replace(_tiny(str(tmp_path)), enable_cache=enable_cache).resolved()
+    state = os.path.join(pipeline_lib.resume_dir(cfg), "0123", "state.json")
+    os.makedirs(os.path.dirname(state))
+    open(state, "w").write("{}")
+    ran = []
+    monkeypatch.setattr(tfx.orchestration.LocalDagRunner, "run", lambda self, p: ran.append(p.enable_cache))
+    local_runner.run(cfg, beam_pipeline_args=["--runner=DirectRunner"])
+    assert ran == [enable_cache] and os.path.exists(state) == enable_cache

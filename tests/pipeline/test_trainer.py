@@ -1,5 +1,6 @@
-"""The Trainer module: run_fn on tiny raw data behind a real transform graph, and the
-exported SavedModel's signatures (raw examples without labels -> physical units)."""
+"""The Trainer module: run_fn on tiny raw data behind a real transform graph, the exported
+SavedModel's signatures (raw examples without labels -> physical units), and a killed
+training that resumes to the uninterrupted result."""
 
 from __future__ import annotations
 
@@ -160,7 +161,8 @@ def test_run_outputs(trained):
         record = json.load(f)
     assert len(record["history"]["loss"]) == len(record["history"]["val_loss"]) == 2
     assert record["best_val_loss"] == min(record["history"]["val_loss"])
-    assert record["config"]["batch_size"] == 16
+    assert record["config"]["batch_size"] == 16 and record["resumed_from_epoch"] == 0
+    assert os.listdir(os.path.join(run_dir, "resume")) == []  # the state is gone once exported
     assert tf.io.gfile.glob(os.path.join(run_dir, "train", "events.out.tfevents.*"))
     assert tf.io.gfile.glob(os.path.join(run_dir, "validation", "events.out.tfevents.*"))
 
@@ -220,3 +222,48 @@ def test_config_and_steps():
         trainer.TrainConfig.from_custom_config({"label_source": "sdss"})
     assert trainer.steps_per_epoch(None, 5) is None and trainer.steps_per_epoch(0, 5) is None
     assert trainer.steps_per_epoch(101, 10) == 11
+
+
+class Killed(Exception):
+    """Stands for a SIGKILL right after an epoch's state was saved."""
+
+
+def test_a_killed_training_resumes_to_the_uninterrupted_result(data, tmp_path, monkeypatch):
+    """Same weights, optimizer, data order and dropout masks: the histories are identical."""
+    config = trainer.TrainConfig(model="default", epochs=3, batch_size=16, seed=2, patience=5, cache=True)
+    args = (str(data["root"] / "Split-train" / "*"), str(data["root"] / "Split-eval" / "*"),
+            tft.TFTransformOutput(data["transform_dir"]))
+    _, whole = trainer.train(config, *args, str(tmp_path / "whole"), state_dir=str(tmp_path / "whole-state"))
+    save = trainer.EpochState.on_epoch_end
+
+    def killed_after_the_first_epoch(self, epoch, logs=None):
+        save(self, epoch, logs)
+        raise Killed
+
+    monkeypatch.setattr(trainer.EpochState, "on_epoch_end", killed_after_the_first_epoch)
+    with pytest.raises(Killed):
+        trainer.train(config, *args, str(tmp_path / "killed"), state_dir=str(tmp_path / "state"))
+    monkeypatch.undo()
+    _, resumed = trainer.train(config, *args, str(tmp_path / "resumed"), state_dir=str(tmp_path / "state"))
+    assert resumed["resumed_from_epoch"] == 1 and whole["resumed_from_epoch"] == 0
+    assert resumed["history"] == whole["history"]
+    assert (resumed["best_epoch"], resumed["best_val_loss"]) == (whole["best_epoch"], whole["best_val_loss"])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_early_stopping_and_best_epoch_follow_keras(seed):
+    """should_stop and best_epoch decide from the history as EarlyStopping and
+    ModelCheckpoint(save_best_only) decide from the epochs they saw."""
+    rng = np.random.default_rng(seed)
+    val = [float(v) for v in rng.choice([0.5, 0.4, 0.3, 0.3, math.nan], size=12)]
+    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(rng.integers(1, 4)))
+    stopper.set_model(keras.Sequential())
+    stopper.on_train_begin()
+    saved, best = None, math.inf
+    for epoch, value in enumerate(val):
+        stopper.on_epoch_end(epoch, {"val_loss": value})
+        saved, best = (epoch, value) if value < best else (saved, best)
+        assert trainer.should_stop(val[: epoch + 1], stopper.patience) == bool(stopper.model.stop_training)
+        assert trainer.best_epoch(val[: epoch + 1]) == saved
+        if stopper.model.stop_training:
+            break
