@@ -24,6 +24,23 @@ through: SDSS's native pixel (69 km/s), the 1-A model-grid pixel and the log-reb
 below ~5500 A rest) the templates keep their resolution: on real spectra sigma comes out
 ~3 km/s low there at 150 km/s (sqrt(64^2 - 56^2) km/s in quadrature).
 
+Fits that fail or sit on a bound (issue 10: 2 of 19 real SDSS spectra raised, young
+emission-line mocks of another library came back "ok" at sigma = 1000 km/s):
+
+- Emission lines whose flux falls mostly on masked or absent pixels are not fitted
+  (:meth:`Fitter._gas_lines`): pPXF would pin them to zero with heavily weighted equality
+  rows, on which scipy 1.12's NNLS stops at its iteration limit (0266-51630-0174).
+- A run that raises RuntimeError or does not converge is retried once, from
+  ``retry_sigma_start`` and with pPXF's own ``lsq_box`` solver; a second failure is status
+  ``failed`` with both reasons.
+- A free kinematic parameter (V, sigma of the stars, or of a gas component with a line
+  detected at ``line_snr``) within ``bound_tol`` of its bound is no measurement: free gas
+  lines can run to V = +-2000 and sigma = 1000 km/s, become broad bumps that absorb a
+  template mismatch, and drag the stars to the bound with them. Such a fit is retried with
+  the gas tied to the stars, then with the lines masked instead of fitted; if it still sits
+  there, status ``at_bound`` (values kept for inspection; the labeller keeps only ``ok``).
+  The message of any retried fit lists each run and what it met.
+
 Formal errors: sigma's and E(B-V)'s from pPXF's covariance of the non-linear parameters;
 log age's and [M/H]'s from the covariance of the non-zero template weights (the linear
 least-squares problem at the solution), propagated to the light-weighted means. All are
@@ -55,6 +72,9 @@ PAPER_METALS = (-1.71, -0.71, 0.0, 0.22)
 
 OK = "ok"
 FAILED = "failed"
+AT_BOUND = "at_bound"
+GAS_FREE, GAS_TIED, GAS_MASKED, GAS_NONE = "free", "tied", "masked", "none"
+SIGMA_MIN_PIX = 0.01  # pPXF's lower bound of sigma, in pixels
 
 
 @dataclass(frozen=True)
@@ -73,6 +93,12 @@ class FitConfig:
     linear_method: str = "nnls"  # pPXF's solver of the weights (nnls: 25% faster than lsq_box here)
     min_good_fraction: float = 0.5  # fewer good pixels than this: a failed fit
     library: str = ""  # an sps_lib .npz; empty: the E-MILES build
+    vel_max: float = 2000.0  # km/s; every velocity is bounded to +-vel_max about the catalogue z (pPXF's default)
+    sigma_max: float = 1000.0  # km/s; upper bound of every sigma (pPXF's default; the lower is 0.01 pixel)
+    bound_tol: float = 1.0  # km/s; a velocity or sigma closer than this to its bound sits on it
+    retry_sigma_start: float = 300.0  # km/s; sigma's start after a failed run or one with the stars on a bound
+    min_line_fraction: float = 0.5  # a gas line is fitted only if this fraction of its flux is on good pixels
+    line_snr: float = 3.0  # a gas component's kinematics count as measured if a line's flux/error exceeds this
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -85,7 +111,8 @@ class FitConfig:
 
 @dataclass(frozen=True)
 class LabelResult:
-    """pPXF's labels of one spectrum; NaN values and status ``failed`` when the fit failed."""
+    """pPXF's labels of one spectrum. Status ``failed``: NaN values; ``at_bound``: the values of a
+    fit whose kinematics sat on a bound after its retries (for inspection, not labels)."""
 
     spec_id: str
     log_age: float = math.nan
@@ -142,6 +169,36 @@ def pixel_boxes_kms(lam_obs: np.ndarray, velscale: float = simulate.SDSS_VELSCAL
     return np.sqrt(native**2 + grid**2 + velscale**2 / 12)
 
 
+@dataclass(frozen=True)
+class _Data:
+    """A spectrum ready for pPXF: log-rebinned at rest (de-redshifted with the catalogue z)."""
+
+    galaxy: np.ndarray  # flux / median flux of the good pixels
+    noise: np.ndarray  # 1-sigma, same units; the median where not good
+    good: np.ndarray  # bool, the pixels fitted
+    ln_lam: np.ndarray  # natural log of rest wavelength (Angstrom)
+    z: float
+
+    @property
+    def n_good(self) -> int:
+        return int(self.good.sum())
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """How one pPXF run treats the spectrum: where sigma starts, the emission lines (``free``:
+    templates with kinematics of their own; ``tied``: with the stars' V and sigma;
+    ``masked``: no templates, +-800 km/s about each line masked; ``none``: neither, as
+    configured by ``gas_components=0``) and the weights' solver."""
+
+    sigma_start: float
+    gas: str
+    linear_method: str
+
+    def __str__(self) -> str:  # no start value: a message is the same for every spectrum that meets it
+        return f"gas {self.gas}, {self.linear_method}"
+
+
 class Fitter:
     """Fits spectra with one template set; caches the templates matched at each z step."""
 
@@ -173,19 +230,51 @@ class Fitter:
         return fwhm
 
     def fit(self, spec_id: str, flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, z: float) -> LabelResult:
-        """Label one model-grid spectrum; a failure is a result with its message, never raised."""
+        """Label one model-grid spectrum; a failure is a result with its message, never raised.
+
+        A run that raises or does not converge is retried once from another start with
+        pPXF's own bounded solver (``lsq_box``: scipy 1.12's NNLS can stop at its iteration
+        limit on ill-conditioned problems); a run with a kinematic parameter on its bound is
+        retried as :meth:`_next` says. Status ``failed`` (values NaN) or ``at_bound`` (the
+        last run's values, kept for inspection) when the retries do not help; the message
+        says what each run found.
+        """
         try:
-            return self._fit(spec_id, np.asarray(flux, float), np.asarray(ivar, float), np.asarray(mask) > 0, float(z))
+            data = self._prepare(spec_id, np.asarray(flux, float), np.asarray(ivar, float), np.asarray(mask) > 0, float(z))
+            return data if isinstance(data, LabelResult) else self._fit(spec_id, data)
         except Exception as exc:  # noqa: BLE001 - any pPXF failure is a recorded status
             return LabelResult(spec_id, message=f"{type(exc).__name__}: {exc}")
 
-    def _fit(self, spec_id, flux, ivar, bad, z) -> LabelResult:
+    def _fit(self, spec_id: str, data: _Data) -> LabelResult:
+        """The runs of one spectrum (see :meth:`fit`)."""
+        cfg = self.config
+        attempt = _Attempt(cfg.sigma_start, GAS_FREE if cfg.gas_components else GAS_NONE, cfg.linear_method)
+        errors, notes, pp = 0, [], None
+        while attempt is not None:
+            try:
+                pp = self._run(data, attempt)
+            except RuntimeError as exc:
+                errors, pp = errors + 1, None
+                notes.append(f"{attempt}: {type(exc).__name__}: {exc}")
+                retry = dataclasses.replace(attempt, sigma_start=cfg.retry_sigma_start, linear_method="lsq_box")
+                attempt = retry if errors == 1 else None
+                continue
+            bounded = self._at_bounds(pp, attempt)
+            if not bounded:
+                return self._result(spec_id, data, pp, OK, "; ".join(notes))
+            notes.append(f"{attempt}: on a bound: {', '.join(bounded.values())}")
+            attempt = self._next(attempt, float(np.atleast_2d(pp.sol)[0][1]) if 0 not in bounded else None)
+        if pp is None:
+            return LabelResult(spec_id, n_good=data.n_good, message="; ".join(notes))
+        return self._result(spec_id, data, pp, AT_BOUND, "; ".join(notes))
+
+    def _prepare(self, spec_id: str, flux: np.ndarray, ivar: np.ndarray, bad: np.ndarray, z: float) -> _Data | LabelResult:
+        """The spectrum log-rebinned at rest at ``velscale``, or why it cannot be fitted."""
         cfg = self.config
         if not (math.isfinite(z) and z > -0.01):
             return LabelResult(spec_id, message=f"redshift {z} is not usable")
         bad = bad | ~(ivar > 0) | ~np.isfinite(flux)
-        lam_rest = F.GRID_START + F.GRID_STEP * np.arange(flux.size)
-        lam_rest = lam_rest / (1 + z)
+        lam_rest = (F.GRID_START + F.GRID_STEP * np.arange(flux.size)) / (1 + z)
         scale = np.median(flux[~bad]) if np.any(~bad) else 0.0
         if not scale > 0:
             return LabelResult(spec_id, message="no good pixel with positive flux")
@@ -197,69 +286,115 @@ class Fitter:
         width = np.exp(ln_lam) * (1 + z) * cfg.velscale / C_KMS  # observed Angstrom
         noise = np.sqrt(np.clip(var_log, 0, None) / np.maximum(width / F.GRID_STEP, 1.0))
         good = ~bad_log & (noise > 0) & np.isfinite(galaxy)
-        # The first and last log pixels are partial.
-        good[[0, -1]] = False
+        good[[0, -1]] = False  # the first and last log pixels are partial
         n_good = int(good.sum())
         if n_good < cfg.min_good_fraction * galaxy.size:
             return LabelResult(spec_id, n_good=n_good, message=f"{n_good} of {galaxy.size} pixels usable")
         noise[~good] = np.median(noise[good])
+        return _Data(galaxy, noise, good, ln_lam, z)
 
-        prep = self.templates_at(z)
-        stars = prep.templates / prep.light  # each SSP normalised to 1 in the light window
-        n_stars = stars.shape[1]
-        lam_temp = np.exp(prep.ln_lam)
-        lam_gal = np.exp(ln_lam)
-        start = [[0.0, cfg.sigma_start]]
-        component = [0] * n_stars
-        templates = stars
-        if cfg.gas_components:
-            with contextlib.redirect_stdout(io.StringIO()):  # it prints the lines it makes
-                gas, names, _ = ppxf_util.emission_lines(
-                    prep.ln_lam, [lam_gal[0], lam_gal[-1]], self.lsf_fwhm_rest(z), tie_balmer=False,
-                    limit_doublets=False, vacuum=True,
-                )
-            groups = [np.ones(len(names), bool)]
-            if cfg.gas_components == 2:
-                balmer = np.array([n.startswith("H") for n in names])
-                groups = [balmer, ~balmer]
-            for group in groups:
-                if group.any():
-                    templates = np.column_stack([templates, gas[:, group]])
-                    component += [len(start)] * int(group.sum())
-                    start.append([0.0, cfg.gas_sigma_start])
-        component = np.array(component)
+    def _gas_lines(self, data: _Data, prep: simulate.Prepared) -> list[np.ndarray]:
+        """pPXF's emission-line templates of each gas component (columns), without the lines
+        that have less than ``min_line_fraction`` of their flux on fitted pixels.
+
+        pPXF keeps a line whose pixels are all masked with a zero-weight equality constraint,
+        which it imposes by rows weighted ~1e7 times the data: scipy 1.12's NNLS then stops
+        at its iteration limit (0266-51630-0174: Halpha, [NII], [SII] and [OI] fall in 547
+        masked pixels). A line mostly masked is not measured either: its wings alone would
+        set its flux, freely trading with the stellar Balmer absorption.
+        """
+        lam_gal = np.exp(data.ln_lam)
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints the lines it makes
+            gas, names, _ = ppxf_util.emission_lines(
+                prep.ln_lam, [lam_gal[0], lam_gal[-1]], self.lsf_fwhm_rest(data.z), tie_balmer=False,
+                limit_doublets=False, vacuum=True,
+            )
+        good = np.interp(prep.ln_lam, data.ln_lam, data.good.astype(float), left=0.0, right=0.0) > 0.5
+        fitted = gas[good].sum(0) >= self.config.min_line_fraction * gas.sum(0)
+        groups = [np.ones(len(names), bool)]
+        if self.config.gas_components == 2:
+            balmer = np.array([n.startswith("H") for n in names])
+            groups = [balmer, ~balmer]
+        return [gas[:, g & fitted] for g in groups if np.any(g & fitted)]
+
+    def _run(self, data: _Data, attempt: _Attempt) -> "_PPXF":
+        """One pPXF fit with the paper's settings; raises RuntimeError if it did not converge."""
+        cfg = self.config
+        prep = self.templates_at(data.z)
+        templates = prep.templates / prep.light  # each SSP normalised to 1 in the light window
+        component, start = [0] * templates.shape[1], [[0.0, attempt.sigma_start]]
+        for lines in self._gas_lines(data, prep) if attempt.gas in (GAS_FREE, GAS_TIED) else []:
+            templates = np.column_stack([templates, lines])
+            component += [len(start)] * lines.shape[1]
+            start.append([0.0, cfg.gas_sigma_start])
+        n, component = len(start), np.array(component)
+        bounds = [[[-cfg.vel_max, cfg.vel_max], [SIGMA_MIN_PIX * cfg.velscale, cfg.sigma_max]]] * n
+        if n == 1:  # pPXF takes one component's lists unnested
+            start, bounds = start[0], bounds[0]
+        tied = [["", ""]] + [["p[0]", "p[1]"]] * (n - 1) if attempt.gas == GAS_TIED and n > 1 else None
+        good = data.good
+        if attempt.gas == GAS_MASKED:
+            good = good & ppxf_util.determine_mask(data.ln_lam, np.exp(prep.ln_lam[[0, -1]]))
         pp = _PPXF(
-            templates, galaxy, noise, cfg.velscale, start if len(start) > 1 else start[0], moments=[2] * len(start), degree=-1, mdegree=0,
-            lam=lam_gal, lam_temp=lam_temp, velscale_ratio=cfg.velscale_ratio, reddening=cfg.ebv_start * R_V,
-            component=component, gas_component=component > 0 if len(start) > 1 else None, goodpixels=np.flatnonzero(good), quiet=True,
-            linear_method=cfg.linear_method,
+            templates, data.galaxy, data.noise, cfg.velscale, start, bounds=bounds, tied=tied, moments=[2] * n,
+            degree=-1, mdegree=0, lam=np.exp(data.ln_lam), lam_temp=np.exp(prep.ln_lam),
+            velscale_ratio=cfg.velscale_ratio, reddening=cfg.ebv_start * R_V, component=component,
+            gas_component=component > 0 if n > 1 else None, goodpixels=np.flatnonzero(good), quiet=True,
+            linear_method=attempt.linear_method,
         )
-        sol = pp.sol[0] if len(start) > 1 else pp.sol
-        err = pp.error[0] if len(start) > 1 else pp.error
+        if pp.status <= 0:
+            raise RuntimeError(f"pPXF status {pp.status} (not converged)")
+        return pp
+
+    def _at_bounds(self, pp: "_PPXF", attempt: _Attempt) -> dict[int, str]:
+        """The free kinematic parameters within ``bound_tol`` of a bound: {component: text}.
+
+        A gas component none of whose lines is detected (flux > ``line_snr`` times its
+        error) is left out: its kinematics are not measured (in a passive galaxy the noise
+        puts unresolved "lines" at the lower sigma bound, harmless to the stellar fit).
+        """
+        cfg = self.config
+        sol = np.atleast_2d(pp.sol)
+        lo, hi = SIGMA_MIN_PIX * cfg.velscale + cfg.bound_tol, cfg.sigma_max - cfg.bound_tol
+        out = {}
+        for k in range(1 if attempt.gas == GAS_TIED else len(sol)):
+            if k and not np.any((pp.gas_flux > cfg.line_snr * pp.gas_flux_error)[pp.component[pp.gas_component] == k]):
+                continue
+            v, s = sol[k][:2]
+            text = [f"V {math.copysign(cfg.vel_max, v):+g}"] * (abs(v) > cfg.vel_max - cfg.bound_tol)
+            text += [f"sigma {round(SIGMA_MIN_PIX * cfg.velscale if s <= lo else cfg.sigma_max, 2):g}"] * (not lo < s < hi)
+            if text:
+                out[k] = f"{'stellar' if k == 0 else f'gas {k}'} {' and '.join(text)} km/s"
+        return out
+
+    def _next(self, attempt: _Attempt, stellar_sigma: float | None) -> _Attempt | None:
+        """The run after one with a parameter on its bound: free gas -> gas tied to the stars
+        -> lines masked (a runaway gas component takes up a template mismatch as broad
+        "lines" and can drag the stars along); without gas, one run from the other start.
+        A retry starts from ``stellar_sigma`` (km/s, the stars' sigma when they were not on
+        a bound: fewer iterations) or else from ``retry_sigma_start``. None: nothing left."""
+        start = stellar_sigma or self.config.retry_sigma_start
+        if attempt.gas == GAS_NONE:
+            return None if attempt.sigma_start == start else dataclasses.replace(attempt, sigma_start=start)
+        after = {GAS_FREE: GAS_TIED, GAS_TIED: GAS_MASKED}
+        return dataclasses.replace(attempt, gas=after[attempt.gas], sigma_start=start) if attempt.gas in after else None
+
+    def _result(self, spec_id: str, data: _Data, pp: "_PPXF", status: str, message: str) -> LabelResult:
+        """The light-weighted labels of a converged fit and their formal errors."""
+        prep = self.templates_at(data.z)
+        n_stars = prep.templates.shape[1]
+        sol, err = (pp.sol[0], pp.error[0]) if np.ndim(pp.sol) == 2 else (pp.sol, pp.error)
         inflate = math.sqrt(max(pp.chi2, 0.0))
         w = pp.weights[:n_stars]
         if not w.sum() > 0:
-            return LabelResult(spec_id, chi2=float(pp.chi2), n_good=n_good, message="all stellar weights are zero")
-        log_ages = np.repeat(np.log10(prep.ages * 1e9), prep.metals.size)
-        metals = np.tile(prep.metals, prep.ages.size)
-        cov = _weights_covariance(pp, n_stars, good)
-        age, age_err = _weighted_mean(w, log_ages, cov)
-        mh, mh_err = _weighted_mean(w, metals, cov)
-        status = OK if pp.status > 0 else FAILED
+            return LabelResult(spec_id, chi2=float(pp.chi2), n_good=pp.goodpixels.size, message="all stellar weights are zero")
+        cov = _weights_covariance(pp, n_stars)
+        age, age_err = _weighted_mean(w, np.repeat(np.log10(prep.ages * 1e9), prep.metals.size), cov)
+        mh, mh_err = _weighted_mean(w, np.tile(prep.metals, prep.ages.size), cov)
         return LabelResult(
-            spec_id,
-            log_age=age,
-            mh=mh,
-            ebv=float(pp.reddening) / R_V,
-            vd=float(sol[1]),
-            log_age_err=age_err * inflate,
-            mh_err=mh_err * inflate,
-            ebv_err=pp.reddening_error / R_V * inflate,
-            vd_err=float(err[1]) * inflate,
-            chi2=float(pp.chi2),
-            n_good=n_good,
-            status=status,
-            message="" if status == OK else f"pPXF status {pp.status} (not converged)",
+            spec_id, log_age=age, mh=mh, ebv=float(pp.reddening) / R_V, vd=float(sol[1]),
+            log_age_err=age_err * inflate, mh_err=mh_err * inflate, ebv_err=pp.reddening_error / R_V * inflate,
+            vd_err=float(err[1]) * inflate, chi2=float(pp.chi2), n_good=pp.goodpixels.size, status=status, message=message,
         )
 
 
@@ -273,11 +408,11 @@ class _PPXF(ppxf):
         super().format_output(params, perror)
 
 
-def _weights_covariance(pp: ppxf, n_stars: int, good: np.ndarray) -> np.ndarray:
+def _weights_covariance(pp: ppxf, n_stars: int) -> np.ndarray:
     """Covariance of the stellar weights: the linear problem restricted to non-zero weights."""
     cov = np.zeros((n_stars, n_stars))
     active = np.flatnonzero(pp.weights > 0)
-    design = pp.matrix[: pp.npix][good][:, active] / pp.noise[good, None]
+    design = pp.matrix[: pp.npix][pp.goodpixels][:, active] / pp.noise[pp.goodpixels, None]
     inv = np.linalg.pinv(design.T @ design)
     stars = active < n_stars
     idx = active[stars]

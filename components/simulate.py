@@ -5,7 +5,10 @@ A spectrum is built as SDSS would record it: an SSP mixture from a star-formatio
 (2000) dust, a Gaussian LOSVD, the line-spread function of SDSS's spectrograph, nebular
 emission with BPT-class line ratios tied to the young stars, redshift, SDSS's log-lambda
 pixels in vacuum, a smooth flux-calibration error, and noise from object plus sky with
-sky-subtraction residuals and masked pixels, scaled to a drawn S/N_r.
+sky-subtraction residuals and masked pixels, scaled to a drawn S/N_r. What real spectra add
+beyond that (calibration between plates, LSF and wavelength errors, strong sky residuals,
+masked gaps, template mismatch) is in :mod:`~stellarpop.components.nuisances`, applied here
+when a spectrum's :class:`~stellarpop.components.nuisances.Draw` is given.
 
 Truth is the light-weighted log age and [M/H] in the rest-frame window that the pPXF
 labeller normalises its templates in (:data:`LIGHT_WINDOW`), E(B-V) and sigma.
@@ -13,6 +16,7 @@ labeller normalises its templates in (:data:`LIGHT_WINDOW`), E(B-V) and sigma.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -23,6 +27,7 @@ from astropy.cosmology import Planck18
 from scipy.ndimage import gaussian_filter1d
 from ppxf import ppxf_util
 
+from stellarpop.components import nuisances as N
 from stellarpop.components.sdss_io import bad_pixels
 from stellarpop.components.spectra import SPPIXMASK, Spectrum, pixel_edges
 from stellarpop.components.templates import Library
@@ -128,6 +133,12 @@ class Prepared:
     lsf_kms: float  # SDSS's median instrumental sigma (for the emission lines)
     k_dust: np.ndarray  # Calzetti k(lambda) on the grid (computed once, used per spectrum)
     edges: np.ndarray  # pixel edges (Angstrom) of the grid
+
+    @functools.cached_property
+    def templates_t(self) -> np.ndarray:
+        """``templates`` as (n_templates, n_pix), contiguous: the SSPs of one mixture are then
+        rows, cheap to gather (for the template-mismatch nuisance; made on first use)."""
+        return np.ascontiguousarray(self.templates.T)
 
 
 def prepare(
@@ -257,11 +268,22 @@ class Params:
     flux_scale: float = 30.0  # continuum near 6200 A observed, 1e-17 erg/s/cm^2/A
 
 
+MODES = ("sdss", "broad", "wide")
+# wide: the real sample's range, where sdss under-represents it (issue 10): sigma and S/N_r
+# log-uniform, and a share of the redshifts log-uniform at low z (nearby galaxies).
+WIDE_RANGES = {"sigma_range": (50.0, 500.0), "snr_range": (3.0, 100.0)}
+WIDE_LOW_Z, WIDE_LOW_Z_FRACTION = (0.002, 0.05), 0.3
+
+
 @dataclass(frozen=True)
 class Priors:
     """Parameter distributions. ``sdss`` mimics the paper's sample (its Figs. 1-2: z mostly
     0.05-0.2, medians log age 9.66, [M/H] -0.22, E(B-V) 0.1, sigma 150 km/s); ``broad``
-    spreads every parameter over the whole range, for training."""
+    spreads every parameter over the whole range, for training; ``wide`` is ``broad`` over
+    what the real sample covers: z uniform in ``z_range`` plus a share
+    :data:`WIDE_LOW_Z_FRACTION` log-uniform in :data:`WIDE_LOW_Z`, sigma and S/N_r
+    log-uniform, their ranges those of :data:`WIDE_RANGES` unless given otherwise.
+    """
 
     mode: str = "sdss"
     class_fractions: tuple[float, ...] = (0.45, 0.25, 0.15, 0.15)  # order of CLASSES
@@ -269,6 +291,15 @@ class Priors:
     snr_range: tuple[float, float] = (3.0, 80.0)
     sigma_range: tuple[float, float] = (30.0, 400.0)
     ebv_max: float = 0.8
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"priors mode is one of {MODES}, not {self.mode!r}")
+        if self.mode == "wide":  # ranges left at the class defaults take wide's
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            for name, value in WIDE_RANGES.items():
+                if getattr(self, name) == defaults[name]:
+                    object.__setattr__(self, name, value)
 
 
 def _draw_components(rng: np.random.Generator, cls: str, t_univ: float, broad: bool) -> tuple[Component, ...]:
@@ -310,17 +341,32 @@ def age_of_universe(z: float) -> float:
     return float(np.interp(z, _Z_TABLE, _AGE_TABLE))
 
 
+def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(10 ** rng.uniform(math.log10(lo), math.log10(hi)))
+
+
+def _draw_z(rng: np.random.Generator, priors: Priors) -> float:
+    lo, hi = priors.z_range
+    if priors.mode == "broad":
+        return float(rng.uniform(lo, hi))
+    if priors.mode == "wide":
+        if rng.random() < WIDE_LOW_Z_FRACTION:
+            return _log_uniform(rng, max(lo, WIDE_LOW_Z[0]), min(hi, WIDE_LOW_Z[1]))
+        return float(rng.uniform(lo, hi))
+    return float(np.clip(rng.lognormal(math.log(0.1), 0.45), lo, hi))
+
+
 def draw_params(rng: np.random.Generator, priors: Priors = Priors()) -> Params:
     """Draw one galaxy from the priors."""
-    broad = priors.mode == "broad"
+    broad = priors.mode in ("broad", "wide")
     cls = CLASSES[int(rng.choice(len(CLASSES), p=np.asarray(priors.class_fractions) / sum(priors.class_fractions)))]
-    lo, hi = priors.z_range
-    z = float(rng.uniform(lo, hi)) if broad else float(np.clip(rng.lognormal(math.log(0.1), 0.45), lo, hi))
+    z = _draw_z(rng, priors)
     t_univ = age_of_universe(z)
     if broad:
         ebv = float(rng.uniform(0, priors.ebv_max))
-        sigma = float(rng.uniform(*priors.sigma_range))
-        snr = float(10 ** rng.uniform(math.log10(priors.snr_range[0]), math.log10(priors.snr_range[1])))
+        wide = priors.mode == "wide"
+        sigma = _log_uniform(rng, *priors.sigma_range) if wide else float(rng.uniform(*priors.sigma_range))
+        snr = _log_uniform(rng, *priors.snr_range)
     else:
         ebv_scale = {"passive": 0.09, "star-forming": 0.25, "composite": 0.19, "AGN": 0.15}[cls]
         ebv = float(min(rng.exponential(ebv_scale), priors.ebv_max))
@@ -396,20 +442,30 @@ def line_fluxes(params: Params, weights: np.ndarray, prep: Prepared, cont_hbeta:
     return out
 
 
-def rest_model(params: Params, prep: Prepared) -> tuple[np.ndarray, dict]:
-    """Noise-free rest-frame spectrum (L_sun/A on ``prep.ln_lam``) and its truth."""
+def rest_model(params: Params, prep: Prepared, nuisance: N.Draw | None = None) -> tuple[np.ndarray, dict]:
+    """Noise-free rest-frame spectrum (L_sun/A on ``prep.ln_lam``) and its truth.
+
+    A ``nuisance`` draw perturbs the SSPs (truth unchanged, see
+    :func:`~stellarpop.components.nuisances.mix_perturbed`) and broadens stars and gas by
+    its extra LSF in quadrature.
+    """
     weights = mass_weights(list(params.components), prep.ages, prep.metals)
     weights /= weights.sum()
     log_age, mh, frac = light_weighted(weights, prep)
-    stars = (prep.templates @ weights.ravel().astype(np.float32)).astype(np.float64)
-    stars = gaussian_broaden(stars, params.sigma / prep.velscale)
     lam = np.exp(prep.ln_lam)
+    if nuisance is not None and nuisance.perturbs_templates:
+        in_window = (lam >= LIGHT_WINDOW[0]) & (lam <= LIGHT_WINDOW[1])
+        stars = N.mix_perturbed(prep.templates_t, prep.light, in_window, prep.velscale, weights.ravel(), nuisance)
+    else:
+        stars = (prep.templates @ weights.ravel().astype(np.float32)).astype(np.float64)
+    lsf_extra = nuisance.lsf_kms if nuisance is not None else 0.0
+    stars = gaussian_broaden(stars, math.hypot(params.sigma, lsf_extra) / prep.velscale)
     near_hb = np.abs(lam - LINES["Hbeta"]) < 50
     spec = stars * 10 ** (-0.4 * params.ebv * prep.k_dust)
     fluxes = line_fluxes(params, weights, prep, float(np.median(stars[near_hb])))
     if fluxes:
         ebv_gas = params.ebv / 0.44  # Calzetti (2000): stars see 0.44 of the gas's E(B-V)
-        sig_gas = math.hypot(params.sigma_gas, prep.lsf_kms) / C_KMS  # gas and SDSS's LSF
+        sig_gas = math.hypot(params.sigma_gas, prep.lsf_kms, lsf_extra) / C_KMS  # gas and SDSS's LSF
         dln = prep.ln_lam[1] - prep.ln_lam[0]
         half = int(math.ceil(6 * sig_gas / dln)) + 2
         names = list(fluxes)
@@ -424,23 +480,31 @@ def rest_model(params: Params, prep: Prepared) -> tuple[np.ndarray, dict]:
     return spec, {**truth, "light_fractions": frac}
 
 
-def redshift_to_sdss(rest: np.ndarray, z: float, prep: Prepared, instrument: Instrument) -> np.ndarray:
-    """A rest-frame model (per A) on SDSS's observed pixels, flux conserving (per A)."""
+def redshift_to_sdss(rest: np.ndarray, z: float, prep: Prepared, instrument: Instrument,
+                     out_edges: np.ndarray | None = None) -> np.ndarray:
+    """A rest-frame model (per A) on SDSS's observed pixels, flux conserving (per A).
+
+    ``out_edges``: the pixels' true edges where they differ from the instrument's (a
+    wavelength-solution error).
+    """
     in_edges = prep.edges * (1 + z)
-    out_edges = instrument.edges
+    out_edges = instrument.edges if out_edges is None else out_edges
     # The cumulative flux of piecewise-constant pixels is piecewise linear: interpolating it
     # at the output edges is the exact overlap integral (and needs no sort).
     cum = np.concatenate(([0.0], np.cumsum(rest / (1 + z) * np.diff(in_edges))))
     return np.diff(np.interp(out_edges, in_edges, cum)) / np.diff(out_edges)
 
 
-def observe(params: Params, rest: np.ndarray, prep: Prepared, instrument: Instrument, rng: np.random.Generator):
+def observe(params: Params, rest: np.ndarray, prep: Prepared, instrument: Instrument, rng: np.random.Generator,
+            nuisance: N.Draw | None = None):
     """Redshift onto SDSS's pixels and add SDSS-like calibration error, noise and masks.
 
     Returns flux, ivar (1e-17 erg/s/cm^2/A units), and_mask, the noise-free model and the
-    sky spectrum, on ``instrument.loglam``.
+    sky spectrum, on ``instrument.loglam``. A ``nuisance`` draw adds its wavelength error,
+    sky residuals, calibration error and gap (its own values: ``rng`` is used as without).
     """
-    model = redshift_to_sdss(rest, params.z, prep, instrument)
+    edges = N.observed_edges(nuisance, instrument.edges, instrument.loglam)
+    model = redshift_to_sdss(rest, params.z, prep, instrument, edges)
     wave = 10.0**instrument.loglam
     # Overall flux level, then a smooth flux-calibration distortion of a few per cent.
     r = (wave >= R_BAND[0]) & (wave <= R_BAND[1])
@@ -456,19 +520,23 @@ def observe(params: Params, rest: np.ndarray, prep: Prepared, instrument: Instru
     flux = model + sigma * rng.standard_normal(wave.size)
     # Sky-subtraction residuals at the sky lines: a few per cent of the line flux.
     flux += params.sky_residual * sky_scale * instrument.sky_lines * rng.standard_normal()
-    ivar = 1.0 / sigma**2
     mask = np.zeros(wave.size, np.int64)
     mask[instrument.bright_sky] |= 1 << SPPIXMASK["BRIGHTSKY"]
     hits = rng.random(wave.size) < 5e-4  # cosmic rays and bad columns rejected in the coadd
     mask[hits] |= 1 << SPPIXMASK["FULLREJECT"]
+    sky = instrument.sky * sky_scale
+    if nuisance is not None:
+        flux, sigma, mask, model, sky = N.corrupt(
+            nuisance, flux, sigma, mask, model, sky, instrument.sky_lines * sky_scale, instrument.loglam)
+    ivar = 1.0 / sigma**2
     ivar[hits] = 0.0
-    return flux, ivar, mask, model, instrument.sky * sky_scale
+    return flux, ivar, mask, model, sky
 
 
 @dataclass(frozen=True)
 class Mock:
     """A simulated spectrum (on SDSS's grid, stored as SDSS stores it), its truth, the drawn
-    parameters, its pixel mask bits, its noise-free model and its sky."""
+    parameters, its pixel mask bits, its noise-free model, its sky and its nuisance draw."""
 
     spectrum: Spectrum
     truth: dict
@@ -476,19 +544,20 @@ class Mock:
     and_mask: np.ndarray
     model: np.ndarray
     sky: np.ndarray
+    nuisance: N.Draw | None = None
 
 
 def simulate(
     params: Params, prep: Prepared, instrument: Instrument, rng: np.random.Generator, spec_id: str,
-    plate: int = -1, mjd: int = -1, fiber: int = -1,
+    plate: int = -1, mjd: int = -1, fiber: int = -1, nuisance: N.Draw | None = None,
 ) -> Mock:
-    """One simulated spectrum and its truth.
+    """One simulated spectrum and its truth, with a spectrum's ``nuisance`` draw if given.
 
     Flux, ivar and log-lambda are rounded to float32 as in SDSS files, so that a mock written
     to FITS and read back is the same spectrum.
     """
-    rest, truth = rest_model(params, prep)
-    flux, ivar, mask, model, sky = observe(params, rest, prep, instrument, rng)
+    rest, truth = rest_model(params, prep, nuisance)
+    flux, ivar, mask, model, sky = observe(params, rest, prep, instrument, rng, nuisance)
     flux, ivar = flux.astype(np.float32), ivar.astype(np.float32)
     spec = Spectrum(
         wave=10.0 ** instrument.loglam.astype(np.float32).astype(np.float64),
@@ -508,4 +577,4 @@ def simulate(
         bpt_class=params.galaxy_class,
         snr_r=params.snr_r,
     )
-    return Mock(spec, truth, params, mask, model, sky)
+    return Mock(spec, truth, params, mask, model, sky, nuisance)

@@ -198,10 +198,10 @@ def padded_length(n_pixels: int, unit: int) -> int:
 
 
 @register(
-    "default", loss=gaussian_nll, predicts_variance=True, inputs=(P.FLUX_XF, P.MASK_XF, P.NOISE_XF),
+    "patch", loss=gaussian_nll, predicts_variance=True, inputs=(P.FLUX_XF, P.MASK_XF, P.NOISE_XF),
     learning_rate=1e-3,
 )
-def default(
+def patch(
     patch: int = 16,
     embed: int = 48,
     stage_channels: tuple[int, ...] = (32, 48, 64, 128),
@@ -209,7 +209,9 @@ def default(
     head_units: int = 128,
     dropout: float = 0.1,
 ) -> keras.Model:
-    """Patch-embedded residual 1D CNN with a Gaussian head (~0.2M parameters).
+    """Patch-embedded residual 1D CNN with a Gaussian head (~0.2M parameters): the first
+    default (shipped until ``serving/models/default/2`` replaced it), kept for comparison. Its 16-pixel
+    linear patch stem on the observed frame cannot resolve a line's width (~2-3 pixels).
 
     Three channels per pixel: flux, good = 1 - mask, and precision = 1 - noise/NOISE_CLIP
     (so that zero padding reads as "no data" in all three). The spectrum is zero-padded to
@@ -233,34 +235,170 @@ def default(
     dropout : dropout before the heads
     """
     inputs = {k: keras.Input(shape=(F.N_PIXELS,), name=k) for k in (P.FLUX_XF, P.MASK_XF, P.NOISE_XF)}
+    x = _observed_channels(inputs)
+    x = _patch_stages(x, patch, embed, stage_channels, kernel, prefix="")
+    pooled = _pool(x, prefix="")
+    return keras.Model(inputs, _gaussian_heads(pooled, head_units, dropout), name="patch")
+
+
+def _observed_channels(inputs: dict) -> tf.Tensor:
+    """(B, N_PIXELS, 3): flux, good = 1 - mask, precision = 1 - noise / NOISE_CLIP, so that
+    zero padding reads as "no data" in all three channels."""
     channels = {
         "flux": inputs[P.FLUX_XF],
         "good": keras.layers.Rescaling(-1.0, offset=1.0, name="good")(inputs[P.MASK_XF]),
         "precision": keras.layers.Rescaling(-1.0 / P.NOISE_CLIP, offset=1.0, name="precision")(inputs[P.NOISE_XF]),
     }
-    x = keras.layers.Concatenate(name="stack")(
+    return keras.layers.Concatenate(name="stack")(
         [keras.layers.Reshape((F.N_PIXELS, 1), name=f"{k}_channel")(v) for k, v in channels.items()]
     )
-    length = padded_length(F.N_PIXELS, patch * 2 ** (len(stage_channels) - 1))
-    pad = length - F.N_PIXELS
-    x = keras.layers.ZeroPadding1D((pad // 2, pad - pad // 2), name="pad")(x)
-    x = keras.layers.Reshape((length // patch, 3 * patch), name="patches")(x)
-    x = keras.layers.Conv1D(embed, 1, name="embed")(x)
+
+
+def _stages(x: tf.Tensor, stage_channels: tuple[int, ...], kernel: int, prefix: str, merge_first: bool) -> tf.Tensor:
+    """Residual stages; each but (optionally) the first merges neighbouring positions in
+    pairs (a lossless reshape that halves the length), projects and applies one block."""
     for i, width in enumerate(stage_channels, start=1):
-        x = keras.layers.ReLU(name=f"stage{i}_relu")(x)
-        if i > 1:
-            x = keras.layers.Reshape((x.shape[1] // 2, 2 * x.shape[2]), name=f"stage{i}_merge")(x)
-        x = keras.layers.Conv1D(width, 1, name=f"stage{i}_proj")(x)
-        x = _residual_block(x, width, kernel, name=f"stage{i}_res")
-    x = keras.layers.ReLU(name="final_relu")(x)
-    pooled = keras.layers.Concatenate(name="pool")(
-        [keras.layers.GlobalAveragePooling1D(name="avg")(x), keras.layers.GlobalMaxPooling1D(name="max")(x)]
+        x = keras.layers.ReLU(name=f"{prefix}stage{i}_relu")(x)
+        if i > 1 or merge_first:
+            x = keras.layers.Reshape((x.shape[1] // 2, 2 * x.shape[2]), name=f"{prefix}stage{i}_merge")(x)
+        x = keras.layers.Conv1D(width, 1, name=f"{prefix}stage{i}_proj")(x)
+        x = _residual_block(x, width, kernel, name=f"{prefix}stage{i}_res")
+    return keras.layers.ReLU(name=f"{prefix}final_relu")(x)
+
+
+def _patch_stages(x, patch: int, embed: int, stage_channels, kernel: int, prefix: str) -> tf.Tensor:
+    """Zero-pad to a multiple of ``patch * 2**(stages - 1)``, embed patches linearly, stages."""
+    length = padded_length(x.shape[1], patch * 2 ** (len(stage_channels) - 1))
+    pad = length - x.shape[1]
+    x = keras.layers.ZeroPadding1D((pad // 2, pad - pad // 2), name=f"{prefix}pad")(x)
+    x = keras.layers.Reshape((length // patch, x.shape[2] * patch), name=f"{prefix}patches")(x)
+    x = keras.layers.Conv1D(embed, 1, name=f"{prefix}embed")(x)
+    return _stages(x, stage_channels, kernel, prefix, merge_first=False)
+
+
+def _pool(x: tf.Tensor, prefix: str) -> tf.Tensor:
+    return keras.layers.Concatenate(name=f"{prefix}pool")(
+        [keras.layers.GlobalAveragePooling1D(name=f"{prefix}avg")(x), keras.layers.GlobalMaxPooling1D(name=f"{prefix}max")(x)]
     )
-    h = keras.layers.Dense(head_units, activation="relu", name="head")(pooled)
+
+
+def _gaussian_heads(features: tf.Tensor, head_units: int, dropout: float, head_scale: float = 1.0) -> tf.Tensor:
+    """A dense layer, then the means (bias 0.5, the middle of the scaled range) and the
+    log-variances (bias log(1/12), the variance of a uniform label), as (B, 8). The heads'
+    kernels start at ``head_scale`` times Glorot's variance, so that with unit-scale
+    features the first predictions are the biases."""
+    def init():  # a new instance per layer: one shared instance would give both the same values
+        return keras.initializers.VarianceScaling(head_scale, "fan_avg", "uniform")
+
+    h = keras.layers.Dense(head_units, activation="relu", name="head")(features)
     h = keras.layers.Dropout(dropout, name="dropout")(h)
-    mean = keras.layers.Dense(N_LABELS, bias_initializer=keras.initializers.Constant(0.5), name="mean")(h)
+    mean = keras.layers.Dense(N_LABELS, kernel_initializer=init(), bias_initializer=keras.initializers.Constant(0.5),
+                              name="mean")(h)
     logvar = keras.layers.Dense(
-        N_LABELS, bias_initializer=keras.initializers.Constant(math.log(1 / 12)), name="logvar"
+        N_LABELS, kernel_initializer=init(), bias_initializer=keras.initializers.Constant(math.log(1 / 12)), name="logvar"
     )(h)
-    out = keras.layers.Concatenate(name="mean_logvar")([mean, logvar])
-    return keras.Model(inputs, out, name="default")
+    return keras.layers.Concatenate(name="mean_logvar")([mean, logvar])
+
+
+# --- the default: a rest-frame view at SDSS's velocity step beside the observed frame --------
+
+# Rest-frame grid: log10-lambda steps of 1e-4 (SDSS's 69 km/s pixel), from 2920 A (3800 A
+# observed at z = 0.3) over 4864 pixels (to 8929 A, past 8899 A at z = 0; 4864 = 19 x 2^8,
+# so eight stages can halve it). A line of dispersion sigma is sigma / 69 pixels wide at
+# every wavelength and every redshift, which a convolution can measure.
+REST_LOGLAM_START = math.log10(2920.0)
+REST_LOGLAM_STEP = 1e-4
+SDSS_VELSCALE_KMS = 299792.458 * math.log(10) * REST_LOGLAM_STEP  # 69.03 km/s per rest pixel
+N_REST = 4864
+
+
+def rest_grid(n: int = N_REST) -> "np.ndarray":
+    """Rest-frame wavelengths (Angstrom, vacuum) of the default model's rest-frame view."""
+    import numpy as np
+
+    return 10.0 ** (REST_LOGLAM_START + REST_LOGLAM_STEP * np.arange(n))
+
+
+class RestFrame(keras.layers.Layer):
+    """Observed-frame channels on the 1-A model grid -> the rest frame on a log-lambda grid.
+
+    Inside the graph, from the catalogue z, so a serving request stays a raw observed-frame
+    tf.Example. Each rest pixel takes the linear interpolation of the two model-grid pixels
+    around ``lambda_rest * (1 + z)``; rest pixels outside the observed range are 0 in every
+    channel (no flux, not good, no precision), as the observed view's padding is. The
+    model-grid pixel (1 A) is 55-90% of a rest pixel (1.0-1.4 A at 3800-8900 A), so linear
+    interpolation loses little resolution.
+
+    Call with ``(channels (B, N_PIXELS, C), z (B,))``; returns (B, n_rest, C).
+    """
+
+    def __init__(self, n_rest: int = N_REST, **kwargs):
+        super().__init__(**kwargs)
+        self.n_rest = n_rest
+
+    def call(self, inputs):
+        channels, z = inputs
+        lam = tf.constant(rest_grid(self.n_rest), tf.float32)
+        pos = (lam[None, :] * (1.0 + tf.reshape(tf.cast(z, tf.float32), (-1, 1))) - F.GRID_START) / F.GRID_STEP
+        left = tf.floor(pos)
+        weight = (pos - left)[..., None]
+        valid = ((left >= 0) & (left <= F.N_PIXELS - 2))[..., None]
+        index = tf.cast(tf.clip_by_value(left, 0, F.N_PIXELS - 2), tf.int32)
+        low = tf.gather(channels, index, batch_dims=1)
+        high = tf.gather(channels, index + 1, batch_dims=1)
+        return tf.where(valid, low * (1.0 - weight) + high * weight, tf.zeros_like(low))
+
+    def get_config(self):
+        return {**super().get_config(), "n_rest": self.n_rest}
+
+
+@register(
+    "default", loss=gaussian_nll, predicts_variance=True, inputs=(P.FLUX_XF, P.MASK_XF, P.NOISE_XF, P.Z_XF),
+    learning_rate=1e-3,
+)
+def default(
+    stem: int = 16,
+    stem_kernel: int = 7,
+    stage_channels: tuple[int, ...] = (16, 24, 32, 48, 64, 96),
+    kernel: int = 3,
+    obs_patch: int = 32,
+    obs_embed: int = 24,
+    obs_stage_channels: tuple[int, ...] = (24, 48),
+    head_units: int = 128,
+    dropout: float = 0.1,
+) -> keras.Model:
+    """Rest-frame view at full resolution for the kinematics and populations, observed view
+    for what lives in the observed frame (sky, instrument), and z; Gaussian heads.
+
+    - Rest view (:class:`RestFrame`, 4864 pixels of 69 km/s): a full-resolution
+      convolution (``stem`` channels, ``stem_kernel`` = 7 pixels, +-207 km/s: a line of
+      sigma 50-300 km/s convolved with SDSS's ~65 km/s LSF is 1.2-4.5 pixels wide), then
+      residual stages that each halve the length by merging pairs of positions (lossless)
+      before projecting (4864 -> 2432 ... -> 76 positions with the default six stages).
+    - Observed view: the patch embedding of :func:`patch`, smaller (32-pixel patches), for
+      sky residuals, the instrument's throughput and masks.
+    - Head: both views pooled (average and max) with z, layer-normalised, a dense layer,
+      the means and the log-variances (Gaussian NLL, as :func:`patch`).
+
+    Parameters
+    ----------
+    stem, stem_kernel : channels and width (pixels) of the full-resolution convolution
+    stage_channels : channels of the rest-frame stages
+    kernel : kernel size of the residual convolutions
+    obs_patch, obs_embed, obs_stage_channels : the observed view (see :func:`patch`)
+    head_units : width of the dense layer
+    dropout : dropout before the heads
+    """
+    inputs = {k: keras.Input(shape=(F.N_PIXELS,), name=k) for k in (P.FLUX_XF, P.MASK_XF, P.NOISE_XF)}
+    inputs[P.Z_XF] = keras.Input(shape=(), name=P.Z_XF)
+    observed = _observed_channels(inputs)
+    rest = RestFrame(name="rest_frame")((observed, inputs[P.Z_XF]))
+    rest = keras.layers.Conv1D(stem, stem_kernel, padding="same", name="rest_stem")(rest)
+    rest = _stages(rest, stage_channels, kernel, prefix="rest_", merge_first=True)
+    obs = _patch_stages(observed, obs_patch, obs_embed, obs_stage_channels, kernel, prefix="obs_")
+    z = keras.layers.Reshape((1,), name="z_feature")(inputs[P.Z_XF])
+    features = keras.layers.Concatenate(name="features")([_pool(rest, "rest_"), _pool(obs, "obs_"), z])
+    # The two views' pooled activations differ in scale by the depth of their stacks; layer
+    # normalisation (the same in training and inference) puts them on one footing.
+    features = keras.layers.LayerNormalization(name="features_norm")(features)
+    return keras.Model(inputs, _gaussian_heads(features, head_units, dropout, head_scale=0.01), name="default")

@@ -26,6 +26,8 @@ Outputs (``features.transformed_name`` of):
   [0, 0.06) -> 0, ..., [0.15, 0.18) -> 5, [0.18, 0.30] -> 6 (closed: the paper's sample
   includes z = 0.3); z > 0.30 -> 7; z < 0 (or NaN) -> -1.
 - ``bpt_class``: passed through (string) for slicing.
+- ``z``: the catalogue redshift passed through (float32), which a model needs to build the
+  rest-frame view of the spectrum inside its graph (``pipeline.models.RestFrame``).
 
 Scalar outputs have shape (B,), whatever the raw schema says: scalars of shape [] or [1]
 (SchemaGen's) and variable-length features (densified) are all accepted.
@@ -52,6 +54,7 @@ NOISE_XF = F.transformed_name(NOISE)
 SNR_BIN_XF = F.transformed_name(SNR_BIN)
 Z_BIN_XF = F.transformed_name(Z_BIN)
 BPT_CLASS_XF = F.transformed_name(F.BPT_CLASS)
+Z_XF = F.transformed_name(F.Z)
 LABEL_XF_KEYS = tuple(F.transformed_name(k) for k in F.LABEL_KEYS)
 
 # Largest noise (normalised flux units) given to the network: S/N 1 per pixel at the
@@ -239,6 +242,7 @@ def preprocessing_fn(inputs: Mapping[str, tf.Tensor], custom_config: Mapping[str
     outputs[SNR_BIN_XF] = bucketize(tf.cast(dense(inputs[F.SNR_R]), tf.float32), F.SNR_BIN_EDGES)
     outputs[Z_BIN_XF] = bucketize(tf.cast(dense(inputs[F.Z]), tf.float32), F.Z_BIN_EDGES, closed_last=True)
     outputs[BPT_CLASS_XF] = dense(inputs[F.BPT_CLASS])
+    outputs[Z_XF] = tf.cast(dense(inputs[F.Z]), tf.float32)
     labels = {k: dense(v) for k, v in inputs.items() if k in F.LABEL_KEYS + F.TRUTH_KEYS}
     outputs.update(scale_labels(labels, config["label_source"], like=outputs[FLUX_XF][:, 0]))
     return outputs

@@ -1,7 +1,9 @@
 """The simulation job: shards of simulated spectra -> tf.Examples (and optional FITS files).
 
 Spectrum ``i`` of a run with seed ``s`` is drawn with ``np.random.default_rng([s, i])``,
-so the output depends on the seed alone, not on how shards are spread over workers. A
+so the output depends on the seed alone, not on how shards are spread over workers; its
+nuisances (``SimConfig.nuisances``) come from a child stream of the same seed sequence and
+its plate's calibration error from a stream of seed and plate. A
 shard writes its three split files under temporary names, renames them, and then writes a
 done-marker; a re-run skips marked shards (resume by shard).
 """
@@ -20,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from stellarpop.components import examples, sdss_io, simulate, spectra, templates
+from stellarpop.components import nuisances as N
 from stellarpop.components.progress import ProgressFile
 from stellarpop.transforms import features as F
 
@@ -29,6 +32,13 @@ SPLITS = (("train", 8), ("eval", 1), ("test", 1))  # the paper's 8:1:1, hash buc
 SHARDS_DIR = "shards"
 SUMMARY_FILE = "simulate_summary.json"
 FITS_DIR = "fits"
+# Spawn keys of the streams beside spectrum i's default_rng([seed, i]): its nuisances (so
+# that turning them on changes neither the galaxy nor its noise) and its plate's.
+NUISANCE_KEY, PLATE_KEY = 1, 2
+
+
+def _tuples(raw: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
 
 
 @dataclass(frozen=True)
@@ -38,24 +48,34 @@ class SimConfig:
     n: int
     seed: int
     priors: simulate.Priors = field(default_factory=simulate.Priors)
+    # Nuisances, a preset name ('none', 'realistic') or a mapping (see Nuisances.coerce).
+    nuisances: N.Nuisances = field(default_factory=N.Nuisances)
     shard_size: int = 1000
     library: str = ""  # an sps_lib .npz; empty: the E-MILES build
     instrument_files: tuple[str, ...] = ()  # SDSS files giving sky and LSF; empty: ppxf's
     write_fits: bool = False  # also write SDSS spec-lite FITS files
     progress_dir: str = ""
 
+    def __post_init__(self):
+        object.__setattr__(self, "nuisances", N.Nuisances.coerce(self.nuisances))
+
     @property
     def n_shards(self) -> int:
         return -(-self.n // self.shard_size)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        """The configuration as JSON; nuisances only when on, so that a run recorded before
+        they existed has the same record (and resumes)."""
+        raw = dataclasses.asdict(self)
+        if not self.nuisances.active:
+            del raw["nuisances"]
+        return json.dumps(raw, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "SimConfig":
         raw = json.loads(text)
-        priors = simulate.Priors(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.pop("priors").items()})
-        return cls(priors=priors, **{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+        priors = simulate.Priors(**_tuples(raw.pop("priors")))
+        return cls(priors=priors, nuisances=N.Nuisances(**_tuples(raw.pop("nuisances", {}))), **_tuples(raw))
 
 
 def sim_ids(seed: int, index: int) -> tuple[int, int, int]:
@@ -72,24 +92,46 @@ def split_of(object_id: str) -> str:
     raise AssertionError("unreachable")
 
 
+def nuisance_draw(index: int, config: SimConfig, inst: simulate.Instrument) -> N.Draw | None:
+    """Spectrum ``index``'s nuisances (None when they are off): its own stream (a child of
+    its seed sequence) and its plate's (seed and plate: shared by the plate's spectra)."""
+    if not config.nuisances.active:
+        return None
+    plate = sim_ids(config.seed, index)[0]
+    own = np.random.default_rng(np.random.SeedSequence([config.seed, index], spawn_key=(NUISANCE_KEY,)))
+    shared = np.random.default_rng(np.random.SeedSequence([config.seed, plate], spawn_key=(PLATE_KEY,)))
+    return N.draw(config.nuisances, own, shared, tuple(10.0 ** inst.loglam[[0, -1]]))
+
+
 def one_spectrum(index: int, config: SimConfig, prep: simulate.Prepared, inst: simulate.Instrument) -> simulate.Mock:
     """Simulate spectrum ``index`` of the run (its own generator: seed and index)."""
     rng = np.random.default_rng([config.seed, index])
     params = simulate.draw_params(rng, config.priors)
     plate, mjd, fiber = sim_ids(config.seed, index)
-    return simulate.simulate(params, prep, inst, rng, sdss_io.sdss_spec_id(plate, mjd, fiber), plate, mjd, fiber)
+    return simulate.simulate(params, prep, inst, rng, sdss_io.sdss_spec_id(plate, mjd, fiber), plate, mjd, fiber,
+                             nuisance_draw(index, config, inst))
 
 
-def _sim_truth_json(params: simulate.Params, truth: dict, seed: int, index: int) -> str:
+def _sim_truth_json(mock: simulate.Mock, seed: int, index: int) -> str:
+    extra = {"nuisance": dataclasses.asdict(mock.nuisance)} if mock.nuisance is not None else {}
     return json.dumps(
         {
             "seed": seed,
             "index": index,
-            "params": dataclasses.asdict(params),
-            "light_fractions": np.round(truth["light_fractions"], 6).tolist(),
+            "params": dataclasses.asdict(mock.params),
+            "light_fractions": np.round(mock.truth["light_fractions"], 6).tolist(),
+            **extra,
         },
         sort_keys=True,
     )
+
+
+def _wdisp(mock: simulate.Mock, inst: simulate.Instrument) -> np.ndarray:
+    """The LSF (sigma, pixels) to record: SDSS's, broadened by the nuisances' extra LSF (SDSS
+    measures each fibre's; the wavelength error, which it does not know, is not recorded)."""
+    if mock.nuisance is None or not mock.nuisance.lsf_kms:
+        return inst.wdisp
+    return np.hypot(inst.wdisp, mock.nuisance.lsf_kms / simulate.SDSS_VELSCALE)
 
 
 class SimulateShard(beam.DoFn):
@@ -137,12 +179,12 @@ class SimulateShard(beam.DoFn):
                 tf.io.gfile.makedirs(folder)
                 sdss_io.write_spec_lite(
                     os.path.join(folder, f"spec-{spec.spec_id}.fits"), spec, mock.and_mask,
-                    mock.sky, self._inst.wdisp, mock.model,
+                    mock.sky, _wdisp(mock, self._inst), mock.model,
                 )
             example = examples.to_example(
                 spectra.to_model_grid(spec, overlap=self._overlap),
                 truth={k: mock.truth[k] for k in F.LABEL_KEYS},
-                sim_truth=_sim_truth_json(params, mock.truth, cfg.seed, index),
+                sim_truth=_sim_truth_json(mock, cfg.seed, index),
             )
             split = split_of(spec.object_id)
             writers[split].write(example.SerializeToString(deterministic=True))
@@ -168,7 +210,12 @@ def _merge(counts: list[dict]) -> dict:
 
 
 def run(pipeline: beam.Pipeline, config: SimConfig, out_dir: str):
-    """Add the simulation to a Beam pipeline; writes ``Split-*/shard-*.gz`` and a summary."""
+    """Add the simulation to a Beam pipeline; writes ``Split-*/shard-*.gz`` and a summary.
+
+    The template library is made ready here, in the launching process, before any worker
+    starts: a cold cache is filled once (with a log line) instead of by every worker.
+    """
+    templates.library_path(config.library or None)
     recorded = dataclasses.replace(config, progress_dir="").to_json()
     return (
         pipeline

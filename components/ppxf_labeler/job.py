@@ -267,8 +267,10 @@ def write_all(pipeline: beam.Pipeline, splits: dict[str, list[str]], results: di
 def run(make_pipeline, splits: dict[str, list[str]], out_dir: str, ckpt_dir: str, config: LabelConfig) -> dict:
     """Fit (resuming from ``ckpt_dir``), then write the labelled splits and a summary.
 
-    ``make_pipeline()`` returns a fresh Beam pipeline (a context manager) for each pass.
+    ``make_pipeline()`` returns a fresh Beam pipeline (a context manager) for each pass. The
+    template library is made ready first, in this process, so workers never fill the cache.
     """
+    templates.library_path(config.fit.library or None)
     files = [f for fs in splits.values() for f in fs]
     done = read_checkpoints(ckpt_dir)
     log.info("%d fits already checkpointed in %s", len(done), ckpt_dir)

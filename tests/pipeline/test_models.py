@@ -1,4 +1,4 @@
-"""The model registry: the paper's Table 1 exactly, the fast default, and their losses."""
+"""The model registry: the paper's Table 1 exactly, the rest-frame default, the patch model, their losses."""
 
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ def random_inputs(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         P.FLUX_XF: (1 + 0.1 * rng.standard_normal((n, F.N_PIXELS))).astype(np.float32),
         P.MASK_XF: (rng.uniform(size=(n, F.N_PIXELS)) < 0.02).astype(np.float32),
         P.NOISE_XF: rng.uniform(0.01, 0.3, (n, F.N_PIXELS)).astype(np.float32),
+        P.Z_XF: rng.uniform(F.Z_MIN, F.Z_MAX, n).astype(np.float32),
     }
 
 
@@ -49,12 +50,13 @@ def numpy_nll(y, pred, beta=0.0):
 
 
 def test_registry_lists_and_describes_models():
-    assert {"paper", "default"} <= set(M.names())
+    assert {"paper", "default", "patch"} <= set(M.names())
     paper, default = M.get("paper"), M.get("default")
     assert not paper.predicts_variance and paper.loss is M.mse and paper.inputs == (P.FLUX_XF,)
     assert paper.learning_rate == 1e-4  # the paper's choice
     assert default.predicts_variance and default.loss is M.gaussian_nll
-    assert set(default.inputs) == {P.FLUX_XF, P.MASK_XF, P.NOISE_XF}
+    assert set(default.inputs) == {P.FLUX_XF, P.MASK_XF, P.NOISE_XF, P.Z_XF}
+    assert set(M.get("patch").inputs) == {P.FLUX_XF, P.MASK_XF, P.NOISE_XF}
     with pytest.raises(KeyError, match="unknown model"):
         M.get("resnet")
     with pytest.raises(ValueError, match="already registered"):
@@ -86,11 +88,12 @@ def test_paper_model_is_table_1():
         gc.collect()
 
 
-def test_default_model_is_small_and_outputs_mean_and_logvar():
+@pytest.mark.parametrize("name", ["default", "patch"])
+def test_variance_models_are_small_and_output_mean_and_logvar(name):
     keras.utils.set_random_seed(0)
-    model = M.build("default")
+    model = M.build(name)
     assert model.count_params() < 1_000_000
-    x = random_inputs(np.random.default_rng(0), 3)
+    x = {k: v for k, v in random_inputs(np.random.default_rng(0), 3).items() if k in M.get(name).inputs}
     out = model(x, training=False).numpy()
     assert out.shape == (3, 8) and np.all(np.isfinite(out))
     # At initialisation: means near the middle of the range, variance near a uniform's.
@@ -135,3 +138,43 @@ def test_default_model_trains_down_the_nll():
             loss = nll(training=True)
         optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
     assert float(nll()) < before - 0.2
+
+
+@pytest.mark.parametrize("z", [0.002, 0.05, 0.17, 0.29])
+def test_rest_frame_view_puts_a_line_at_its_rest_wavelength_with_the_same_width_in_pixels(z):
+    """A Gaussian line of sigma 150 km/s at 5175 A rest lands on the rest pixel of 5175 A
+    and is 150 / 69.03 pixels wide at every redshift; rest pixels outside the observed range
+    are 0 in every channel."""
+    grid, rest = F.model_grid(), M.rest_grid()
+    centre, sigma_kms = 5175.0 * (1 + z), 150.0
+    sigma_a = centre * sigma_kms / 299792.458
+    line = np.exp(-0.5 * ((grid - centre) / sigma_a) ** 2).astype(np.float32)
+    channels = np.stack([line, np.ones_like(line), np.ones_like(line)], axis=-1)[None]
+    out = M.RestFrame()((tf.constant(channels), tf.constant([z], tf.float32))).numpy()[0]
+    flux = out[:, 0]
+    peak = np.argmax(flux)
+    assert abs(rest[peak] - 5175.0) < 1.2  # within one rest pixel
+    moments = np.arange(peak - 15, peak + 16)
+    w = flux[moments] / flux[moments].sum()
+    mu = (w * moments).sum()
+    width_pix = np.sqrt((w * (moments - mu) ** 2).sum())
+    # Linear interpolation of 1-A samples adds ~(1/sqrt(12)) A of width in quadrature.
+    expected = np.hypot(sigma_kms / M.SDSS_VELSCALE_KMS, (1 / np.sqrt(12)) / (5175.0 * 1e-4 * np.log(10)))
+    assert width_pix == pytest.approx(expected, rel=0.06)
+    covered = (rest * (1 + z) >= grid[0]) & (rest * (1 + z) <= grid[-1])
+    assert np.all(out[~covered] == 0) and np.all(out[covered][:, 1] == pytest.approx(1.0))
+
+
+def test_rest_frame_view_is_differentiable_and_batched():
+    x = tf.constant(np.random.default_rng(3).random((2, F.N_PIXELS, 3)), tf.float32)
+    z = tf.constant([0.01, 0.2])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = M.RestFrame()((x, z))
+        total = tf.reduce_sum(out)
+    assert out.shape == (2, M.N_REST, 3)
+    grad = tape.gradient(total, x).numpy()
+    # Every observed pixel inside the rest grid's reach contributes (weights sum ~ pixel ratio).
+    assert np.all(np.isfinite(grad)) and grad[0].sum() > 0
+    single = M.RestFrame()((x[1:], z[1:])).numpy()
+    np.testing.assert_allclose(single[0], out.numpy()[1], rtol=1e-6)

@@ -108,6 +108,7 @@ def expected_rows(spectra: list[Spectrum], label_rows: list[dict], centre: float
         row[P.SNR_BIN_XF] = int(digitize(spec.snr_r, F.SNR_BIN_EDGES))
         row[P.Z_BIN_XF] = int(digitize(spec.z, F.Z_BIN_EDGES[:-1]))
         row[P.BPT_CLASS_XF] = spec.bpt_class.encode()
+        row[P.Z_XF] = float(np.float32(spec.z))  # passed through for the rest-frame view
         rows.append(row)
     return rows
 

@@ -3,6 +3,7 @@ path reads back identically, and the TFX component under LocalDagRunner."""
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -15,7 +16,7 @@ from tfx.orchestration import metadata, pipeline as tfx_pipeline
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 from typer.testing import CliRunner
 
-from stellarpop.components import examples
+from stellarpop.components import examples, nuisances, sdss_io, simulate, templates
 from stellarpop.components.fits_example_gen import ingest
 from stellarpop.components.mock_example_gen import component, job
 from stellarpop.pipeline.cli import app
@@ -37,10 +38,17 @@ def _run(config: job.SimConfig, out: str) -> dict:
     return job.read_summary(out)
 
 
-def test_output_depends_on_the_seed_only(tmp_path):
-    a = _run(job.SimConfig(n=12, seed=5, shard_size=5), str(tmp_path / "a"))
-    _run(job.SimConfig(n=12, seed=5, shard_size=12), str(tmp_path / "b"))
-    _run(job.SimConfig(n=12, seed=6, shard_size=12), str(tmp_path / "c"))
+@pytest.fixture(scope="module")
+def inst_prep() -> tuple[simulate.Instrument, simulate.Prepared]:
+    inst = simulate.Instrument(*sdss_io.instrument_from_files())
+    return inst, simulate.prepare(templates.load_library(), inst)
+
+
+@pytest.mark.parametrize("nuis", ["none", "realistic"])
+def test_output_depends_on_the_seed_only(tmp_path, nuis):
+    a = _run(job.SimConfig(n=12, seed=5, shard_size=5, nuisances=nuis), str(tmp_path / "a"))
+    _run(job.SimConfig(n=12, seed=5, shard_size=12, nuisances=nuis), str(tmp_path / "b"))
+    _run(job.SimConfig(n=12, seed=6, shard_size=12, nuisances=nuis), str(tmp_path / "c"))
     ra, rb, rc = (_records(str(tmp_path / k)) for k in "abc")
     assert len(ra) == 12 and ra == rb
     assert set(ra.values()).isdisjoint(rc.values()) and not set(ra) & set(rc)  # the seed is in the ids too
@@ -49,6 +57,60 @@ def test_output_depends_on_the_seed_only(tmp_path):
     truth = json.loads(parsed[F.SIM_TRUTH])
     assert parsed["true_vd"] == pytest.approx(truth["params"]["sigma"])
     assert np.array(truth["light_fractions"]).shape == (25, 6)
+    assert ("nuisance" in truth) == (nuis == "realistic")  # the draw is recorded when there is one
+    assert ("nuisances" in a["config"]) == (nuis == "realistic")
+
+
+def test_config_records_nuisances_only_when_on():
+    """Off, the record is the one made before nuisances existed (so such runs resume); on,
+    it round-trips; presets and mappings (a pipeline YAML's) are accepted."""
+    plain = job.SimConfig(n=5, seed=7)
+    assert plain.to_json() == (
+        '{"instrument_files": [], "library": "", "n": 5, "priors": {"class_fractions": [0.45, 0.25, 0.15, 0.15], '
+        '"ebv_max": 0.8, "mode": "sdss", "sigma_range": [30.0, 400.0], "snr_range": [3.0, 80.0], "z_range": [0.002, 0.3]}, '
+        '"progress_dir": "", "seed": 7, "shard_size": 1000, "write_fits": false}'
+    )
+    assert job.SimConfig.from_json(plain.to_json()) == plain
+    wide = job.SimConfig(n=5, seed=7, priors=simulate.Priors(mode="wide"), nuisances="realistic")
+    assert wide.nuisances == nuisances.Nuisances.realistic() and job.SimConfig.from_json(wide.to_json()) == wide
+    custom = job.SimConfig(n=5, seed=7, nuisances={"preset": "realistic", "gap_prob": 0.2, "gap_range": [200, 900]})
+    assert custom.nuisances == nuisances.Nuisances(**{**dataclasses.asdict(nuisances.Nuisances.realistic()),
+                                                      "gap_prob": 0.2, "gap_range": (200, 900)})
+    assert job.SimConfig(n=5, seed=7, nuisances={"calib_rms": 0.04}).nuisances == nuisances.Nuisances(calib_rms=0.04)
+    assert job.SimConfig(n=5, seed=7, nuisances="none") == plain
+    with pytest.raises(ValueError):
+        job.SimConfig(n=5, seed=7, nuisances="strong")
+
+
+def test_nuisances_off_is_the_plain_simulation(inst_prep):
+    """The default configuration takes no nuisance path: the mock simulate() makes alone."""
+    inst, prep = inst_prep
+    mock = job.one_spectrum(3, job.SimConfig(n=5, seed=7), prep, inst)
+    rng = np.random.default_rng([7, 3])
+    plain = simulate.simulate(simulate.draw_params(rng), prep, inst, rng, mock.spectrum.spec_id)
+    assert mock.nuisance is None
+    np.testing.assert_array_equal(mock.spectrum.flux, plain.spectrum.flux)
+    np.testing.assert_array_equal(mock.spectrum.ivar, plain.spectrum.ivar)
+
+
+def test_plate_shares_its_calibration_error(inst_prep):
+    """Spectra of one plate carry the same plate component (their flux ratio to the mock
+    without nuisances is the same function); another plate or seed has another; the galaxy
+    and its noise are those without nuisances."""
+    inst, prep = inst_prep
+    on = job.SimConfig(n=2000, seed=7, nuisances={"calib_plate_rms": 0.03})
+    off = dataclasses.replace(on, nuisances=nuisances.Nuisances())
+
+    def ratio(index, config=on):
+        a, b = job.one_spectrum(index, config, prep, inst), job.one_spectrum(index, dataclasses.replace(config, nuisances=off.nuisances), prep, inst)
+        assert a.params == b.params
+        return a.model / b.model
+
+    assert job.sim_ids(7, 0)[0] == job.sim_ids(7, 999)[0] != job.sim_ids(7, 1000)[0]
+    np.testing.assert_allclose(ratio(0), ratio(999), rtol=1e-12)
+    assert np.std(ratio(0) - 1) > 1e-3
+    assert np.std(ratio(0) - ratio(1000)) > 1e-3
+    assert np.std(ratio(0) - ratio(0, dataclasses.replace(on, seed=8))) > 1e-3
 
 
 def test_resume_redoes_only_missing_shards(tmp_path):
@@ -67,10 +129,11 @@ def test_resume_redoes_only_missing_shards(tmp_path):
     assert _records(out) == reference
 
 
-def test_fits_files_read_back_through_the_ingest_path(tmp_path):
+@pytest.mark.parametrize("nuis", ["none", {"preset": "realistic", "gap_prob": 0.5}])
+def test_fits_files_read_back_through_the_ingest_path(tmp_path, nuis):
     """A mock written as spec-lite FITS and ingested gives the Example written directly."""
     out = str(tmp_path)
-    _run(job.SimConfig(n=4, seed=2, shard_size=4, write_fits=True), out)
+    _run(job.SimConfig(n=4, seed=2, shard_size=4, write_fits=True, nuisances=nuis), out)
     direct = _records(out)
     files = sorted(glob.glob(os.path.join(out, job.FITS_DIR, "*", "spec-*.fits")))
     assert len(files) == 4
@@ -84,6 +147,7 @@ def test_fits_files_read_back_through_the_ingest_path(tmp_path):
         assert spec.z == pytest.approx(want[F.Z]) and spec.snr_r == pytest.approx(want[F.SNR_R])
 
 
+@pytest.mark.e2e
 def test_component_in_local_dag_runner(tmp_path):
     gen = component.MockExampleGen(job.SimConfig(n=6, seed=4, shard_size=3))
     db = str(tmp_path / "mlmd.sqlite")
