@@ -89,7 +89,11 @@ def test_kubeflow_v2_spec_compiles(tmp_path):
     assert {"MockExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"} <= set(tasks)
     assert "DataflowRunner" in text and "my-project" in text and "gcr.io/my-project/stellarpop:1" in text
     assert all(tasks[t]["cachingOptions"] == {"enableCache": True} for t in ("MockExampleGen", "Transform", "Trainer"))
-    assert text.count(pipeline_lib.CODE_FINGERPRINT) == 2  # Transform's and Trainer's custom_config
+    # Transform's and Trainer's custom_config, and MockExampleGen's own execution property
+    # (declared by its spec, so that it reaches Kubeflow: extra_flags would not).
+    assert json.dumps(tasks["Transform"]).count(pipeline_lib.CODE_FINGERPRINT) == 1
+    assert json.dumps(tasks["Trainer"]).count(pipeline_lib.CODE_FINGERPRINT) == 1
+    assert pipeline_lib.CODE_FINGERPRINT in json.dumps(tasks["MockExampleGen"])
 
 
 @pytest.fixture
