@@ -24,9 +24,9 @@ import time
 
 import numpy as np
 import tensorflow as tf
-from ppxf_vs_truth import clipped, groups, real_files, real_spectra  # benchmarks/, beside this script
+from ppxf_vs_truth import clipped, groups, labeller_fitter, real_files, real_spectra  # benchmarks/, beside this script
 
-from stellarpop.components import examples, ppxf_fit, sdss_io, simulate, templates
+from stellarpop.components import examples
 from stellarpop.components.ppxf_labeler import job as label_job
 from stellarpop.serving import predict as pred
 from stellarpop.transforms import features as F
@@ -91,7 +91,7 @@ def versus_ppxf(predictor: pred.Predictor, ppxf_dir: str) -> dict:
 
 def real(predictor: pred.Predictor) -> list[dict]:
     """The model's rows for the real spectra, each with pPXF's fit (the labeller's settings)."""
-    fitter = ppxf_fit.Fitter(templates.load_library(), simulate.Instrument(*sdss_io.instrument_from_files()))
+    fitter = labeller_fitter()
     rows = pred.predict_files(real_files(), predictor)
     for row, fit in zip(rows, real_spectra(fitter)):
         row["ppxf"] = {"log_age": fit["log_age"], "mh": fit["mh"], "ebv": fit["ebv"], "vd": fit["ppxf_vd"],

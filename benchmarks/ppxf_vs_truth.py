@@ -88,6 +88,13 @@ def time_fits(examples_dir: str, fitter: ppxf_fit.Fitter, n: int) -> float:
         return (time.perf_counter() - t) / len(specs)
 
 
+def labeller_fitter(fit: ppxf_fit.FitConfig | None = None) -> ppxf_fit.Fitter:
+    """The labelling job's fitter (as ``FitSpectra.setup``): ``fit`` or the default settings."""
+    cfg = label_job.LabelConfig() if fit is None else label_job.LabelConfig(fit=fit)
+    inst = simulate.Instrument(*sdss_io.instrument_from_files(cfg.instrument_files or None))
+    return ppxf_fit.Fitter(templates.load_library(cfg.fit.library or None), inst, cfg.fit)
+
+
 def real_files() -> list[str]:
     """The real SDSS spectra: the two in the ppxf wheel and NGC4636 of the ppxf 8.2.6 sdist."""
     return sdss_io.bundled_spectra() + [str(p) for p in reference_data.ppxf_sdist_members("spectra/NGC4636_SDSS_DR12.fits")]
@@ -133,7 +140,7 @@ def main() -> None:
     fits = label_job.read_checkpoints(os.path.join(labelled, label_job.CHECKPOINT_DIR))
     table = compare(truth_table(os.path.join(mocks, "examples")), fits)
 
-    fitter = ppxf_fit.Fitter(templates.load_library(), simulate.Instrument(*sdss_io.instrument_from_files()), config.fit)
+    fitter = labeller_fitter(config.fit)
     per_fit = time_fits(os.path.join(mocks, "examples"), fitter, args.time_n)
     real = real_spectra(fitter)
 

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from ppxf_vs_truth import clipped, real_files  # benchmarks/, beside this script
+from ppxf_vs_truth import clipped, labeller_fitter, real_files  # benchmarks/, beside this script
 from threadpoolctl import threadpool_limits
 
-from stellarpop.components import examples, ppxf_fit, sdss_io, simulate, templates
+from stellarpop.components import examples, ppxf_fit
 from stellarpop.components.fits_example_gen import ingest
 from stellarpop.components.ppxf_labeler import job as label_job
 from stellarpop.pipeline.trainer import MODEL_INFO_FILE
@@ -48,13 +48,6 @@ WHO = ("net", "ppxf")
 
 def default_files() -> list[str]:
     return sorted(glob.glob(str(SHARED / "*.fits"))) + real_files()
-
-
-def labeller_fitter() -> ppxf_fit.Fitter:
-    """The labelling job's fitter with its default configuration (as ``FitSpectra.setup``)."""
-    cfg = label_job.LabelConfig()
-    inst = simulate.Instrument(*sdss_io.instrument_from_files(cfg.instrument_files or None))
-    return ppxf_fit.Fitter(templates.load_library(cfg.fit.library or None), inst, cfg.fit)
 
 
 def fit_file(path: str, fitter: ppxf_fit.Fitter) -> dict:

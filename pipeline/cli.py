@@ -278,16 +278,15 @@ def simulate(
     from stellarpop.components.mock_example_gen import component, job
     from stellarpop.pipeline import configs
 
-    if mode not in ("sdss", "broad", "wide"):
-        raise typer.BadParameter("--mode is 'sdss', 'broad' or 'wide'")
-    if nuisances not in ("none", "realistic"):
-        raise typer.BadParameter("--nuisances is 'none' or 'realistic'")
     library = _existing(library, "--library")
+    with _about("--mode"):
+        priors = sim.Priors(mode=mode)
+    with _about("--nuisances"):
+        config = job.SimConfig(
+            n=n, seed=seed, priors=priors, nuisances=nuisances, shard_size=shard_size, write_fits=fits_files,
+            library=str(library or ""),
+        )
     output = _output_folder(output)
-    config = job.SimConfig(
-        n=n, seed=seed, priors=sim.Priors(mode=mode), nuisances=nuisances, shard_size=shard_size, write_fits=fits_files,
-        library=str(library or ""),
-    )
     args = list(beam_arg) if beam_arg else configs.local_beam_args(workers)
     console.print(f"Simulating {n} spectra (seed {seed}, {mode} priors, nuisances {nuisances}) into {output / 'examples'}")
     started = time.time()

@@ -30,7 +30,7 @@ def run(cfg: configs.PipelineConfig, beam_pipeline_args: list[str] | None = None
     args = beam_pipeline_args if beam_pipeline_args is not None else configs.local_beam_args(cfg.workers or None)
     with open(os.path.join(cfg.root, "pipeline_config.json"), "w") as fh:
         json.dump({"config": cfg.__dict__, "beam_args": args}, fh, indent=2, default=str)
-    if not getattr(cfg, "enable_cache", True) and tf.io.gfile.exists(resume_dir(cfg)):
+    if not cfg.enable_cache and tf.io.gfile.exists(resume_dir(cfg)):
         tf.io.gfile.rmtree(resume_dir(cfg))  # a fresh run: no epochs of a killed one either
     pipeline = create_pipeline(
         cfg,

@@ -22,9 +22,11 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from stellarpop.components import sdss_io
 from stellarpop.transforms import features as F
 from stellarpop.transforms import preprocessing as P
 
@@ -302,20 +304,17 @@ def _gaussian_heads(features: tf.Tensor, head_units: int, dropout: float, head_s
 
 # --- the default: a rest-frame view at SDSS's velocity step beside the observed frame --------
 
-# Rest-frame grid: log10-lambda steps of 1e-4 (SDSS's 69 km/s pixel), from 2920 A (3800 A
+# Rest-frame grid: SDSS's log10-lambda step (1e-4, 69 km/s per pixel), from 2920 A (3800 A
 # observed at z = 0.3) over 4864 pixels (to 8929 A, past 8899 A at z = 0; 4864 = 19 x 2^8,
 # so eight stages can halve it). A line of dispersion sigma is sigma / 69 pixels wide at
 # every wavelength and every redshift, which a convolution can measure.
 REST_LOGLAM_START = math.log10(2920.0)
-REST_LOGLAM_STEP = 1e-4
-SDSS_VELSCALE_KMS = 299792.458 * math.log(10) * REST_LOGLAM_STEP  # 69.03 km/s per rest pixel
+REST_LOGLAM_STEP = sdss_io.SDSS_DLOGLAM
 N_REST = 4864
 
 
-def rest_grid(n: int = N_REST) -> "np.ndarray":
+def rest_grid(n: int = N_REST) -> np.ndarray:
     """Rest-frame wavelengths (Angstrom, vacuum) of the default model's rest-frame view."""
-    import numpy as np
-
     return 10.0 ** (REST_LOGLAM_START + REST_LOGLAM_STEP * np.arange(n))
 
 

@@ -25,6 +25,7 @@ import importlib.util
 import json
 import os
 from importlib import metadata as importlib_metadata
+from pathlib import Path
 from typing import Any, Iterable
 
 import tensorflow as tf
@@ -34,7 +35,7 @@ from tfx.types import standard_artifacts
 from tfx.utils import io_utils
 
 from stellarpop.components import examples as examples_lib
-from stellarpop.components import ppxf_fit
+from stellarpop.components import ppxf_fit, reference_data
 from stellarpop.components.fits_example_gen.component import FitsExampleGen
 from stellarpop.components.mock_example_gen import job as sim_job
 from stellarpop.components.mock_example_gen.component import MockExampleGen
@@ -136,11 +137,7 @@ def files_fingerprint(config: Any) -> dict[str, str]:
     if isinstance(config, (list, tuple)):
         return {k: v for value in config for k, v in files_fingerprint(value).items()}
     if isinstance(config, str) and config and os.path.isfile(config):
-        digest = hashlib.sha256()
-        with open(config, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        return {os.path.abspath(config): digest.hexdigest()}
+        return {os.path.abspath(config): reference_data.sha256(Path(config))}
     return {}
 
 
@@ -258,7 +255,7 @@ def create_pipeline(
 ) -> tfx.dsl.Pipeline:
     """The whole DAG for one configuration (paths already resolved by the runner).
 
-    Caching follows ``cfg.enable_cache`` (True when the config has no such field).
+    Caching follows ``cfg.enable_cache``.
     """
     if cfg.label_source not in ("truth", "ppxf"):
         raise ValueError(f"label_source is 'truth' or 'ppxf', not {cfg.label_source!r}")
@@ -289,7 +286,7 @@ def create_pipeline(
         pipeline_name=cfg.name,
         pipeline_root=os.path.join(cfg.root, "artifacts"),
         components=nodes,
-        enable_cache=getattr(cfg, "enable_cache", True),
+        enable_cache=cfg.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args or [],
     )

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
+from stellarpop.components.simulate import SDSS_VELSCALE
 from stellarpop.pipeline import models as M
 from stellarpop.transforms import features as F
 from stellarpop.transforms import preprocessing as P
@@ -159,7 +160,7 @@ def test_rest_frame_view_puts_a_line_at_its_rest_wavelength_with_the_same_width_
     mu = (w * moments).sum()
     width_pix = np.sqrt((w * (moments - mu) ** 2).sum())
     # Linear interpolation of 1-A samples adds ~(1/sqrt(12)) A of width in quadrature.
-    expected = np.hypot(sigma_kms / M.SDSS_VELSCALE_KMS, (1 / np.sqrt(12)) / (5175.0 * 1e-4 * np.log(10)))
+    expected = np.hypot(sigma_kms / SDSS_VELSCALE, (1 / np.sqrt(12)) / (5175.0 * 1e-4 * np.log(10)))
     assert width_pix == pytest.approx(expected, rel=0.06)
     covered = (rest * (1 + z) >= grid[0]) & (rest * (1 + z) <= grid[-1])
     assert np.all(out[~covered] == 0) and np.all(out[covered][:, 1] == pytest.approx(1.0))

@@ -19,7 +19,6 @@ from tfx import v1 as tfx
 
 from stellarpop.pipeline import configs, local_runner
 from stellarpop.pipeline import pipeline as pipeline_lib
-from test_pipeline import edit_source  # noqa: F401 (a fixture: project sources frozen, one edited)
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
