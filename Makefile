@@ -20,11 +20,13 @@ $(VENV)/.installed: requirements.lock setup.py $(BIN)/python
 
 install: $(VENV)/.installed
 
-# The main job on bundled data: the whole pipeline on 600 simulated spectra, then the shipped
-# model's predictions for the real SDSS spectra that ship inside ppxf.
+# The main job on bundled data: the whole pipeline on 600 simulated spectra, the shipped
+# model's predictions for the real SDSS spectra that ship inside ppxf, and the demo run's
+# report (runs/demo/report/index.html).
 demo: install
 	$(BIN)/stellarpop run-pipeline --config pipeline/demo.yaml
 	$(BIN)/stellarpop predict bundled --output runs/demo/predictions.csv
+	$(BIN)/stellarpop report runs/demo --output runs/demo/report
 
 # The README's test command: every test but the slow tier (multi-process Beam runs, registry
 # downloads, whole-pipeline runs killed and resumed). CI runs both tiers (.ci/run).

@@ -24,8 +24,8 @@ import numpy as np
 import typer
 from astropy.io import fits
 
-from stellarpop.components import examples, sdss_io
-from stellarpop.components.fits_example_gen import executor, ingest
+from stellarpop.components import examples, readers
+from stellarpop.components.fits_example_gen import job, run
 from stellarpop.components.spectra import to_model_grid
 from stellarpop.pipeline import configs
 
@@ -33,7 +33,7 @@ from stellarpop.pipeline import configs
 def make_files(folder: Path, n: int) -> list[Path]:
     """n spec-lite files: the bundled spectra with FIBERID patched in place (bytes)."""
     templates = []
-    for i, src in enumerate(sdss_io.bundled_spectra()):
+    for i, src in enumerate(readers.bundled_spectra()):
         lite = folder / f"template{i}.fits"
         with fits.open(src) as hdul:
             fits.HDUList([h.copy() for h in hdul[:4]]).writeto(lite)
@@ -57,7 +57,7 @@ def per_file_ms(path: str, repeat: int = 50) -> dict[str, float]:
     """Single-core cost of each step for one file, in ms."""
     t0 = time.perf_counter()
     for _ in range(repeat):
-        spec = sdss_io.read_spectrum(path)
+        spec = readers.read_spectrum(path)
     t1 = time.perf_counter()
     for _ in range(repeat):
         grid = to_model_grid(spec)
@@ -73,7 +73,7 @@ def timed_run(files: list[Path], out: Path, workers: int) -> dict:
     progress = out / "progress"
     progress.mkdir(parents=True)
     listing.write_text("".join(f"{f}\n" for f in files))
-    cfg = ingest.IngestConfig(inputs=(f"@{listing}",), progress_dir=str(progress))
+    cfg = job.IngestConfig(inputs=(f"@{listing}",), progress_dir=str(progress))
     samples: list[tuple[float, int]] = []
     stop = threading.Event()
 
@@ -85,7 +85,7 @@ def timed_run(files: list[Path], out: Path, workers: int) -> dict:
     watcher = threading.Thread(target=sample, daemon=True)
     start = time.perf_counter()
     watcher.start()
-    summary = executor.run_standalone(str(out), cfg, configs.local_beam_args(workers))
+    summary = run.run_standalone(str(out), cfg, configs.local_beam_args(workers))
     elapsed = time.perf_counter() - start
     stop.set()
     watcher.join()

@@ -12,6 +12,9 @@ the same spectra, on real SDSS spectra, and its prediction speed.
 - Real spectra: the SDSS spectra in ppxf (and NGC4636 of the ppxf 8.2.6 sdist), with pPXF
   (the labeller's fit) and SDSS's VDISP beside the model.
 - Speed: spectra per second from serialized Examples through ``serving_default``.
+
+``--out RUN_ROOT/benchmarks/model_vs_truth.json`` puts the result where the run's report
+(``pipeline/report.py``) shows it.
 """
 
 from __future__ import annotations
@@ -137,6 +140,7 @@ def main() -> None:
               f"| pPXF: age {p['log_age']:.2f} [M/H] {p['mh']:+.2f} E(B-V) {p['ebv']:.3f} sigma {p['vd']:.0f} "
               f"| VDISP {row['sdss_vdisp']:.0f}  {row['quality']}")
     if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as fh:
             json.dump(result, fh, indent=2, default=float)
 

@@ -17,27 +17,27 @@ import glob
 import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from astropy.stats import sigma_clipped_stats
 
-from stellarpop.components import examples, ppxf_fit, reference_data, sdss_io, simulate, spectra, templates
-from stellarpop.components.mock_example_gen import component as sim_component
+from stellarpop.components import bpt, examples, ppxf_fit, priors, readers, reference_data, spectra, templates
+from stellarpop.components.instrument import Instrument
+from stellarpop.components.mock_example_gen import run as sim_run
 from stellarpop.components.mock_example_gen import job as sim_job
-from stellarpop.components.ppxf_labeler import component as label_component
+from stellarpop.components.ppxf_labeler import run as label_run
 from stellarpop.components.ppxf_labeler import job as label_job
 from stellarpop.pipeline import configs
+from stellarpop.pipeline.metrics import sigma_clipped_mean_std
 from stellarpop.transforms import features as F
 
 
 def clipped(d: np.ndarray) -> tuple[float, float]:
-    """Mean and 3-sigma-clipped standard deviation (the paper's statistics) of finite ``d``."""
-    d = d[np.isfinite(d)]
-    if d.size == 0:
-        return float("nan"), float("nan")
-    mean, _, std = sigma_clipped_stats(d, sigma=3, maxiters=None)
-    return float(mean), float(std)
+    """3-sigma-clipped mean and standard deviation (the paper's statistics, the Evaluator's
+    metric) of the finite values of ``d``."""
+    mean, std, _ = sigma_clipped_mean_std(d)
+    return mean, std
 
 
 def groups(snr: np.ndarray, cls: np.ndarray) -> dict[str, np.ndarray]:
@@ -47,7 +47,7 @@ def groups(snr: np.ndarray, cls: np.ndarray) -> dict[str, np.ndarray]:
     for lo, hi in zip(edges[:-1], edges[1:]):
         out[f"S/N {lo:g}-{hi:g}"] = (snr >= lo) & (snr < hi)
     out["S/N < 5"] = snr < F.SNR_BIN_EDGES[0]
-    for c in simulate.CLASSES:
+    for c in bpt.CLASSES:
         out[c] = cls == c
     return out
 
@@ -91,20 +91,24 @@ def time_fits(examples_dir: str, fitter: ppxf_fit.Fitter, n: int) -> float:
 def labeller_fitter(fit: ppxf_fit.FitConfig | None = None) -> ppxf_fit.Fitter:
     """The labelling job's fitter (as ``FitSpectra.setup``): ``fit`` or the default settings."""
     cfg = label_job.LabelConfig() if fit is None else label_job.LabelConfig(fit=fit)
-    inst = simulate.Instrument(*sdss_io.instrument_from_files(cfg.instrument_files or None))
+    inst = Instrument.from_files(cfg.instrument_files or None)
     return ppxf_fit.Fitter(templates.load_library(cfg.fit.library or None), inst, cfg.fit)
+
+
+# The 8 real galaxies of the workspace (../shared/real-sdss beside the checkout), read in place.
+SHARED_REAL_SDSS = Path(__file__).resolve().parents[1].parent / "shared" / "real-sdss"
 
 
 def real_files() -> list[str]:
     """The real SDSS spectra: the two in the ppxf wheel and NGC4636 of the ppxf 8.2.6 sdist."""
-    return sdss_io.bundled_spectra() + [str(p) for p in reference_data.ppxf_sdist_members("spectra/NGC4636_SDSS_DR12.fits")]
+    return readers.bundled_spectra() + [str(p) for p in reference_data.ppxf_sdist_members("spectra/NGC4636_SDSS_DR12.fits")]
 
 
 def real_spectra(fitter: ppxf_fit.Fitter) -> list[dict]:
     rows = []
     for path in real_files():
-        spec = sdss_io.read_spectrum(path)
-        grid = spectra.to_model_grid(spec)
+        spec = readers.read_spectrum(path)
+        grid = spectra.prepare(spec)
         r = fitter.fit(spec.spec_id, grid.flux, grid.ivar, grid.bad, spec.z)
         rows.append({
             "file": os.path.basename(path), "z": spec.z, "sdss_vdisp": spec.sdss_vdisp, "sdss_vdisp_err": spec.sdss_vdisp_err,
@@ -128,14 +132,14 @@ def main() -> None:
 
     mocks = os.path.join(out, "mocks")
     t0 = time.time()
-    sim_config = sim_job.SimConfig(n=args.n, seed=args.seed, priors=simulate.Priors(mode="sdss"))
-    sim_component.run_standalone(mocks, sim_config, beam_args)
+    sim_config = sim_job.SimConfig(n=args.n, seed=args.seed, priors=priors.Priors(mode="sdss"))
+    sim_run.run_standalone(mocks, sim_config, beam_args)
     t_sim = time.time() - t0
 
     config = label_job.LabelConfig(fit=ppxf_fit.FitConfig(gas_components=args.gas_components), min_vd=0.0)
     labelled = os.path.join(out, f"labels-gas{args.gas_components}")
     t0 = time.time()
-    summary = label_component.run_standalone([os.path.join(mocks, "examples")], labelled, config, beam_args)
+    summary = label_run.run_standalone([os.path.join(mocks, "examples")], labelled, config, beam_args)
     t_label = time.time() - t0
     fits = label_job.read_checkpoints(os.path.join(labelled, label_job.CHECKPOINT_DIR))
     table = compare(truth_table(os.path.join(mocks, "examples")), fits)

@@ -12,7 +12,8 @@ wheel and NGC4636 of the ppxf 8.2.6 sdist. Printed: one row per spectrum; VD - V
 (CLASS GALAXY, VDISP > 0; the others are listed); network minus pPXF per parameter (clipped
 mean and std, the paper's metric) beside the paper's numbers and issue 10's targets; the
 two repeat pairs as difference / combined 1-sigma. Only fits with status ``ok`` count for
-pPXF. Everything goes to ``OUT/real_sdss.json`` with the model's path and metadata.
+pPXF. Everything goes to ``OUT/real_sdss.json`` with the model's path and metadata;
+``--out RUN_ROOT/benchmarks`` puts it where the run's report (``pipeline/report.py``) shows it.
 """
 
 from __future__ import annotations
@@ -28,17 +29,16 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from ppxf_vs_truth import clipped, labeller_fitter, real_files  # benchmarks/, beside this script
+from ppxf_vs_truth import SHARED_REAL_SDSS, clipped, labeller_fitter, real_files  # benchmarks/, beside this script
 from threadpoolctl import threadpool_limits
 
 from stellarpop.components import examples, ppxf_fit
-from stellarpop.components.fits_example_gen import ingest
+from stellarpop.components.fits_example_gen import job as ingest_job
 from stellarpop.components.ppxf_labeler import job as label_job
-from stellarpop.pipeline.trainer import MODEL_INFO_FILE
+from stellarpop.pipeline.export import MODEL_INFO_FILE
 from stellarpop.serving import predict as pred
 from stellarpop.transforms import features as F
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "real-sdss"
 PAIRS = (("0266-51602-0166", "0266-51630-0174"), ("0266-51602-0526", "0266-51630-0525"))  # same galaxy, two nights
 PAPER = {"log_age": 0.11, "mh": 0.11, "ebv": 0.018, "vd": 31.0}  # network minus pPXF, clipped std (the paper)
 TARGET = {"log_age": 0.08, "mh": 0.10, "ebv": 0.02}  # issue 10's targets for the same statistic
@@ -47,13 +47,13 @@ WHO = ("net", "ppxf")
 
 
 def default_files() -> list[str]:
-    return sorted(glob.glob(str(SHARED / "*.fits"))) + real_files()
+    return sorted(glob.glob(str(SHARED_REAL_SDSS / "*.fits"))) + real_files()
 
 
 def fit_file(path: str, fitter: ppxf_fit.Fitter) -> dict:
     """pPXF's result for the Example that ``stellarpop predict`` makes of ``path``, its time
     (s, one BLAS thread) and SDSS's VDISP error (predict's table has no column for it)."""
-    spec, fail = ingest.process_file(path, ingest.IngestConfig())
+    spec, fail = ingest_job.process_file(path, ingest_job.IngestConfig())
     if fail is not None:
         return {"status": ppxf_fit.FAILED, "message": fail["message"]}
     example = tf.train.Example.FromString(examples.to_example(spec).SerializeToString(deterministic=True))

@@ -21,7 +21,7 @@ from typing import Annotated
 import typer
 
 from stellarpop.components import progress
-from stellarpop.components.mock_example_gen import component, job
+from stellarpop.components.mock_example_gen import job, run
 from stellarpop.pipeline import configs
 
 
@@ -46,7 +46,7 @@ def main(
         watcher = threading.Thread(target=sample, daemon=True)
         start = time.perf_counter()
         watcher.start()
-        summary = component.run_standalone(str(tmp / "out"), config, configs.local_beam_args(workers))
+        summary = run.run_standalone(str(tmp / "out"), config, configs.local_beam_args(workers))
         wall = time.perf_counter() - start
         stop.set()
         watcher.join()

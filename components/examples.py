@@ -7,6 +7,7 @@ requests the serving client sends are all built by :func:`to_example`, and parse
 
 from __future__ import annotations
 
+import hashlib
 from typing import Mapping
 
 import numpy as np
@@ -97,3 +98,18 @@ def parse(serialized: bytes | list[bytes], labels: bool = False, truth: bool = F
             arr = np.array([v.decode("utf-8") for v in arr.ravel()]).reshape(arr.shape)
         out[key] = arr[0] if single else arr
     return out
+
+
+def split_of(object_id: str) -> str:
+    """The split (``features.SPLITS``) of a spectrum, exactly as TFX's ExampleGen assigns it
+    with ``partition_feature_name=object_id``: SHA-256 of the deterministic serialization of
+    the ``object_id`` Feature proto, modulo the total number of buckets, then cumulative
+    buckets. So a mock re-ingested from its FITS file keeps its split."""
+    feature = tf.train.Feature(bytes_list=tf.train.BytesList(value=[object_id.encode()]))
+    bucket = int(hashlib.sha256(feature.SerializeToString(deterministic=True)).hexdigest(), 16)
+    bucket %= sum(n for _, n in F.SPLITS)
+    for name, buckets in F.SPLITS:
+        if bucket < buckets:
+            return name
+        bucket -= buckets
+    raise AssertionError("unreachable")

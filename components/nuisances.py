@@ -27,8 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import uniform_filter1d
 
-from stellarpop.components.spectra import SPPIXMASK
-from stellarpop.components.templates import C_KMS
+from stellarpop.components.instrument import C_KMS, SPPIXMASK
 
 TEMPLATE_ORDER = 3  # Legendre orders 1..3 of the smooth SSP perturbation (continuum shape)
 DEPTH_WIDTH_KMS = 6000.0  # ~100 A at 5000 A: structure narrower than this counts as "lines"

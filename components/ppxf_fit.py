@@ -20,7 +20,7 @@ many pixels as SDSS recorded. The resolution it is matched to is SDSS's LSF (the
 SDSS files, as the simulator uses) plus the three pixel boxes a fitted spectrum has been
 through: SDSS's native pixel (69 km/s), the 1-A model-grid pixel and the log-rebinned pixel
 (pPXF's pixel integration acts on the finer template pixels only; see
-:func:`pixel_boxes_kms` for the measurement). Where E-MILES is broader than that (the blue,
+:func:`~stellarpop.components.instrument.pixel_boxes_kms` for the measurement). Where E-MILES is broader than that (the blue,
 below ~5500 A rest) the templates keep their resolution: on real spectra sigma comes out
 ~3 km/s low there at 150 km/s (sqrt(64^2 - 56^2) km/s in quadrature).
 
@@ -61,12 +61,12 @@ import numpy as np
 from ppxf import ppxf_util
 from ppxf.ppxf import ppxf
 
-from stellarpop.components import simulate
+from stellarpop.components import config_codec, instrument, templates
+from stellarpop.components.dust import R_V
+from stellarpop.components.instrument import C_KMS
 from stellarpop.components.templates import Library
 from stellarpop.transforms import features as F
 
-C_KMS = simulate.C_KMS
-R_V = 4.05  # Calzetti (2000); pPXF's reddening is A_V
 PAPER_AGES = (0.06, 0.12, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)  # Gyr
 PAPER_METALS = (-1.71, -0.71, 0.0, 0.22)
 
@@ -84,7 +84,7 @@ class FitConfig:
     ages: tuple[float, ...] = PAPER_AGES  # Gyr; the nearest library ages are used
     metals: tuple[float, ...] = PAPER_METALS  # dex; the nearest library [M/H] are used
     gas_components: int = 1  # kinematic components of the emission lines: 0 (none), 1 or 2 (Balmer, forbidden)
-    velscale: float = simulate.SDSS_VELSCALE  # km/s per log-rebinned galaxy pixel
+    velscale: float = instrument.SDSS_VELSCALE  # km/s per log-rebinned galaxy pixel
     velscale_ratio: int = 2  # templates sampled this many times finer
     sigma_start: float = 150.0  # km/s
     ebv_start: float = 0.1  # mag
@@ -101,12 +101,11 @@ class FitConfig:
     line_snr: float = 3.0  # a gas component's kinematics count as measured if a line's flux/error exceeds this
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return config_codec.to_json(self)
 
     @classmethod
     def from_json(cls, text: str) -> "FitConfig":
-        raw = json.loads(text)
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+        return config_codec.from_json(cls, text)
 
 
 @dataclass(frozen=True)
@@ -132,9 +131,6 @@ class LabelResult:
     def ok(self) -> bool:
         return self.status == OK
 
-    def labels(self) -> dict[str, float]:
-        return {k: getattr(self, k) for k in F.LABEL_KEYS}
-
     def to_json(self) -> str:
         # repr-exact floats (json writes repr): a re-read result is bit-identical.
         return json.dumps(dataclasses.asdict(self), sort_keys=True, allow_nan=True)
@@ -142,31 +138,6 @@ class LabelResult:
     @classmethod
     def from_json(cls, text: str) -> "LabelResult":
         return cls(**json.loads(text))
-
-
-def select_library(lib: Library, ages: tuple[float, ...], metals: tuple[float, ...]) -> Library:
-    """The sub-grid of the SSPs nearest to ``ages`` (Gyr) and ``metals`` (dex)."""
-    ia = [int(np.argmin(np.abs(np.log(lib.ages / a)))) for a in ages]
-    im = [int(np.argmin(np.abs(lib.metals - m))) for m in metals]
-    if len(set(ia)) != len(ia) or len(set(im)) != len(im):
-        raise ValueError(f"ages {ages} or metals {metals} map twice onto one library SSP")
-    return dataclasses.replace(
-        lib,
-        templates=lib.templates[:, ia][:, :, im],
-        ages=lib.ages[ia],
-        metals=lib.metals[im],
-        masses=lib.masses[ia][:, im],
-    )
-
-
-def pixel_boxes_kms(lam_obs: np.ndarray, velscale: float = simulate.SDSS_VELSCALE) -> np.ndarray:
-    """Sigma (km/s) of the pixel boxes a model-grid spectrum has been through, at observed
-    wavelength ``lam_obs``: SDSS's native 69 km/s pixel, the 1-A model-grid pixel and the
-    log-rebinned pixel of the fit (``velscale``). Measured on noiseless mocks: leaving out
-    the last biases sigma by +2 km/s at 80-150 km/s; with all three the bias is < 0.3 km/s."""
-    native = simulate.SDSS_VELSCALE / math.sqrt(12)
-    grid = F.GRID_STEP / math.sqrt(12) / np.asarray(lam_obs, float) * C_KMS
-    return np.sqrt(native**2 + grid**2 + velscale**2 / 12)
 
 
 @dataclass(frozen=True)
@@ -202,30 +173,30 @@ class _Attempt:
 class Fitter:
     """Fits spectra with one template set; caches the templates matched at each z step."""
 
-    def __init__(self, lib: Library, instrument: simulate.Instrument, config: FitConfig = FitConfig()):
+    def __init__(self, lib: Library, instrument: instrument.Instrument, config: FitConfig = FitConfig()):
         self.config = config
-        self.lib = select_library(lib, config.ages, config.metals)
+        self.lib = templates.select_library(lib, config.ages, config.metals)
         self.instrument = instrument
-        self._prepared: dict[float, simulate.Prepared] = {}
+        self._prepared: dict[float, templates.Prepared] = {}
 
-    def templates_at(self, z: float) -> simulate.Prepared:
+    def templates_at(self, z: float) -> templates.Prepared:
         """Templates at the galaxy's resolution for redshift ``z`` (cached per z step)."""
         z_ref = round(round(z / self.config.z_step) * self.config.z_step, 6)
         if z_ref not in self._prepared:
-            self._prepared[z_ref] = simulate.prepare(
+            self._prepared[z_ref] = templates.prepare(
                 self.lib, self.instrument, oversample=self.config.velscale_ratio, z_ref=z_ref,
-                extra_sigma_kms=functools.partial(pixel_boxes_kms, velscale=self.config.velscale),
+                extra_sigma_kms=functools.partial(instrument.pixel_boxes_kms, velscale=self.config.velscale),
             )
         return self._prepared[z_ref]
 
     def lsf_fwhm_rest(self, z: float):
         """The galaxy's line-spread FWHM (Angstrom) at rest wavelength, for the gas lines."""
         inst = self.instrument
-        sig_kms = np.hypot(inst.sigma_kms, pixel_boxes_kms(10.0**inst.loglam, self.config.velscale))
+        sig_kms = np.hypot(inst.sigma_kms, instrument.pixel_boxes_kms(10.0**inst.loglam, self.config.velscale))
         lam_obs = 10.0**inst.loglam
 
         def fwhm(lam_rest):
-            return simulate.FWHM_PER_SIGMA * np.interp(lam_rest * (1 + z), lam_obs, sig_kms) / C_KMS * lam_rest
+            return instrument.FWHM_PER_SIGMA * np.interp(lam_rest * (1 + z), lam_obs, sig_kms) / C_KMS * lam_rest
 
         return fwhm
 
@@ -293,7 +264,7 @@ class Fitter:
         noise[~good] = np.median(noise[good])
         return _Data(galaxy, noise, good, ln_lam, z)
 
-    def _gas_lines(self, data: _Data, prep: simulate.Prepared) -> list[np.ndarray]:
+    def _gas_lines(self, data: _Data, prep: templates.Prepared) -> list[np.ndarray]:
         """pPXF's emission-line templates of each gas component (columns), without the lines
         that have less than ``min_line_fraction`` of their flux on fitted pixels.
 

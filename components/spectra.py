@@ -1,7 +1,8 @@
 """The Spectrum record, resampling to the model grid, validation and the paper's selection.
 
-Pure numpy: nothing here reads or writes files (``sdss_io`` does). Every path into the
-network (SDSS files, generic tables, simulated spectra) goes through :func:`to_model_grid`.
+Pure numpy: nothing here reads or writes files (``readers`` does). Every path into the
+network (SDSS files, generic tables, simulated spectra, spectra sent for prediction) goes
+through :func:`prepare` with the run's :class:`Preparation`.
 """
 
 from __future__ import annotations
@@ -13,15 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from stellarpop.components.instrument import R_BAND
 from stellarpop.transforms import features as F
 
-# SDSS spectro pixel-mask bits (SPPIXMASK) that make a pixel unusable: FULLREJECT, NOSKY,
-# BRIGHTSKY, NODATA. The same choice as SDSS's own quasar catalogue readers; configurable.
-SPPIXMASK = {"FULLREJECT": 18, "NOSKY": 22, "BRIGHTSKY": 23, "NODATA": 24}
-DEFAULT_BAD_BITS = tuple(SPPIXMASK.values())
-
-# r band of the SDSS filter set, for S/N_r when the file does not carry SN_MEDIAN.
-R_BAND = (5600.0, 6800.0)
 
 
 class SpectrumError(ValueError):
@@ -309,3 +304,41 @@ def describe_cuts(spec: Spectrum, sel: Selection) -> str:
         "class": f"CLASS={spec.spec_class} not in {','.join(sel.classes)}",
     }
     return "; ".join(words[c] for c in spec.selection)
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """How a spectrum on its native grid becomes a network input: the settings that ingest,
+    the simulator and prediction share (one owner; the pipeline gives its normalisation
+    window to Transform and the Trainer too, and the exported model records all of them).
+    """
+
+    min_coverage: float = 0.8  # fraction of the model grid the native spectrum must cover
+    norm_centre: float = F.NORM_CENTRE  # Angstrom, observed: the flux normalisation window
+    norm_half_width: float = F.NORM_HALF_WIDTH
+    selection: Selection = field(default_factory=Selection)
+
+    def __post_init__(self):
+        if not self.norm_half_width > 0:
+            raise ValueError(f"norm_half_width {self.norm_half_width:g}: the window's half width is > 0 Angstrom")
+        if not 0 < self.min_coverage <= 1:
+            raise ValueError(f"min_coverage {self.min_coverage:g}: a fraction in (0, 1]")
+
+
+def prepare(spec: Spectrum, settings: Preparation = Preparation(), overlap: Overlap | None = None) -> Spectrum:
+    """The one path from a native spectrum to the model grid, for every source of spectra.
+
+    Validates the native spectrum, resamples it onto the model grid, checks that it can be
+    normalised, and records the paper's selection cuts it fails in ``selection`` (empty: in
+    the sample); what to do with a spectrum outside the sample is the caller's choice.
+    ``overlap``: the native grid's :func:`model_grid_overlap`, for many spectra on one grid.
+
+    Raises
+    ------
+    SpectrumError
+        The spectrum cannot be used at all (its ``reason`` says why).
+    """
+    validate(spec, min_coverage=settings.min_coverage)
+    grid = to_model_grid(spec, overlap=overlap)
+    check_normalisable(grid, settings.norm_centre, settings.norm_half_width)
+    return grid.replace(selection=failed_cuts(grid, settings.selection))

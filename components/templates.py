@@ -1,4 +1,6 @@
-"""The E-MILES SSP library (Vazdekis et al. 2016) as a ppxf ``sps_lib`` .npz (I/O only).
+"""The SSP templates: obtain the E-MILES library (Vazdekis et al. 2016) as a ppxf ``sps_lib``
+.npz, load it, and prepare it for SDSS spectra (:func:`prepare`, for the simulator and the
+pPXF labeller alike).
 
 Source: the 150 ``Eun1.30Z*T*_iPp0.00_baseFe_linear_FWHM_variable.fits`` files (25 ages x
 6 [M/H], unimodal IMF slope 1.30, base [alpha/Fe], Padova+00 isochrones; 1680-50000 A in
@@ -19,16 +21,22 @@ mocks on SDSS's native grid at z < 0.028 do, beyond 8950 A rest.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from astropy.io import fits
+from ppxf import ppxf_util
 
 from stellarpop.components import reference_data
+from stellarpop.components.dust import calzetti_k
+from stellarpop.components.instrument import C_KMS, FWHM_PER_SIGMA, SDSS_VELSCALE, Instrument
+from stellarpop.components.spectra import pixel_edges
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +47,9 @@ LIBRARY_FILE = "emiles_un1.30_baseFe.npz"
 # Rest-frame range kept: observed 3800-8900 A for 0.002 <= z <= 0.3 is rest 2920-8880 A,
 # plus room for the LOSVD and LSF kernels. The full 1680-50000 A would be 6x larger.
 DEFAULT_LAM_RANGE = (2500.0, 10000.0)
-C_KMS = 299792.458
+# Rest frame, A: the V band, where the light weights of the truth and the labeller's
+# templates are measured (ppxf's norm_range).
+LIGHT_WINDOW = (5070.0, 5950.0)
 
 
 class TemplateError(RuntimeError):
@@ -80,7 +90,7 @@ def emiles_fwhm(lam: np.ndarray) -> np.ndarray:
     fwhm = np.full(lam.shape, 2.51)
     fwhm[lam < 3540.5] = 3.0
     red = lam > 8950.0
-    fwhm[red] = np.maximum(2.51, 2 * np.sqrt(2 * np.log(2)) * 60.0 / C_KMS * lam[red])
+    fwhm[red] = np.maximum(2.51, FWHM_PER_SIGMA * 60.0 / C_KMS * lam[red])
     return fwhm
 
 
@@ -211,3 +221,93 @@ def load_library(path: str | Path | None = None) -> Library:
         raise TemplateError(f"{path}: inconsistent shapes templates {lib.templates.shape}, masses {lib.masses.shape}")
     fwhm = np.broadcast_to(lib.fwhm, lib.lam.shape).astype(float)
     return dataclasses.replace(lib, fwhm=fwhm)
+
+
+def select_library(lib: Library, ages: tuple[float, ...], metals: tuple[float, ...]) -> Library:
+    """The sub-grid of the SSPs nearest to ``ages`` (Gyr) and ``metals`` (dex)."""
+    ia = [int(np.argmin(np.abs(np.log(lib.ages / a)))) for a in ages]
+    im = [int(np.argmin(np.abs(lib.metals - m))) for m in metals]
+    if len(set(ia)) != len(ia) or len(set(im)) != len(im):
+        raise ValueError(f"ages {ages} or metals {metals} map twice onto one library SSP")
+    return dataclasses.replace(
+        lib,
+        templates=lib.templates[:, ia][:, :, im],
+        ages=lib.ages[ia],
+        metals=lib.metals[im],
+        masses=lib.masses[ia][:, im],
+    )
+
+
+
+# --------------------------------------------------------------------------------------------
+# Template preparation: the library at SDSS's resolution on a log grid (simulator, labeller)
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Prepared:
+    """Templates ready for mixing: vacuum, at SDSS resolution, on a log grid.
+
+    ``templates`` has shape (n_pix, n_ages * n_metals) in L_sun/A per M_sun formed, on
+    ``ln_lam`` (natural log of vacuum rest wavelength) with ``velscale`` km/s per pixel.
+    ``light`` is each template's mean flux in :data:`LIGHT_WINDOW` (light per M_sun).
+    """
+
+    ln_lam: np.ndarray
+    templates: np.ndarray
+    light: np.ndarray
+    ages: np.ndarray  # (n_ages,) Gyr
+    metals: np.ndarray  # (n_metals,)
+    masses: np.ndarray  # (n_ages, n_metals)
+    velscale: float
+    lsf_kms: float  # SDSS's median instrumental sigma (for the emission lines)
+    k_dust: np.ndarray  # Calzetti k(lambda) on the grid (computed once, used per spectrum)
+    edges: np.ndarray  # pixel edges (Angstrom) of the grid
+
+    @functools.cached_property
+    def templates_t(self) -> np.ndarray:
+        """``templates`` as (n_templates, n_pix), contiguous: the SSPs of one mixture are then
+        rows, cheap to gather (for the template-mismatch nuisance; made on first use)."""
+        return np.ascontiguousarray(self.templates.T)
+
+
+def prepare(
+    lib: Library, instrument: Instrument, oversample: int = 2, z_ref: float = 0.1,
+    extra_sigma_kms: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Prepared:
+    """Bring the library to vacuum and to SDSS's line-spread function, on a log grid.
+
+    The LSF difference (quadratic, in Angstrom) is taken with SDSS's sigma at the observed
+    wavelength lambda_rest * (1 + z_ref); SDSS's LSF is nearly constant in velocity, so the
+    error of using one z_ref for 0 < z < 0.3 is a few km/s in quadrature. Where the library
+    is broader than SDSS it is left as it is. ``extra_sigma_kms(observed wavelength)`` adds
+    a broadening in quadrature on top (the pPXF labeller's pixel boxes).
+    """
+    lam_vac = ppxf_util.air_to_vac(lib.lam)
+    sig_sdss_kms = np.interp(np.log10(lam_vac * (1 + z_ref)), instrument.loglam, instrument.sigma_kms)
+    sig_sdss = sig_sdss_kms / C_KMS * lam_vac  # rest-frame Angstrom
+    sig_tem = lib.fwhm / FWHM_PER_SIGMA
+    sig_target2 = np.maximum(sig_sdss, sig_tem) ** 2
+    if extra_sigma_kms is not None:
+        sig_target2 = sig_target2 + (extra_sigma_kms(lam_vac * (1 + z_ref)) / C_KMS * lam_vac) ** 2
+    sig_diff = np.sqrt(np.clip(sig_target2 - sig_tem**2, 0, None))
+    flat = lib.templates.reshape(lib.lam.size, -1)
+    smooth = ppxf_util.varsmooth(lam_vac, flat, sig_diff)
+    velscale = SDSS_VELSCALE / oversample
+    templates, ln_lam, velscale = ppxf_util.log_rebin(lam_vac, smooth, velscale=velscale)
+    lam = np.exp(ln_lam)
+    win = (lam >= LIGHT_WINDOW[0]) & (lam <= LIGHT_WINDOW[1])
+    if lam[0] > LIGHT_WINDOW[0] or lam[-1] < LIGHT_WINDOW[1]:
+        raise ValueError(f"the library ({lam[0]:.0f}-{lam[-1]:.0f} A) does not cover the light window {LIGHT_WINDOW} A")
+    return Prepared(
+        ln_lam=ln_lam,
+        # float32: the mixing reads the whole library per spectrum (memory bound), and the
+        # noise of any mock is far above float32 precision.
+        templates=np.ascontiguousarray(templates, dtype=np.float32),
+        light=templates[win].mean(axis=0),
+        ages=lib.ages,
+        metals=lib.metals,
+        masses=lib.masses,
+        velscale=float(velscale),
+        lsf_kms=float(np.median(instrument.sigma_kms)),
+        k_dust=calzetti_k(lam),
+        edges=pixel_edges(lam),
+    )

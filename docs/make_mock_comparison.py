@@ -20,9 +20,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from astropy.io import fits  # noqa: E402
 
-from stellarpop.components import reference_data, sdss_io, simulate as S, templates  # noqa: E402
+from stellarpop.components import priors, readers, reference_data, simulate as S, templates  # noqa: E402
+from stellarpop.components.instrument import Instrument
 
-C = S.Component
+C = priors.Component
 # (file, label, class, star-formation history, E(B-V), sigma if SDSS has none, extra params)
 PAIRS = [
     ("NGC3522_SDSS_DR18", "NGC3522 (S0, z=0.0040)", "passive", (C(11.0, 1.0, -0.1, 1.0),), 0.05, None, {}),
@@ -35,7 +36,7 @@ SEED = 2024
 
 
 def real_paths() -> dict[str, str]:
-    paths = {Path(p).stem: p for p in sdss_io.bundled_spectra()}
+    paths = {Path(p).stem: p for p in readers.bundled_spectra()}
     paths.update({p.stem: str(p) for p in reference_data.ppxf_sdist_members("spectra/*DR12*")})
     return paths
 
@@ -49,15 +50,15 @@ def sky_to_object(path: str) -> float:
 
 
 def main(out: Path = Path(__file__).parent / "mocks_vs_sdss.png") -> None:
-    inst = S.Instrument(*sdss_io.instrument_from_files())
-    prep = S.prepare(templates.load_library(), inst)
+    inst = Instrument.from_files()
+    prep = templates.prepare(templates.load_library(), inst)
     paths = real_paths()
     rng = np.random.default_rng(SEED)
     fig, axes = plt.subplots(len(PAIRS), 3, figsize=(16, 3.4 * len(PAIRS)), gridspec_kw={"width_ratios": [3, 2, 1.3]})
     for row, (name, label, cls, sfh, ebv, sigma, extra) in zip(axes, PAIRS):
-        real = sdss_io.read_spectrum(paths[name])
+        real = readers.read_spectrum(paths[name])
         params = dataclasses.replace(
-            S.draw_params(rng), galaxy_class=cls, components=sfh, ebv=ebv, z=real.z, snr_r=real.snr_r,
+            priors.draw_params(rng), galaxy_class=cls, components=sfh, ebv=ebv, z=real.z, snr_r=real.snr_r,
             sigma=sigma or real.sdss_vdisp, sky_ratio=sky_to_object(paths[name]), calib=(0.0, 0.0, 0.0), **extra,
         )
         result = S.simulate(params, prep, inst, rng, "mock")

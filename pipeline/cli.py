@@ -15,168 +15,33 @@ import warnings  # noqa: E402
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
-import contextlib
 import dataclasses
-import functools
 import json
-import logging
 import platform
-import shutil
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from stellarpop.components import progress
+from stellarpop.pipeline.cli_support import (
+    CPUS, BeamArgs, Library, Restart, Verbose, Workers, about, beam_args, commands, console, existing, need_files,
+    options, output_folder, run_job, setup_logging,
+)
+from stellarpop.transforms import features as F
 
 app = typer.Typer(help="Stellar populations of galaxies from SDSS spectra (TFX pipeline).", no_args_is_help=True)
-console = Console(stderr=True)
-_options = {"debug": False}
-# Loggers whose INFO lines always show: they announce the one-time download and build of the
-# template cache, which takes a minute on a cold machine.
-ANNOUNCING_LOGGERS = ("stellarpop.components.reference_data", "stellarpop.components.templates")
-
-
-def _setup_logging(verbose: bool) -> None:
-    """Rich log lines on stderr: ERROR and up (INFO with ``verbose``), and the cache announcements."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.ERROR,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, level=logging.INFO)],
-    )
-    for name in ANNOUNCING_LOGGERS:
-        logging.getLogger(name).setLevel(logging.INFO)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """The exceptions that report a user's mistake (bad arguments, files or environment)."""
-    import yaml
-
-    from stellarpop.components import reference_data, templates
-
-    return (ValueError, OSError, yaml.YAMLError, progress.ResumeError, templates.TemplateError,
-            reference_data.ReferenceDataError)
-
-
-def _exit_for(exc: Exception) -> typer.Exit:
-    """Print ``exc`` as one red line; the exit is 2 for a user error, 1 for anything else."""
-    user = isinstance(exc, _user_errors())
-    text = " ".join(str(exc).split())
-    line = f"error: {text}" if user else f"internal error: {type(exc).__name__}: {text} (run with --debug for the traceback)"
-    console.print(f"[red]{escape(line)}[/red]", soft_wrap=True, highlight=False)
-    return typer.Exit(code=2 if user else 1)
-
-
-def _command(name: Optional[str] = None):
-    """``app.command`` whose exceptions end in one line and a non-zero exit, unless ``--debug``."""
-
-    def register(fn):
-        @functools.wraps(fn)
-        def run(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except (typer.Exit, typer.Abort, typer.exceptions.TyperException):  # Typer's own exits
-                raise
-            except Exception as exc:
-                if _options["debug"]:
-                    raise
-                raise _exit_for(exc) from None
-
-        return app.command(name)(run)
-
-    return register
-
-
-@contextlib.contextmanager
-def _about(option: str):
-    """Name ``option`` in the message of a user error raised inside."""
-    try:
-        yield
-    except (ValueError, OSError) as exc:
-        raise ValueError(f"{option} {exc}") from exc
-
-
-def _existing(path: Optional[Path], option: str, folder: bool = False) -> Optional[Path]:
-    """``path`` made absolute once it is known to be an existing file (or folder); None stays None."""
-    if path is None:
-        return None
-    if not path.exists():
-        raise FileNotFoundError(f"{option} {path}: no such {'folder' if folder else 'file'}")
-    if path.is_dir() != folder:
-        raise ValueError(f"{option} {path}: " + ("not a folder" if folder else "a folder, not a file"))
-    return path.resolve()
-
-
-def _output_folder(output: Path) -> Path:
-    """``--output`` made absolute and created (Beam workers and TFX may run elsewhere)."""
-    if output.exists() and not output.is_dir():
-        raise ValueError(f"--output {output}: a file, not a folder")
-    output = output.resolve()
-    output.mkdir(parents=True, exist_ok=True)
-    return output
-
-
-def _need_files(files: list[str], problems: list[str], argument: str) -> None:
-    """Refuse a run whose inputs name no file, quoting the first few reasons."""
-    if not files:
-        shown = "; ".join(problems[:3]) + (f"; {len(problems) - 3} more" if len(problems) > 3 else "")
-        raise FileNotFoundError(f"{argument}: no spectrum file" + (f" ({shown})" if shown else ""))
-
-
-class _ProgressWatcher:
-    """A Rich progress bar over the counts that Beam workers report to a folder."""
-
-    def __init__(self, folder: str, total: int, label: str):
-        self.folder, self.total, self.label = folder, total, label
-        self._stop = threading.Event()
-
-    def __enter__(self):
-        self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-        )
-        self._task = self._progress.add_task(self.label, total=self.total)
-        self._progress.start()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self):
-        while not self._stop.wait(0.5):
-            self._progress.update(self._task, completed=min(progress.count(self.folder), self.total))
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self._progress.update(self._task, completed=min(progress.count(self.folder), self.total))
-        self._progress.stop()
-
-
-def _run_with_progress(output: Path, total: int, run):
-    """Run ``run(progress_dir)`` under a progress bar (a ``progress.ResumeError`` exits 2)."""
-    progress_dir = tempfile.mkdtemp(prefix=".progress-", dir=output)
-    try:
-        with _ProgressWatcher(progress_dir, total, "spectra"):
-            return run(progress_dir)
-    finally:
-        shutil.rmtree(progress_dir, ignore_errors=True)
-
-
+_command = commands(app)
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error instead of one line.")] = False,
 ) -> None:
     """Stellar populations of galaxies from SDSS spectra (TFX pipeline)."""
-    _options["debug"] = debug
+    options["debug"] = debug
 
 
 @_command()
@@ -186,18 +51,18 @@ def ingest(
     catalogue: Annotated[Optional[Path], typer.Option(help="Table (CSV/FITS/Parquet) of plate, mjd, fiber to resolve against --sdss-root.")] = None,
     sdss_root: Annotated[Optional[Path], typer.Option(help="Folder laid out like SDSS's spectra/lite: PLATE/spec-PLATE-MJD-FIBER.fits.")] = None,
     select: Annotated[bool, typer.Option(help="Drop spectra outside the paper's sample (they are recorded either way).")] = True,
-    norm_centre: Annotated[float, typer.Option(help="Centre of the flux normalisation window, Angstrom.")] = 5000.0,
-    norm_half_width: Annotated[float, typer.Option(help="Half width of the normalisation window, Angstrom.")] = 50.0,
-    workers: Annotated[int, typer.Option(min=1, help="Local Beam worker processes (DirectRunner).")] = os.cpu_count() or 1,
-    beam_arg: Annotated[Optional[list[str]], typer.Option(help="Beam pipeline argument, repeatable (e.g. --beam-arg=--runner=DataflowRunner); replaces the local profile.")] = None,
+    norm_centre: Annotated[float, typer.Option(help="Centre of the flux normalisation window, Angstrom.")] = F.NORM_CENTRE,
+    norm_half_width: Annotated[float, typer.Option(help="Half width of the normalisation window, Angstrom.")] = F.NORM_HALF_WIDTH,
+    workers: Workers = CPUS,
+    beam_arg: BeamArgs = None,
     chunk_size: Annotated[int, typer.Option(min=0, help="Files per chunk; a re-run of the same command skips finished chunks (0: one chunk).")] = 50_000,
-    restart: Annotated[bool, typer.Option(help="Discard a previous run in --output instead of resuming it.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    restart: Restart = False,
+    verbose: Verbose = False,
 ) -> None:
     """Read spectrum files into train/eval/test TFRecords of tf.Examples on the model grid."""
-    _setup_logging(verbose)
-    from stellarpop.components.fits_example_gen import chunked, ingest as ingest_lib
-    from stellarpop.pipeline import configs
+    setup_logging(verbose)
+    from stellarpop.components.fits_example_gen import job as ingest_lib, run as ingest_run
+    from stellarpop.components.spectra import Preparation
 
     if not inputs and not catalogue:
         raise typer.BadParameter("give INPUTS or --catalogue")
@@ -205,25 +70,24 @@ def ingest(
         raise typer.BadParameter("--catalogue needs --sdss-root")
     if norm_half_width <= 0:
         raise ValueError(f"--norm-half-width {norm_half_width:g}: the window's half width is > 0 Angstrom")
-    catalogue, sdss_root = _existing(catalogue, "--catalogue"), _existing(sdss_root, "--sdss-root", folder=True)
+    catalogue, sdss_root = existing(catalogue, "--catalogue"), existing(sdss_root, "--sdss-root", folder=True)
     files, unresolved = ingest_lib.resolve(
         ingest_lib.IngestConfig(inputs=tuple(inputs or ()), catalogue=str(catalogue or ""), sdss_root=str(sdss_root or ""))
     )
-    _need_files(files, [u["message"] for u in unresolved], "INPUTS" if inputs else "--catalogue")
-    output = _output_folder(output)
+    preparation = Preparation(norm_centre=norm_centre, norm_half_width=norm_half_width)
+    need_files(files, [u["message"] for u in unresolved], "INPUTS" if inputs else "--catalogue")
+    output = output_folder(output)
     examples_dir = output / "examples"
-    config = ingest_lib.IngestConfig(select=select, norm_centre=norm_centre, norm_half_width=norm_half_width)
-    args = list(beam_arg) if beam_arg else configs.local_beam_args(workers)
-    console.print(f"Ingesting {len(files)} files ({len(unresolved)} inputs name no file) into {examples_dir}")
+    config = ingest_lib.IngestConfig(select=select, preparation=preparation)
+    args = beam_args(beam_arg, workers)
     started = time.time()
-    summary = _run_with_progress(
-        output, len(files),
-        lambda progress_dir: chunked.run_chunked(
+    summary, elapsed = run_job(
+        output, len(files), f"Ingesting {len(files)} files ({len(unresolved)} inputs name no file) into {examples_dir}",
+        lambda progress_dir: ingest_run.run_chunked(
             files + [u["file"] for u in unresolved], str(output),
             dataclasses.replace(config, progress_dir=progress_dir), args, chunk_size, restart,
         ),
     )
-    elapsed = time.time() - started
     run = {
         "command": sys.argv,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started)),
@@ -241,13 +105,13 @@ def ingest(
 @_command("templates")
 def templates_cmd(
     library: Annotated[Optional[Path], typer.Option(help="Check this sps_lib .npz instead of building E-MILES.")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Obtain the E-MILES SSP library (once, into $STELLARPOP_CACHE) and describe it."""
-    _setup_logging(verbose)
+    setup_logging(verbose)
     from stellarpop.components import templates
 
-    path = templates.library_path(_existing(library, "--library"))
+    path = templates.library_path(existing(library, "--library"))
     lib = templates.load_library(path)
     console.print(f"{path}")
     console.print(
@@ -266,37 +130,33 @@ def simulate(
     nuisances: Annotated[str, typer.Option(help="Instrument and model nuisances: 'none' or 'realistic' (calibration, LSF, wavelength, sky, masked gaps, template mismatch; components/nuisances.py).")] = "none",
     shard_size: Annotated[int, typer.Option(min=1, help="Spectra per shard (the unit of resume).")] = 1000,
     fits_files: Annotated[bool, typer.Option("--fits", help="Also write SDSS spec-lite FITS files (examples/fits/).")] = False,
-    library: Annotated[Optional[Path], typer.Option(help="An sps_lib .npz instead of the E-MILES build.")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Local Beam worker processes (DirectRunner).")] = os.cpu_count() or 1,
-    beam_arg: Annotated[Optional[list[str]], typer.Option(help="Beam pipeline argument, repeatable; replaces the local profile.")] = None,
-    restart: Annotated[bool, typer.Option(help="Discard a previous run in --output instead of resuming it.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    library: Library = None,
+    workers: Workers = CPUS,
+    beam_arg: BeamArgs = None,
+    restart: Restart = False,
+    verbose: Verbose = False,
 ) -> None:
     """Simulate SDSS-like galaxy spectra with exact truth into train/eval/test TFRecords."""
-    _setup_logging(verbose)
-    from stellarpop.components import simulate as sim
-    from stellarpop.components.mock_example_gen import component, job
-    from stellarpop.pipeline import configs
+    setup_logging(verbose)
+    from stellarpop.components.priors import Priors
+    from stellarpop.components.mock_example_gen import job, run as sim_run
 
-    library = _existing(library, "--library")
-    with _about("--mode"):
-        priors = sim.Priors(mode=mode)
-    with _about("--nuisances"):
+    library = existing(library, "--library")
+    with about("--mode"):
+        priors = Priors(mode=mode)
+    with about("--nuisances"):
         config = job.SimConfig(
             n=n, seed=seed, priors=priors, nuisances=nuisances, shard_size=shard_size, write_fits=fits_files,
             library=str(library or ""),
         )
-    output = _output_folder(output)
-    args = list(beam_arg) if beam_arg else configs.local_beam_args(workers)
-    console.print(f"Simulating {n} spectra (seed {seed}, {mode} priors, nuisances {nuisances}) into {output / 'examples'}")
-    started = time.time()
-    summary = _run_with_progress(
-        output, n,
-        lambda progress_dir: component.run_standalone(
+    output = output_folder(output)
+    args = beam_args(beam_arg, workers)
+    summary, elapsed = run_job(
+        output, n, f"Simulating {n} spectra (seed {seed}, {mode} priors, nuisances {nuisances}) into {output / 'examples'}",
+        lambda progress_dir: sim_run.run_standalone(
             str(output), dataclasses.replace(config, progress_dir=progress_dir), args, restart
         ),
     )
-    elapsed = time.time() - started
     table = Table(title=f"simulate: {sum(summary['splits'].values())} spectra in {elapsed:.1f} s")
     table.add_column("split / class")
     table.add_column("count", justify="right")
@@ -312,38 +172,34 @@ def label(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder: examples/, checkpoints/, label_summary.json.")] = Path("runs/label"),
     gas_components: Annotated[int, typer.Option(min=0, max=2, help="Kinematic components of the emission lines: 0 (stars only), 1 or 2.")] = 1,
     min_vd: Annotated[float, typer.Option(min=0.0, help="Drop spectra whose pPXF sigma is below this (km/s; the paper's cut).")] = 50.0,
-    library: Annotated[Optional[Path], typer.Option(help="An sps_lib .npz instead of the E-MILES build.")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Local Beam worker processes (DirectRunner).")] = os.cpu_count() or 1,
-    beam_arg: Annotated[Optional[list[str]], typer.Option(help="Beam pipeline argument, repeatable; replaces the local profile.")] = None,
+    library: Library = None,
+    workers: Workers = CPUS,
+    beam_arg: BeamArgs = None,
     restart: Annotated[bool, typer.Option(help="Discard checkpointed fits in --output instead of resuming.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Label spectra with pPXF (the paper's settings): checkpointed, resumable, on Beam."""
-    _setup_logging(verbose)
+    setup_logging(verbose)
     from stellarpop.components import ppxf_fit
-    from stellarpop.components.ppxf_labeler import component, job
-    from stellarpop.pipeline import configs
+    from stellarpop.components.ppxf_labeler import job, run as label_run
 
-    library = _existing(library, "--library")
-    splits = component.input_splits(inputs)
+    library = existing(library, "--library")
+    splits = label_run.input_splits(inputs)
     total = _count_records(splits)
     if not total:
         raise ValueError(f"INPUTS {' '.join(inputs)}: 0 tf.Examples in {sum(map(len, splits.values()))} TFRecord file(s)")
-    output = _output_folder(output)
+    output = output_folder(output)
     config = job.LabelConfig(
         fit=ppxf_fit.FitConfig(gas_components=gas_components, library=str(library or "")), min_vd=min_vd
     )
-    args = list(beam_arg) if beam_arg else configs.local_beam_args(workers)
-    console.print(f"Labelling {total} spectra with pPXF into {output}")
-    started = time.time()
-    summary = _run_with_progress(
-        output, total,
-        lambda progress_dir: component.run_standalone(
+    args = beam_args(beam_arg, workers)
+    summary, elapsed = run_job(
+        output, total, f"Labelling {total} spectra with pPXF into {output}",
+        lambda progress_dir: label_run.run_standalone(
             [str(Path(i).resolve()) for i in inputs], str(output), dataclasses.replace(config, progress_dir=progress_dir),
             args, restart,
         ),
     )
-    elapsed = time.time() - started
     table = Table(title=f"label: {summary['fitted']} fits ({summary['fitted'] - summary['fitted_before']} new) in {elapsed:.1f} s")
     for col in ("split", job.LABELLED, job.FAILED, job.LOW_VD):
         table.add_column(col, justify="right" if col != "split" else "left")
@@ -359,13 +215,13 @@ def run_pipeline(
     config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline YAML (see pipeline/configs.py PipelineConfig).")],
     workers: Annotated[int, typer.Option(min=0, help="Local Beam worker processes; 0: the config's, else one per core.")] = 0,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every component again (no TFX execution cache).")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Run the TFX pipeline locally (LocalDagRunner, SQLite MLMD, Beam DirectRunner)."""
-    _setup_logging(verbose)
+    setup_logging(verbose)
     from stellarpop.pipeline import configs
 
-    with _about("--config"):
+    with about("--config"):
         cfg = configs.PipelineConfig.from_yaml(str(config))
     from stellarpop.pipeline import local_runner  # TFX: after the checks
     if workers:
@@ -385,24 +241,33 @@ def predict(
     inputs: Annotated[list[str], typer.Argument(help="Spectrum files, folders, globs, @lists, or 'bundled'.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="results.csv or results.parquet")] = Path("results.csv"),
     model: Annotated[Optional[Path], typer.Option(help="SavedModel, or a folder of numbered versions (a push); default: the shipped model.")] = None,
+    server: Annotated[Optional[str], typer.Option(help="HOST:PORT of TF Serving (or `stellarpop serve`): predict over gRPC instead of in process.")] = None,
+    model_name: Annotated[str, typer.Option(help="With --server: the model's name in the server's config.")] = "stellarpop",
+    model_version: Annotated[Optional[int], typer.Option(min=1, help="With --server: this version (default: the latest).")] = None,
+    label: Annotated[Optional[str], typer.Option(help="With --server: the version with this label (stable, canary).")] = None,
+    timeout: Annotated[float, typer.Option(min=1.0, help="With --server: seconds to wait for the model, and per request.")] = 60.0,
     batch_size: Annotated[int, typer.Option(min=1, help="Spectra per call of the model.")] = 256,
     show: Annotated[int, typer.Option(min=0, help="Print the first rows of the table.")] = 20,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Predict log age, [M/H], E(B-V) and sigma (with 1-sigma errors) for spectrum files."""
-    _setup_logging(verbose)
-    from stellarpop.components import sdss_io
+    setup_logging(verbose)
+    from stellarpop.components import readers
     from stellarpop.serving import predict as pred
 
-    with _about("--output"):
+    with about("--output"):
         pred.table_format(str(output))
     if output.is_dir():
         raise ValueError(f"--output {output}: a folder, not a file")
-    files, missing = sdss_io.resolve_inputs(inputs)
-    _need_files(files, [f"{m.file}: {m.message}" for m in missing], "INPUTS")
-    with _about("--model"):
-        predictor = pred.Predictor(str(model) if model else None)
-    console.print(f"Predicting {len(files)} spectra with {predictor.path}")
+    files, missing = readers.resolve(inputs)
+    need_files(files, [f"{m.file}: {m.message}" for m in missing], "INPUTS")
+    if server:
+        predictor, where = _served_model(server, model, model_name, model_version, label, timeout, batch_size)
+    else:
+        with about("--model"):
+            predictor = pred.Predictor(str(model) if model else None)
+        where = predictor.path
+    console.print(f"Predicting {len(files)} spectra with {where}")
     started = time.time()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=console) as bar:
@@ -429,6 +294,21 @@ def predict(
         raise typer.Exit(code=1)
 
 
+def _served_model(server: str, model: Optional[Path], name: str, version: Optional[int], label: Optional[str],
+                  timeout: float, batch_size: int):
+    """(a ``predict.ServedModel``, a description) once the server says the model is AVAILABLE."""
+    from stellarpop.serving import predict as pred
+    from stellarpop.serving.client import Client
+
+    if model:
+        raise ValueError("--model and --server: the server chooses the model (use --model-name, --model-version, --label)")
+    if version is not None and label:
+        raise ValueError(f"--model-version {version} and --label {label}: one or the other")
+    client = Client(server, name, version=version, label=label, timeout_s=timeout)
+    served = client.wait_until_available(timeout_s=timeout)
+    return pred.ServedModel(client, batch_size), f"{name} version {served} at {server}"
+
+
 def _count_records(splits: dict[str, list[str]]) -> int:
     """Records in the TFRecord files (GZIP where named ``.gz``); ValueError names a file that is not one."""
     import tensorflow as tf
@@ -443,7 +323,7 @@ def _count_records(splits: dict[str, list[str]]) -> int:
 
 
 def _print_summary(summary: dict, examples_dir: Path, elapsed: float) -> None:
-    from stellarpop.components.fits_example_gen import ingest as ingest_lib
+    from stellarpop.components.fits_example_gen import job as ingest_lib
 
     table = Table(title=f"ingest: {summary['inputs']} inputs in {elapsed:.1f} s")
     table.add_column("outcome")
@@ -460,6 +340,47 @@ def _print_summary(summary: dict, examples_dir: Path, elapsed: float) -> None:
         console.print(f"[{style}]{rec['message']}[/{style}]", highlight=False)
     if len(failures) > 10:
         console.print(f"... {len(failures) - 10} more in {examples_dir / ingest_lib.FAILURES_DIR}")
+
+
+@_command()
+def report(
+    run_root: Annotated[Path, typer.Argument(help="A pipeline run's root (metadata.sqlite, artifacts/).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for index.html and its figures.")] = Path("runs/report"),
+    benchmark: Annotated[Optional[list[Path]], typer.Option(help="Benchmark JSON to include, repeatable (RUN_ROOT/benchmarks/*.json always is).")] = None,
+    max_examples: Annotated[int, typer.Option(min=1, help="Test-split spectra predicted for the figures.")] = 5000,
+    verbose: Verbose = False,
+) -> None:
+    """Write a static HTML report of a pipeline run: blessing, slices, the paper's figures."""
+    setup_logging(verbose)
+    from stellarpop.pipeline import report as report_lib
+
+    root = existing(run_root, "RUN_ROOT", folder=True)
+    files = [str(existing(b, "--benchmark")) for b in benchmark or []]
+    with about("RUN_ROOT"):
+        index = report_lib.write_report(str(root), str(output_folder(output)), benchmarks=files, max_examples=max_examples)
+    console.print(f"report: {index}")
+
+
+@_command()
+def serve(
+    model_base_path: Annotated[Path, typer.Option(help="Folder of numbered SavedModel versions (the Pusher's serving_dir).")],
+    model_name: Annotated[str, typer.Option(help="The name clients ask for.")] = "stellarpop",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="gRPC port (TF Serving's is 8500).")] = 8500,
+    rest_port: Annotated[int, typer.Option(min=0, max=65535, help="REST status port (TF Serving's is 8501).")] = 8501,
+    version_labels: Annotated[str, typer.Option(help="Labels of versions, e.g. stable=2,canary=3.")] = "",
+    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0: every interface).")] = "localhost",
+    poll_s: Annotated[float, typer.Option(min=0.1, help="Seconds between looks for newly pushed versions.")] = 2.0,
+    verbose: Verbose = False,
+) -> None:
+    """Serve pushed models over TF Serving's gRPC API on CPU: a development and test stand-in
+    for TF Serving (deployment: serving/deploy/)."""
+    setup_logging(verbose)
+    from stellarpop.serving.server import parse_labels, serve as serve_models
+
+    base = existing(model_base_path, "--model-base-path", folder=True)
+    with about("--version-labels"):
+        labels = parse_labels(version_labels)
+    serve_models(str(base), model_name, port, rest_port, poll_s=poll_s, labels=labels, host=host)
 
 
 def main() -> None:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from stellarpop.components import config_codec
+from stellarpop.components.spectra import Preparation
+from stellarpop.transforms.config import DEFAULT_LABEL_SOURCE, PreprocessingConfig
+
 PIPELINE_NAME = "stellarpop"
 
 
@@ -64,7 +68,10 @@ class PipelineConfig:
     name: str = PIPELINE_NAME
     root: str = "runs/pipeline"  # pipeline root, metadata.sqlite, serving/ (pushed models)
     examples: dict = dataclasses.field(default_factory=lambda: {"source": "simulate", "n": 600, "seed": 0, "mode": "sdss"})
-    label_source: str = "truth"
+    label_source: str = DEFAULT_LABEL_SOURCE  # "truth" (simulated data) or "ppxf"
+    # How spectra are prepared (spectra.Preparation: min_coverage, norm_centre,
+    # norm_half_width, selection); given to the example generator, Transform and Trainer.
+    preparation: dict = dataclasses.field(default_factory=dict)
     label: dict = dataclasses.field(default_factory=dict)  # LabelConfig fields for the PpxfLabeler
     statistics_sample_rate: float = 1.0
     trainer: dict = dataclasses.field(default_factory=dict)  # run_fn custom_config (model, epochs, ...)
@@ -109,7 +116,24 @@ class PipelineConfig:
             expected = _YAML_TYPES.get(fields[key], (object,))
             if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
                 raise ValueError(f"{path}: {key} is {value!r}, expected {fields[key]}")
-        return cls(**raw)
+        cfg = cls(**raw)
+        try:
+            cfg.check()
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+        return cfg
+
+    def check(self) -> None:
+        """ValueError (one line) for settings that a stage would reject: the preparation,
+        the label source, unknown trainer keys, a model name that does not exist."""
+        from stellarpop.pipeline import trainer  # TensorFlow: only when a config is checked
+
+        trainer.TrainConfig.from_custom_config({**self.trainer, "preprocessing": dataclasses.asdict(self.preprocessing())})
+
+    def preprocessing(self) -> PreprocessingConfig:
+        """The settings Transform and the Trainer share (ValueError for unknown keys)."""
+        preparation = config_codec.from_dict(Preparation, self.preparation, "preparation")
+        return PreprocessingConfig(label_source=self.label_source, preparation=preparation)
 
     def resolved(self) -> "PipelineConfig":
         root = os.path.abspath(self.root)

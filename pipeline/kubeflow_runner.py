@@ -22,11 +22,13 @@ import dataclasses
 from tfx import v1 as tfx
 
 from stellarpop.pipeline import configs
-from stellarpop.pipeline.pipeline import create_pipeline
+from stellarpop.pipeline.pipeline import create_pipeline, write_schema
 
 
 def compile_pipeline(cfg: configs.PipelineConfig, project: str, region: str, bucket: str, image: str, output: str) -> str:
-    """Write the Kubeflow V2 pipeline spec of ``cfg`` (root under ``bucket``) to ``output``."""
+    """Write the Kubeflow V2 pipeline spec of ``cfg`` (root under ``bucket``) to ``output``,
+    and the raw-data schema under the root (the one file the tasks read that is not an
+    artefact: ``ImportSchemaGen``'s input)."""
     root = f"{bucket.rstrip('/')}/{cfg.name}"
     cfg = dataclasses.replace(cfg, root=root, serving_dir=cfg.serving_dir or f"{root}/serving/{cfg.name}")
     beam_args = configs.dataflow_beam_args(project, region, f"{root}/tmp")
@@ -34,7 +36,8 @@ def compile_pipeline(cfg: configs.PipelineConfig, project: str, region: str, buc
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
         output_filename=output,
     )
-    runner.run(create_pipeline(cfg, beam_pipeline_args=beam_args), write_out=True)
+    schema = write_schema(root, cfg.label_source)  # uploaded here, where the tasks read it
+    runner.run(create_pipeline(cfg, schema, beam_pipeline_args=beam_args), write_out=True)
     return output
 
 

@@ -16,7 +16,7 @@ import tensorflow as tf
 from tfx import v1 as tfx
 
 from stellarpop.pipeline import configs
-from stellarpop.pipeline.pipeline import create_pipeline, resume_dir
+from stellarpop.pipeline.pipeline import create_pipeline, resume_dir, write_schema
 
 
 def metadata_path(cfg: configs.PipelineConfig) -> str:
@@ -34,6 +34,7 @@ def run(cfg: configs.PipelineConfig, beam_pipeline_args: list[str] | None = None
         tf.io.gfile.rmtree(resume_dir(cfg))  # a fresh run: no epochs of a killed one either
     pipeline = create_pipeline(
         cfg,
+        write_schema(cfg.root, cfg.label_source),
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path(cfg)),
         beam_pipeline_args=args,
     )

@@ -19,6 +19,7 @@ the components that import it, and their descendants, only.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import hashlib
 import importlib.util
@@ -37,13 +38,15 @@ from tfx.utils import io_utils
 from stellarpop.components import examples as examples_lib
 from stellarpop.components import ppxf_fit, reference_data
 from stellarpop.components.fits_example_gen.component import FitsExampleGen
+from stellarpop.components.fits_example_gen.job import IngestConfig
 from stellarpop.components.mock_example_gen import job as sim_job
 from stellarpop.components.mock_example_gen.component import MockExampleGen
 from stellarpop.components.ppxf_labeler import job as label_job
 from stellarpop.components.ppxf_labeler.component import PpxfLabeler
-from stellarpop.components import simulate
-from stellarpop.pipeline import configs, eval_config, trainer
+from stellarpop.components.priors import Priors
+from stellarpop.pipeline import configs, eval_config, export, trainer
 from stellarpop.transforms import features as F
+from stellarpop.transforms import preprocessing as P
 
 SCHEMA_FILE = "schema.pbtxt"
 CODE_FINGERPRINT = "code_fingerprint"
@@ -122,7 +125,7 @@ def code_fingerprint(module: str) -> str:
                 external.add(imported.split(".")[0])
     owners = importlib_metadata.packages_distributions()
     dists = {owners[n][0] for n in external if len(set(owners.get(n, []))) == 1}
-    versions = {PROJECT: trainer.package_version(), **{d: importlib_metadata.version(d) for d in dists}}
+    versions = {PROJECT: export.package_version(), **{d: importlib_metadata.version(d) for d in dists}}
     digest = hashlib.sha256(json.dumps(versions, sort_keys=True).encode())
     for name in sorted(files):
         digest.update(name.encode() + b"\0" + open(files[name], "rb").read())
@@ -165,12 +168,13 @@ def stamp(node, *parts: Any):
 def _examples_node(cfg: configs.PipelineConfig):
     ex = dict(cfg.examples)
     source = ex.pop("source", "simulate")
+    preparation = cfg.preprocessing().preparation
     if source == "simulate":
-        priors = simulate.Priors(mode=ex.pop("mode", "sdss"))
-        gen = MockExampleGen(sim_job.SimConfig(priors=priors, **ex))
+        gen = MockExampleGen(sim_job.SimConfig(priors=Priors(mode=ex.pop("mode", "sdss")), preparation=preparation, **ex))
         return stamp(gen, code_fingerprint(MockExampleGen.__module__), files_fingerprint(ex))
     if source == "ingest":  # the input files: FileBasedExampleGen's driver fingerprints them
-        return stamp(FitsExampleGen(**ex), code_fingerprint(FitsExampleGen.__module__))
+        gen = FitsExampleGen(ingest_config=IngestConfig(preparation=preparation), **ex)
+        return stamp(gen, code_fingerprint(FitsExampleGen.__module__))
     if source == "import":
         # A new artefact (and new downstream results) when the folder's files change.
         uri = os.path.abspath(ex["uri"])
@@ -196,17 +200,16 @@ def resume_dir(cfg: configs.PipelineConfig) -> str:
 def _training_nodes(cfg: configs.PipelineConfig, examples, schema) -> tuple:
     """Transform and Trainer; their ``custom_config`` carries their module code's fingerprint
     and the Trainer's its resume folder."""
+    preprocessing = {P.CONFIG_KEY: dataclasses.asdict(cfg.preprocessing())}  # one owner, given to both
     transform = tfx.components.Transform(
         examples=examples,
         schema=schema,
         preprocessing_fn=configs.PREPROCESSING_FN,
         materialize=False,
-        custom_config={
-            "label_source": cfg.label_source, CODE_FINGERPRINT: code_fingerprint(_module(configs.PREPROCESSING_FN)),
-        },
+        custom_config={**preprocessing, CODE_FINGERPRINT: code_fingerprint(_module(configs.PREPROCESSING_FN))},
     )
     trainer_config = {
-        "label_source": cfg.label_source, "seed": cfg.seed, **cfg.trainer,
+        "seed": cfg.seed, **cfg.trainer, **preprocessing,
         CODE_FINGERPRINT: code_fingerprint(_module(configs.RUN_FN)), trainer.RESUME_DIR_KEY: resume_dir(cfg),
     }
     train = tfx.components.Trainer(
@@ -251,14 +254,14 @@ def _evaluation_nodes(cfg: configs.PipelineConfig, examples, model) -> tuple:
 
 
 def create_pipeline(
-    cfg: configs.PipelineConfig, metadata_connection_config=None, beam_pipeline_args=None
+    cfg: configs.PipelineConfig, schema_file: str, metadata_connection_config=None, beam_pipeline_args=None
 ) -> tfx.dsl.Pipeline:
-    """The whole DAG for one configuration (paths already resolved by the runner).
+    """The whole DAG for one configuration (paths already resolved by the runner); builds
+    objects only, writes nothing.
 
+    ``schema_file``: the raw-data schema (:func:`write_schema`, which the runner calls).
     Caching follows ``cfg.enable_cache``.
     """
-    if cfg.label_source not in ("truth", "ppxf"):
-        raise ValueError(f"label_source is 'truth' or 'ppxf', not {cfg.label_source!r}")
     gen = _examples_node(cfg)
     examples = gen.outputs["result"] if isinstance(gen, tfx.dsl.Importer) else gen.outputs["examples"]
     nodes = [gen]
@@ -270,7 +273,7 @@ def create_pipeline(
         examples = labeler.outputs["labelled_examples"]
         nodes.append(labeler)
 
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=write_schema(cfg.root, cfg.label_source))
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
     stats = tfx.components.StatisticsGen(examples=examples)
     if cfg.statistics_sample_rate < 1.0:
         from tensorflow_data_validation import StatsOptions

@@ -1,28 +1,35 @@
 """Batch prediction for users: spectrum files -> one table row per spectrum.
 
-Files go through the ingest path's reader and resampler (``ingest.process_file``), become
-the same tf.Examples as in training, and are sent serialized, in batches, to the exported
-``serving_default`` signature, which returns the four parameters and their 1-sigma
-uncertainties in physical units. Files that cannot be read or resampled get a row with an
-``error`` and no values; the batch goes on.
+Files are read by the reader registry and prepared by ``spectra.prepare`` with the settings
+the model recorded (its ``preparation``: coverage, normalisation window, selection), the
+one path every spectrum takes into the network. They become the same tf.Examples as in
+training and are sent serialized, in batches, to the exported ``serving_default``
+signature (in process, or over gRPC through ``serving.client``), which returns the four
+parameters and their 1-sigma uncertainties in physical units. ``quality`` lists the
+selection cuts a spectrum fails (empty: inside the paper's sample, which the model was
+judged on). Files that cannot be read or prepared get a row with an ``error`` and no
+values; the batch goes on.
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
-from stellarpop.components import examples
-from stellarpop.components.fits_example_gen import ingest
+from stellarpop.components import config_codec, examples, readers
+from stellarpop.components.spectra import Preparation, SpectrumError, prepare
+from stellarpop.pipeline.export import MODEL_INFO_FILE
 from stellarpop.transforms import features as F
 
 REPO_MODELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
 DEFAULT_MODEL = "default"
-META_COLUMNS = ("file", "spec_id", "plate", "mjd", "fiber", "z", "snr_r", "class", "sdss_vdisp")
+META_COLUMNS = ("file", "spec_id", "plate", "mjd", "fiber", "z", "snr_r", "class", "bpt_class", "sdss_vdisp", "coverage")
 
 
 def model_dir(path: str | None = None) -> str:
@@ -38,18 +45,22 @@ def model_dir(path: str | None = None) -> str:
     return max(versions, key=lambda d: int(os.path.basename(d)))
 
 
-def quality_flags(spec) -> str:
-    """Why a prediction may be outside the training domain (empty: inside it)."""
-    flags = []
-    if not (F.Z_MIN <= spec.z <= F.Z_MAX):
-        flags.append(f"z_outside_{F.Z_MIN}-{F.Z_MAX}")
-    if not spec.snr_r >= F.SNR_R_MIN:
-        flags.append(f"snr_r_below_{F.SNR_R_MIN:g}")
-    if spec.spec_class and spec.spec_class != "GALAXY":
-        flags.append(f"class_{spec.spec_class}")
-    if spec.coverage < 0.95:
-        flags.append(f"coverage_{spec.coverage:.2f}")
-    return ",".join(flags)
+def preparation_of(info: dict) -> Preparation:
+    """The preparation a model was trained with, from its ``model_info``. Models exported
+    before it was recorded carry only their normalisation window; the rest is the default."""
+    if "preparation" in info:
+        return config_codec.from_dict(Preparation, info["preparation"], "model_info.preparation")
+    window = info.get("normalisation_window", {})
+    return Preparation(norm_centre=window.get("centre", F.NORM_CENTRE),
+                       norm_half_width=window.get("half_width", F.NORM_HALF_WIDTH))
+
+
+class Model(Protocol):
+    """What prediction needs of a model, local or served: its preparation and ``predict``."""
+
+    preparation: Preparation
+
+    def predict(self, serialized: list[bytes]) -> dict[str, np.ndarray]: ...
 
 
 @dataclass
@@ -57,6 +68,8 @@ class Predictor:
     """A loaded exported model; ``predict(serialized Examples)`` -> {output: ndarray}."""
 
     path: str
+    info: dict = field(init=False)
+    preparation: Preparation = field(init=False)
 
     def __post_init__(self):
         import tensorflow as tf
@@ -64,6 +77,9 @@ class Predictor:
         self.path = model_dir(self.path)
         self._model = tf.saved_model.load(self.path)
         self._fn = self._model.signatures["serving_default"]
+        with open(os.path.join(self.path, MODEL_INFO_FILE)) as fh:
+            self.info = json.load(fh)
+        self.preparation = preparation_of(self.info)
 
     def predict(self, serialized: list[bytes]) -> dict[str, np.ndarray]:
         import tensorflow as tf
@@ -72,35 +88,58 @@ class Predictor:
         return {k: v.numpy().reshape(len(serialized), -1)[:, 0] for k, v in out.items()}
 
 
-def predict_files(files: list[str], predictor: Predictor, batch_size: int = 256, on_progress=None) -> list[dict]:
+class ServedModel:
+    """A model behind TF Serving (or ``stellarpop serve``): its preparation from the served
+    ``metadata`` signature, ``predict`` over gRPC (:class:`~stellarpop.serving.client.Client`)."""
+
+    def __init__(self, client, batch_size: int = 256):
+        self.client, self.batch_size = client, batch_size
+        self.info = client.model_info()
+        self.preparation = preparation_of(self.info)
+
+    def predict(self, serialized: list[bytes]) -> dict[str, np.ndarray]:
+        return self.client.predict(serialized, self.batch_size)
+
+
+def prepare_file(path: str, preparation: Preparation) -> tuple[dict, bytes | None]:
+    """One file -> (its table row without values, the serialized Example or None on error)."""
+    row: dict = {c: None for c in META_COLUMNS}
+    row.update({"file": path, "spec_id": "", "quality": "", "error": ""})
+    try:
+        spec = prepare(readers.read_spectrum(path), preparation)
+    except SpectrumError as exc:
+        row["error"] = f"{path}: {exc}"
+        return row, None
+    except Exception as exc:  # noqa: BLE001 - one broken file must not stop the batch
+        row["error"] = f"{path}: {type(exc).__name__}: {exc}"
+        return row, None
+    row.update({
+        "spec_id": spec.spec_id, "plate": spec.plate, "mjd": spec.mjd, "fiber": spec.fiber, "z": spec.z,
+        "snr_r": spec.snr_r, "class": spec.spec_class, "bpt_class": spec.bpt_class, "sdss_vdisp": spec.sdss_vdisp, "coverage": spec.coverage,
+        "quality": ",".join(spec.selection),
+    })
+    return row, examples.to_example(spec).SerializeToString(deterministic=True)
+
+
+def predict_files(files: list[str], model: Model, batch_size: int = 256, on_progress=None) -> list[dict]:
     """One row per file: metadata, the four values and their ``_err``, ``quality``, ``error``."""
-    config = ingest.IngestConfig()
     rows: list[dict] = []
     pending: list[tuple[dict, bytes]] = []
 
     def flush():
         if pending:
-            out = predictor.predict([s for _, s in pending])
+            out = model.predict([s for _, s in pending])
             for i, (row, _) in enumerate(pending):
                 for key in F.LABEL_KEYS + F.LABEL_ERR_KEYS:
                     row[key] = float(out[key][i]) if key in out else math.nan
             pending.clear()
 
     for path in files:
-        spec, fail = ingest.process_file(path, config)
-        if fail is not None:
-            row = {c: None for c in META_COLUMNS}
-            row.update({"file": path, "spec_id": fail.get("spec_id", ""), "quality": "", "error": fail["message"]})
-            row.update({k: math.nan for k in F.LABEL_KEYS + F.LABEL_ERR_KEYS})
-            rows.append(row)
-        else:
-            row = {
-                "file": path, "spec_id": spec.spec_id, "plate": spec.plate, "mjd": spec.mjd, "fiber": spec.fiber,
-                "z": spec.z, "snr_r": spec.snr_r, "class": spec.spec_class, "sdss_vdisp": spec.sdss_vdisp,
-                "quality": quality_flags(spec), "error": "",
-            }
-            rows.append(row)
-            pending.append((row, examples.to_example(spec).SerializeToString(deterministic=True)))
+        row, serialized = prepare_file(path, model.preparation)
+        row.update({k: math.nan for k in F.LABEL_KEYS + F.LABEL_ERR_KEYS})
+        rows.append(row)
+        if serialized is not None:
+            pending.append((row, serialized))
             if len(pending) >= batch_size:
                 flush()
         if on_progress:

@@ -14,13 +14,13 @@ sys.path.insert(0, str(Path(__file__).parent / "data"))
 
 import make_test_data  # noqa: E402
 
-from stellarpop.components import reference_data, sdss_io  # noqa: E402
+from stellarpop.components import readers, reference_data  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def bundled() -> dict[str, Path]:
     """{'NGC3522': path, 'NGC3073': path}: DR18 spec files inside the ppxf 9.x wheel."""
-    return {Path(p).name.split("_")[0]: Path(p) for p in sdss_io.bundled_spectra()}
+    return {Path(p).name.split("_")[0]: Path(p) for p in readers.bundled_spectra()}
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,6 @@ NORM_HALF_WIDTH = 50.0
 FLUX = "flux"  # 1e-17 erg/s/cm^2/A, resampled, bad pixels interpolated over
 IVAR = "ivar"  # inverse variance of FLUX, 0 where masked
 MASK = "mask"  # 1 where the pixel was bad, padded or interpolated over, else 0
-SPECTRUM_KEYS = (FLUX, IVAR, MASK)
 
 # --- Metadata (scalars) ---------------------------------------------------------------------
 SPEC_ID = "spec_id"  # "PLATE-MJD-FIBER" for SDSS, a user id otherwise; unique per spectrum
@@ -79,6 +78,9 @@ PPXF_CHI2 = "ppxf_chi2"  # chi2 per degree of freedom of the pPXF fit
 PPXF_NGOOD = "ppxf_ngood"  # pixels the pPXF fit used
 TRUTH_PREFIX = "true_"
 TRUTH_KEYS = tuple(TRUTH_PREFIX + k for k in LABEL_KEYS)
+LABEL_UNITS = {LOG_AGE: "log10(yr)", MH: "dex", EBV: "mag", VD: "km/s"}
+# Where the labels come from: pPXF fits of the spectra, or the simulator's truth.
+LABEL_SOURCES = {"ppxf": LABEL_KEYS, "truth": TRUTH_KEYS}
 # Everything else the simulator knows (SFH components, light fractions, S/N, dust, lines),
 # as a JSON string: for analysis, not for the network.
 SIM_TRUTH = "sim_truth"
@@ -86,6 +88,13 @@ SIM_TRUTH = "sim_truth"
 # --- Slicing bins (the paper's Sections 4.2-4.3) ----------------------------------------------
 SNR_BIN_EDGES = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0)  # last bin open: >= 30
 Z_BIN_EDGES = (0.0, 0.06, 0.08, 0.10, 0.12, 0.15, 0.18, 0.30)
+SNR_BIN = "snr_bin"  # index into SNR_BIN_EDGES (0: below the first edge), made by Transform
+Z_BIN = "z_bin"  # index into Z_BIN_EDGES, made by Transform
+
+# --- The paper's 8:1:1 split, by hash buckets of OBJECT_ID (repeat observations of one galaxy
+# stay in one split); hashed as TFX's ExampleGen hashes (``examples.split_of``).
+SPLITS = (("train", 8), ("eval", 1), ("test", 1))
+SPLIT_NAMES = tuple(name for name, _ in SPLITS)
 
 # --- The paper's selection ---------------------------------------------------------------------
 Z_MIN = 0.002
@@ -96,3 +105,7 @@ SNR_R_MIN = 5.0
 def transformed_name(key: str) -> str:
     """Name of a feature after the tf.Transform step."""
     return key + "_xf"
+
+
+# What TFMA slices by: the bins as Transform outputs them, and the raw BPT class.
+SLICE_KEYS = (transformed_name(SNR_BIN), transformed_name(Z_BIN), BPT_CLASS)

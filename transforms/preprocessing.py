@@ -25,9 +25,8 @@ Outputs (``features.transformed_name`` of):
 - ``z`` bucket (``z_bin_xf``): index into ``features.Z_BIN_EDGES``:
   [0, 0.06) -> 0, ..., [0.15, 0.18) -> 5, [0.18, 0.30] -> 6 (closed: the paper's sample
   includes z = 0.3); z > 0.30 -> 7; z < 0 (or NaN) -> -1.
-- ``bpt_class``: passed through (string) for slicing.
 - ``z``: the catalogue redshift passed through (float32), which a model needs to build the
-  rest-frame view of the spectrum inside its graph (``pipeline.models.RestFrame``).
+  rest-frame view of the spectrum inside its graph (``pipeline.rest_frame.RestFrame``).
 
 Scalar outputs have shape (B,), whatever the raw schema says: scalars of shape [] or [1]
 (SchemaGen's) and variable-length features (densified) are all accepted.
@@ -41,19 +40,20 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from stellarpop.components import config_codec
 from stellarpop.transforms import features as F
+from stellarpop.transforms.config import PreprocessingConfig
 
 # Not a raw feature, so not in features.py: the name of the noise channel.
 NOISE = "noise"
-SNR_BIN = "snr_bin"
-Z_BIN = "z_bin"
+SNR_BIN = F.SNR_BIN
+Z_BIN = F.Z_BIN
 
 FLUX_XF = F.transformed_name(F.FLUX)
 MASK_XF = F.transformed_name(F.MASK)
 NOISE_XF = F.transformed_name(NOISE)
 SNR_BIN_XF = F.transformed_name(SNR_BIN)
 Z_BIN_XF = F.transformed_name(Z_BIN)
-BPT_CLASS_XF = F.transformed_name(F.BPT_CLASS)
 Z_XF = F.transformed_name(F.Z)
 LABEL_XF_KEYS = tuple(F.transformed_name(k) for k in F.LABEL_KEYS)
 
@@ -64,14 +64,10 @@ NOISE_CLIP = 1.0
 # The raw features a serving request must carry (labels and everything else are optional).
 RAW_INPUT_KEYS = (F.FLUX, F.IVAR, F.MASK, F.Z, F.SNR_R, F.BPT_CLASS)
 
-LABEL_SOURCES = {"ppxf": F.LABEL_KEYS, "truth": F.TRUTH_KEYS}
-
-# custom_config keys read by preprocessing_fn, with their defaults.
-DEFAULT_CONFIG = {
-    "label_source": "ppxf",
-    "norm_centre": F.NORM_CENTRE,
-    "norm_half_width": F.NORM_HALF_WIDTH,
-}
+# custom_config: the PreprocessingConfig (as a mapping) under this key, and bookkeeping that
+# the pipeline adds for TFX's cache (read by nobody here); any other key is an error.
+CONFIG_KEY = "preprocessing"
+BOOKKEEPING_KEYS = ("code_fingerprint",)
 
 
 def range_keys(label_key: str) -> tuple[str, str]:
@@ -83,18 +79,23 @@ def range_keys(label_key: str) -> tuple[str, str]:
 def label_input_keys(label_source: str) -> tuple[str, ...]:
     """The raw features that feed ``LABEL_KEYS`` for a label source ('ppxf' or 'truth')."""
     try:
-        return LABEL_SOURCES[label_source]
+        return F.LABEL_SOURCES[label_source]
     except KeyError:
-        raise ValueError(f"label_source {label_source!r}; expected one of {sorted(LABEL_SOURCES)}") from None
+        raise ValueError(f"label_source {label_source!r}; expected one of {sorted(F.LABEL_SOURCES)}") from None
 
 
-def resolve_config(custom_config: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``DEFAULT_CONFIG`` updated with the known keys of ``custom_config`` (others ignored:
-    the pipeline passes one custom_config to Transform and Trainer)."""
-    config = dict(DEFAULT_CONFIG)
-    config.update({k: v for k, v in (custom_config or {}).items() if k in DEFAULT_CONFIG})
-    label_input_keys(config["label_source"])
-    return config
+def resolve_config(custom_config: Mapping[str, Any] | None) -> PreprocessingConfig:
+    """The :class:`PreprocessingConfig` in Transform's ``custom_config`` (under
+    :data:`CONFIG_KEY`; absent: the defaults).
+
+    Raises
+    ------
+    ValueError
+        For a key that is neither the config nor bookkeeping, or unknown keys inside it.
+    """
+    raw = dict(custom_config or {})
+    config_codec.check_keys_in(raw, (CONFIG_KEY,) + BOOKKEEPING_KEYS, "Transform custom_config")
+    return config_codec.from_dict(PreprocessingConfig, raw.get(CONFIG_KEY), "Transform custom_config.preprocessing")
 
 
 def window_slice(centre: float, half_width: float, grid: np.ndarray | None = None) -> slice:
@@ -227,22 +228,21 @@ def preprocessing_fn(inputs: Mapping[str, tf.Tensor], custom_config: Mapping[str
     Parameters
     ----------
     inputs : raw features of ``components.examples.feature_spec`` (batched)
-    custom_config : optional {'label_source': 'ppxf' | 'truth', 'norm_centre': Angstrom,
-        'norm_half_width': Angstrom}; defaults in ``DEFAULT_CONFIG``
+    custom_config : optional {'preprocessing': a ``PreprocessingConfig`` as a mapping}, plus
+        the pipeline's bookkeeping keys
 
     Returns
     -------
     dict of transformed features (see the module docstring)
     """
     config = resolve_config(custom_config)
-    window = window_slice(float(config["norm_centre"]), float(config["norm_half_width"]))
+    window = window_slice(*config.norm_window)
     flux, ivar, mask = (dense(inputs[k], F.N_PIXELS) for k in (F.FLUX, F.IVAR, F.MASK))
     outputs = normalise_spectrum(tf.cast(flux, tf.float32), tf.cast(ivar, tf.float32), mask, window)
     outputs.pop("norm")
     outputs[SNR_BIN_XF] = bucketize(tf.cast(dense(inputs[F.SNR_R]), tf.float32), F.SNR_BIN_EDGES)
     outputs[Z_BIN_XF] = bucketize(tf.cast(dense(inputs[F.Z]), tf.float32), F.Z_BIN_EDGES, closed_last=True)
-    outputs[BPT_CLASS_XF] = dense(inputs[F.BPT_CLASS])
     outputs[Z_XF] = tf.cast(dense(inputs[F.Z]), tf.float32)
     labels = {k: dense(v) for k, v in inputs.items() if k in F.LABEL_KEYS + F.TRUTH_KEYS}
-    outputs.update(scale_labels(labels, config["label_source"], like=outputs[FLUX_XF][:, 0]))
+    outputs.update(scale_labels(labels, config.label_source, like=outputs[FLUX_XF][:, 0]))
     return outputs

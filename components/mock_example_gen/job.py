@@ -11,7 +11,6 @@ done-marker; a re-run skips marked shards (resume by shard).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -21,14 +20,16 @@ import apache_beam as beam
 import numpy as np
 import tensorflow as tf
 
-from stellarpop.components import examples, sdss_io, simulate, spectra, templates
+from stellarpop.components import config_codec, examples, instrument, readers, simulate, spectra, templates
 from stellarpop.components import nuisances as N
+from stellarpop.components.bpt import CLASSES
+from stellarpop.components.instrument import Instrument
+from stellarpop.components.priors import Priors, draw_params
 from stellarpop.components.progress import ProgressFile
 from stellarpop.transforms import features as F
 
 log = logging.getLogger(__name__)
 
-SPLITS = (("train", 8), ("eval", 1), ("test", 1))  # the paper's 8:1:1, hash buckets
 SHARDS_DIR = "shards"
 SUMMARY_FILE = "simulate_summary.json"
 FITS_DIR = "fits"
@@ -37,23 +38,23 @@ FITS_DIR = "fits"
 NUISANCE_KEY, PLATE_KEY = 1, 2
 
 
-def _tuples(raw: dict) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
-
-
 @dataclass(frozen=True)
 class SimConfig:
     """A simulation run (recorded with its output)."""
 
     n: int
     seed: int
-    priors: simulate.Priors = field(default_factory=simulate.Priors)
+    priors: Priors = field(default_factory=Priors)
     # Nuisances, a preset name ('none', 'realistic') or a mapping (see Nuisances.coerce).
     nuisances: N.Nuisances = field(default_factory=N.Nuisances)
     shard_size: int = 1000
     library: str = ""  # an sps_lib .npz; empty: the E-MILES build
     instrument_files: tuple[str, ...] = ()  # SDSS files giving sky and LSF; empty: ppxf's
     write_fits: bool = False  # also write SDSS spec-lite FITS files
+    # Validation, resampling, normalisability and selection cuts, as for real spectra: a
+    # mock that cannot be used is counted and skipped; the cuts a mock fails are recorded in
+    # its Example (never dropped: training covers more than the paper's sample).
+    preparation: spectra.Preparation = field(default_factory=spectra.Preparation)
     progress_dir: str = ""
 
     def __post_init__(self):
@@ -64,18 +65,17 @@ class SimConfig:
         return -(-self.n // self.shard_size)
 
     def to_json(self) -> str:
-        """The configuration as JSON; nuisances only when on, so that a run recorded before
-        they existed has the same record (and resumes)."""
-        raw = dataclasses.asdict(self)
-        if not self.nuisances.active:
-            del raw["nuisances"]
-        return json.dumps(raw, sort_keys=True)
+        """The configuration as JSON; nuisances only when on and the preparation only when
+        not the default, so that a run recorded before they existed has the same record (and
+        resumes)."""
+        omit = () if self.nuisances.active else ("nuisances",)
+        if self.preparation == spectra.Preparation():
+            omit += ("preparation",)
+        return config_codec.to_json(self, omit=omit)
 
     @classmethod
     def from_json(cls, text: str) -> "SimConfig":
-        raw = json.loads(text)
-        priors = simulate.Priors(**_tuples(raw.pop("priors")))
-        return cls(priors=priors, nuisances=N.Nuisances(**_tuples(raw.pop("nuisances", {}))), **_tuples(raw))
+        return config_codec.from_json(cls, text)
 
 
 def sim_ids(seed: int, index: int) -> tuple[int, int, int]:
@@ -83,16 +83,7 @@ def sim_ids(seed: int, index: int) -> tuple[int, int, int]:
     return 10000 + index // 1000, 70000 + seed % 10000, index % 1000 + 1
 
 
-def split_of(object_id: str) -> str:
-    bucket = int(hashlib.sha256(object_id.encode()).hexdigest(), 16) % sum(b for _, b in SPLITS)
-    for name, buckets in SPLITS:
-        if bucket < buckets:
-            return name
-        bucket -= buckets
-    raise AssertionError("unreachable")
-
-
-def nuisance_draw(index: int, config: SimConfig, inst: simulate.Instrument) -> N.Draw | None:
+def nuisance_draw(index: int, config: SimConfig, inst: instrument.Instrument) -> N.Draw | None:
     """Spectrum ``index``'s nuisances (None when they are off): its own stream (a child of
     its seed sequence) and its plate's (seed and plate: shared by the plate's spectra)."""
     if not config.nuisances.active:
@@ -103,12 +94,12 @@ def nuisance_draw(index: int, config: SimConfig, inst: simulate.Instrument) -> N
     return N.draw(config.nuisances, own, shared, tuple(10.0 ** inst.loglam[[0, -1]]))
 
 
-def one_spectrum(index: int, config: SimConfig, prep: simulate.Prepared, inst: simulate.Instrument) -> simulate.Mock:
+def one_spectrum(index: int, config: SimConfig, prep: templates.Prepared, inst: instrument.Instrument) -> simulate.Mock:
     """Simulate spectrum ``index`` of the run (its own generator: seed and index)."""
     rng = np.random.default_rng([config.seed, index])
-    params = simulate.draw_params(rng, config.priors)
+    params = draw_params(rng, config.priors)
     plate, mjd, fiber = sim_ids(config.seed, index)
-    return simulate.simulate(params, prep, inst, rng, sdss_io.sdss_spec_id(plate, mjd, fiber), plate, mjd, fiber,
+    return simulate.simulate(params, prep, inst, rng, readers.sdss.sdss_spec_id(plate, mjd, fiber), plate, mjd, fiber,
                              nuisance_draw(index, config, inst))
 
 
@@ -126,12 +117,12 @@ def _sim_truth_json(mock: simulate.Mock, seed: int, index: int) -> str:
     )
 
 
-def _wdisp(mock: simulate.Mock, inst: simulate.Instrument) -> np.ndarray:
+def _wdisp(mock: simulate.Mock, inst: instrument.Instrument) -> np.ndarray:
     """The LSF (sigma, pixels) to record: SDSS's, broadened by the nuisances' extra LSF (SDSS
     measures each fibre's; the wavelength error, which it does not know, is not recorded)."""
     if mock.nuisance is None or not mock.nuisance.lsf_kms:
         return inst.wdisp
-    return np.hypot(inst.wdisp, mock.nuisance.lsf_kms / simulate.SDSS_VELSCALE)
+    return np.hypot(inst.wdisp, mock.nuisance.lsf_kms / instrument.SDSS_VELSCALE)
 
 
 class SimulateShard(beam.DoFn):
@@ -143,8 +134,8 @@ class SimulateShard(beam.DoFn):
 
     def setup(self):
         lib = templates.load_library(self._config.library or None)
-        self._inst = simulate.Instrument(*sdss_io.instrument_from_files(self._config.instrument_files or None))
-        self._prep = simulate.prepare(lib, self._inst)
+        self._inst = Instrument.from_files(self._config.instrument_files or None)
+        self._prep = templates.prepare(lib, self._inst)
         # Every mock is on SDSS's grid (as stored: float32 loglam): one overlap for all.
         self._overlap = spectra.model_grid_overlap(10.0 ** self._inst.loglam.astype(np.float32).astype(np.float64))
         self._progress = ProgressFile(self._config.progress_dir)
@@ -155,11 +146,11 @@ class SimulateShard(beam.DoFn):
         if tf.io.gfile.exists(done):
             with tf.io.gfile.GFile(done) as fh:
                 counts = json.load(fh)
-            self._progress.add(sum(counts["splits"].values()))
+            self._progress.add(sum(counts["splits"].values()) + sum(counts.get("unusable", {}).values()))
             yield counts
             return
         name = f"shard-{shard:05d}-of-{cfg.n_shards:05d}.gz"
-        paths = {s: os.path.join(self._out, f"Split-{s}", name) for s, _ in SPLITS}
+        paths = {s: os.path.join(self._out, f"Split-{s}", name) for s in F.SPLIT_NAMES}
         # Written beside the done-markers, then renamed into the splits: readers of Split-*
         # never see a partial shard.
         tmp = {s: os.path.join(self._out, SHARDS_DIR, f"{s}-{name}.tmp") for s in paths}
@@ -169,7 +160,7 @@ class SimulateShard(beam.DoFn):
             tf.io.gfile.makedirs(os.path.dirname(tmp[s]))
             # Level 1: float spectra barely compress, and level 6 costs ~1 ms per spectrum.
             writers[s] = tf.io.TFRecordWriter(tmp[s], tf.io.TFRecordOptions("GZIP", compression_level=1))
-        counts = {"splits": {s: 0 for s in paths}, "classes": {c: 0 for c in simulate.CLASSES}}
+        counts = {"splits": {s: 0 for s in paths}, "classes": {c: 0 for c in CLASSES}, "unusable": {}}
         lo, hi = shard * cfg.shard_size, min(cfg.n, (shard + 1) * cfg.shard_size)
         for index in range(lo, hi):
             mock = one_spectrum(index, cfg, self._prep, self._inst)
@@ -177,16 +168,22 @@ class SimulateShard(beam.DoFn):
             if cfg.write_fits:
                 folder = os.path.join(self._out, FITS_DIR, f"{spec.plate:04d}")
                 tf.io.gfile.makedirs(folder)
-                sdss_io.write_spec_lite(
+                readers.sdss.write_spec_lite(
                     os.path.join(folder, f"spec-{spec.spec_id}.fits"), spec, mock.and_mask,
                     mock.sky, _wdisp(mock, self._inst), mock.model,
                 )
+            try:
+                prepared = spectra.prepare(spec, cfg.preparation, overlap=self._overlap)
+            except spectra.SpectrumError as exc:
+                counts["unusable"][exc.reason] = counts["unusable"].get(exc.reason, 0) + 1
+                self._progress.add()
+                continue
             example = examples.to_example(
-                spectra.to_model_grid(spec, overlap=self._overlap),
+                prepared,
                 truth={k: mock.truth[k] for k in F.LABEL_KEYS},
                 sim_truth=_sim_truth_json(mock, cfg.seed, index),
             )
-            split = split_of(spec.object_id)
+            split = examples.split_of(spec.object_id)
             writers[split].write(example.SerializeToString(deterministic=True))
             counts["splits"][split] += 1
             counts["classes"][params.galaxy_class] += 1
@@ -201,10 +198,10 @@ class SimulateShard(beam.DoFn):
 
 
 def _merge(counts: list[dict]) -> dict:
-    total = {"splits": {}, "classes": {}}
+    total = {"splits": {}, "classes": {}, "unusable": {}}
     for c in counts:
         for key in total:
-            for k, v in c[key].items():
+            for k, v in c.get(key, {}).items():
                 total[key][k] = total[key].get(k, 0) + v
     return total
 

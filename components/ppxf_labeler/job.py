@@ -23,13 +23,15 @@ import json
 import logging
 import os
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 
 import apache_beam as beam
 import numpy as np
 import tensorflow as tf
 
-from stellarpop.components import ppxf_fit, sdss_io, simulate, templates
+from stellarpop.components import config_codec, ppxf_fit, templates
+from stellarpop.components.instrument import Instrument
 from stellarpop.components.progress import ProgressFile, ResumeError
 from stellarpop.transforms import features as F
 
@@ -52,13 +54,11 @@ class LabelConfig:
     progress_dir: str = ""
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return config_codec.to_json(self)
 
     @classmethod
     def from_json(cls, text: str) -> "LabelConfig":
-        raw = json.loads(text)
-        fit = ppxf_fit.FitConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.pop("fit").items()})
-        return cls(fit=fit, **{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+        return config_codec.from_json(cls, text)
 
     def recorded(self) -> str:
         """What must match for a checkpoint to be resumed (no paths of this session)."""
@@ -147,12 +147,14 @@ class _CheckpointWriter:
 
 
 class FitSpectra(beam.DoFn):
-    """Fits the spectra that have no checkpointed result; checkpoints each result."""
+    """Fits the spectra that have no checkpointed result; checkpoints each result.
 
-    def __init__(self, config: LabelConfig, ckpt_dir: str, done: frozenset[str]):
+    The finished ids are read from the checkpoints in ``setup`` (not pickled into the DoFn:
+    the job graph stays the same size however many spectra are done)."""
+
+    def __init__(self, config: LabelConfig, ckpt_dir: str):
         self._config = config
         self._dir = ckpt_dir
-        self._done = done
 
     def setup(self):
         from threadpoolctl import threadpool_limits
@@ -160,10 +162,11 @@ class FitSpectra(beam.DoFn):
         # One BLAS thread: results then do not depend on the threads a worker happens to get.
         self._limits = threadpool_limits(1)
         lib = templates.load_library(self._config.fit.library or None)
-        inst = simulate.Instrument(*sdss_io.instrument_from_files(self._config.instrument_files or None))
+        inst = Instrument.from_files(self._config.instrument_files or None)
         self._fitter = ppxf_fit.Fitter(lib, inst, self._config.fit)
         self._progress = ProgressFile(self._config.progress_dir)
         self._writer = None
+        self._done = frozenset(read_checkpoints(self._dir))
 
     def start_bundle(self):
         self._writer = _CheckpointWriter(self._dir, self._config.remote_batch)
@@ -200,19 +203,23 @@ def add_labels(example: tf.train.Example, result: ppxf_fit.LabelResult) -> tf.tr
 
 
 class WriteLabels(beam.DoFn):
-    """Adds labels to one split's Examples; drops failed fits and sigma < min_vd (counted)."""
+    """Adds labels to one split's Examples; drops failed fits and sigma < min_vd (counted).
+    The results are read from the checkpoints in ``setup``."""
 
     COUNTS = "counts"
 
-    def __init__(self, split: str, results: dict[str, str], min_vd: float):
+    def __init__(self, split: str, ckpt_dir: str, min_vd: float):
         self._split = split
-        self._results = results  # spec_id -> LabelResult JSON
+        self._dir = ckpt_dir
         self._min_vd = min_vd
+
+    def setup(self):
+        self._results = read_checkpoints(self._dir)  # spec_id -> LabelResult
 
     def process(self, serialized: bytes):
         example = tf.train.Example.FromString(serialized)
         spec_id = example.features.feature[F.SPEC_ID].bytes_list.value[0].decode()
-        result = ppxf_fit.LabelResult.from_json(self._results[spec_id])
+        result = self._results[spec_id]
         if not result.ok:
             outcome = FAILED
         elif not result.vd >= self._min_vd:
@@ -232,22 +239,22 @@ def read_files(pipeline: beam.Pipeline, files: list[str], label: str):
     )
 
 
-def fit_all(pipeline: beam.Pipeline, files: list[str], config: LabelConfig, ckpt_dir: str, done: frozenset[str]):
-    """Pass 1: fit every spectrum of ``files`` whose id is not in ``done``."""
+def fit_all(pipeline: beam.Pipeline, files: list[str], config: LabelConfig, ckpt_dir: str):
+    """Pass 1: fit every spectrum of ``files`` that has no result in ``ckpt_dir``."""
     return (
         read_files(pipeline, files, "Fit")
         | "Reshuffle" >> beam.Reshuffle()
-        | "Fit" >> beam.ParDo(FitSpectra(config, ckpt_dir, done))
+        | "Fit" >> beam.ParDo(FitSpectra(config, ckpt_dir))
     )
 
 
-def write_all(pipeline: beam.Pipeline, splits: dict[str, list[str]], results: dict[str, str], min_vd: float, out_dir: str):
+def write_all(pipeline: beam.Pipeline, splits: dict[str, list[str]], ckpt_dir: str, min_vd: float, out_dir: str):
     """Pass 2: every split rewritten with labels into ``out_dir/Split-*``; counts to a summary."""
     counts = []
     for split, files in splits.items():
         out = (
             read_files(pipeline, files, f"Write{split}")
-            | f"Label{split}" >> beam.ParDo(WriteLabels(split, results, min_vd)).with_outputs(WriteLabels.COUNTS, main="examples")
+            | f"Label{split}" >> beam.ParDo(WriteLabels(split, ckpt_dir, min_vd)).with_outputs(WriteLabels.COUNTS, main="examples")
         )
         _ = out.examples | f"Write{split}" >> beam.io.WriteToTFRecord(
             os.path.join(out_dir, f"Split-{split}", "labelled"), file_name_suffix=".gz",
@@ -275,10 +282,10 @@ def run(make_pipeline, splits: dict[str, list[str]], out_dir: str, ckpt_dir: str
     done = read_checkpoints(ckpt_dir)
     log.info("%d fits already checkpointed in %s", len(done), ckpt_dir)
     with make_pipeline() as pipeline:
-        fit_all(pipeline, files, config, ckpt_dir, frozenset(done))
+        fit_all(pipeline, files, config, ckpt_dir)
     results = read_checkpoints(ckpt_dir)
     with make_pipeline() as pipeline:
-        write_all(pipeline, splits, {k: r.to_json() for k, r in results.items()}, config.min_vd, out_dir)
+        write_all(pipeline, splits, ckpt_dir, config.min_vd, out_dir)
     with tf.io.gfile.GFile(os.path.join(out_dir, "label_counts.json")) as fh:
         triples = json.load(fh)
     per_split = {s: {LABELLED: 0, FAILED: 0, LOW_VD: 0} for s in splits}
@@ -290,7 +297,7 @@ def run(make_pipeline, splits: dict[str, list[str]], out_dir: str, ckpt_dir: str
         "fitted_before": len(done),
         "fitted": len(results),
         "failed": len(failures),
-        "failure_messages": _count(r.message for r in failures),
+        "failure_messages": dict(sorted(Counter(r.message for r in failures).items())),
         "config": json.loads(config.recorded()),
     }
     with tf.io.gfile.GFile(os.path.join(out_dir, SUMMARY_FILE), "w") as fh:
@@ -298,13 +305,6 @@ def run(make_pipeline, splits: dict[str, list[str]], out_dir: str, ckpt_dir: str
     with tf.io.gfile.GFile(os.path.join(out_dir, "failed_fits.jsonl"), "w") as fh:
         fh.write("".join(r.to_json() + "\n" for r in failures))
     return summary
-
-
-def _count(items) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for item in items:
-        out[item] = out.get(item, 0) + 1
-    return dict(sorted(out.items()))
 
 
 def read_summary(out_dir: str) -> dict:

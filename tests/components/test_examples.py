@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from stellarpop.components import examples, sdss_io
+from stellarpop.components import examples, readers
 from stellarpop.components.spectra import to_model_grid
 from stellarpop.transforms import features as F
 
 
 @pytest.fixture(scope="module")
 def grid_spec(bundled):
-    return to_model_grid(sdss_io.read_spectrum(bundled["NGC3522"])).replace(selection=("snr_r",), bpt_class="passive")
+    return to_model_grid(readers.read_spectrum(bundled["NGC3522"])).replace(selection=("snr_r",), bpt_class="passive")
 
 
 def test_round_trip_keeps_every_feature(grid_spec):
@@ -45,6 +46,28 @@ def test_spec_covers_exactly_the_written_features(grid_spec):
 
 def test_rejects_wrong_length_and_unknown_labels(bundled, grid_spec):
     with pytest.raises(ValueError, match="resample first"):
-        examples.to_example(sdss_io.read_spectrum(bundled["NGC3522"]))
+        examples.to_example(readers.read_spectrum(bundled["NGC3522"]))
     with pytest.raises(KeyError, match="unknown label"):
         examples.to_example(grid_spec, labels={"age": 1.0})
+
+
+def test_split_is_the_one_tfx_assigns():
+    """A mock's split (examples.split_of) is the split TFX's ExampleGen gives the same
+    Example when it is re-ingested: the bug was a SHA-256 of the bare id string."""
+    from tfx.components.example_gen import base_example_gen_executor as tfx_gen
+
+    from stellarpop.components.fits_example_gen.component import default_output_config
+
+    split_config = default_output_config().split_config
+    buckets = list(np.cumsum([s.hash_buckets for s in split_config.splits]))
+    names = [s.name for s in split_config.splits]
+    assert tuple(names) == F.SPLIT_NAMES
+    seen = set()
+    for i in range(300):
+        object_id = f"sim:{i}"
+        example = tf.train.Example()
+        example.features.feature[F.OBJECT_ID].bytes_list.value.append(object_id.encode())
+        tfx_split = names[tfx_gen._PartitionFn(example, len(buckets), buckets, split_config)]
+        assert examples.split_of(object_id) == tfx_split, object_id
+        seen.add(tfx_split)
+    assert seen == set(F.SPLIT_NAMES)

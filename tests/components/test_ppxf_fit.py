@@ -5,29 +5,31 @@ done, or that sits on a bound, is retried and then a recorded failure, never a l
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from stellarpop.components import ppxf_fit, sdss_io, simulate, spectra, templates
+from make_test_data import REAL_SDSS  # tests/data, on the path (tests/conftest.py)
+
+from stellarpop.components import ppxf_fit, priors, simulate, spectra, templates
+from stellarpop.components.instrument import Instrument
 from stellarpop.transforms import features as F
 
 
 @pytest.fixture(scope="module")
 def setup():
     lib = templates.load_library()
-    inst = simulate.Instrument(*sdss_io.instrument_from_files())
-    sub = ppxf_fit.select_library(lib, ppxf_fit.PAPER_AGES, ppxf_fit.PAPER_METALS)
-    return lib, inst, simulate.prepare(sub, inst)
+    inst = Instrument.from_files()
+    sub = templates.select_library(lib, ppxf_fit.PAPER_AGES, ppxf_fit.PAPER_METALS)
+    return lib, inst, templates.prepare(sub, inst)
 
 
 def _noiseless(setup, z, sigma, ebv, bursts):
     """A model-grid spectrum of bursts on the 36 SSPs: (age Gyr, [M/H], mass) each."""
     _, inst, prep = setup
-    comps = tuple(simulate.Component(start=a, tau=0.0, mh=m, mass=w) for a, m, w in bursts)
-    params = simulate.Params(z=z, ebv=ebv, sigma=sigma, snr_r=100.0, galaxy_class="passive", components=comps,
+    comps = tuple(priors.Component(start=a, tau=0.0, mh=m, mass=w) for a, m, w in bursts)
+    params = priors.Params(z=z, ebv=ebv, sigma=sigma, snr_r=100.0, galaxy_class="passive", components=comps,
                              sky_residual=0.0)
     rest, truth = simulate.rest_model(params, prep)
     _, ivar, _, model, _ = simulate.observe(params, rest, prep, inst, np.random.default_rng(0))
@@ -41,7 +43,7 @@ def test_select_library_takes_the_paper_grid(setup):
     np.testing.assert_allclose(prep.ages, [0.0631, 0.1259, 0.2512, 0.5012, 1.0, 1.9953, 3.9811, 7.9433, 15.8489], rtol=1e-3)
     np.testing.assert_allclose(prep.metals, ppxf_fit.PAPER_METALS)
     with pytest.raises(ValueError, match="map twice"):
-        ppxf_fit.select_library(lib, (1.0, 1.01), (0.0,))
+        templates.select_library(lib, (1.0, 1.01), (0.0,))
 
 
 @pytest.mark.parametrize(
@@ -88,17 +90,16 @@ def test_result_json_round_trip_is_exact():
     assert ppxf_fit.LabelResult.from_json(r.to_json()).log_age == r.log_age
 
 
-REAL_SDSS = Path(__file__).resolve().parents[2].parent / "shared" / "real-sdss"
 VDISP = {"0266-51602-0166": (157.9, 4.0), "0266-51630-0174": (160.0, 4.0)}  # SDSS's, from its README
 
 
 def _labeller_fit(fitter, path):
-    """A real file the labeller's way: ingest.process_file -> Example -> job.spectrum_of -> fit."""
+    """A real file the labeller's way: ingest_job.process_file -> Example -> job.spectrum_of -> fit."""
     from stellarpop.components import examples
-    from stellarpop.components.fits_example_gen import ingest
+    from stellarpop.components.fits_example_gen import job as ingest_job
     from stellarpop.components.ppxf_labeler import job
 
-    grid, fail = ingest.process_file(str(path), ingest.IngestConfig())
+    grid, fail = ingest_job.process_file(str(path), ingest_job.IngestConfig())
     assert fail is None, fail
     serialized = examples.to_example(grid).SerializeToString(deterministic=True)
     return fitter.fit(*job.spectrum_of(tf.train.Example.FromString(serialized)))

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stellarpop.components import sdss_io
+from stellarpop.components import readers
 from stellarpop.components.spectra import (
     Selection,
     Spectrum,
@@ -109,7 +109,7 @@ def test_bad_pixels_are_interpolated_and_masked():
 
 def test_partial_coverage_is_padded_masked_and_flagged(bundled):
     """NGC3522's DR18 spectrum starts at 3826 A: the grid pixels below are padded and masked."""
-    spec = sdss_io.read_spectrum(bundled["NGC3522"])
+    spec = readers.read_spectrum(bundled["NGC3522"])
     out = to_model_grid(spec)
     first_edge = pixel_edges(spec.wave)[0]
     uncovered = int(np.sum(F.model_grid() + 0.5 <= first_edge))  # pixels with no data at all

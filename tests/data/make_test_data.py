@@ -22,13 +22,17 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from stellarpop.components import sdss_io
+from stellarpop.components import readers
+
+# The real SDSS galaxies of the workspace (../shared/real-sdss beside the checkout; read in
+# place, never copied into the repo). Tests that need them skip where it is absent.
+REAL_SDSS = Path(__file__).resolve().parents[2].parent / "shared" / "real-sdss"
 
 SOURCE = "NGC3522_SDSS_DR18.fits"
 
 
 def source_file() -> Path:
-    return Path(next(p for p in sdss_io.bundled_spectra() if p.endswith(SOURCE)))
+    return Path(next(p for p in readers.bundled_spectra() if p.endswith(SOURCE)))
 
 
 def _modified(out: Path, edit) -> Path:

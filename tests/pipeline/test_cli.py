@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from stellarpop.components.fits_example_gen import ingest
+from stellarpop.components.fits_example_gen import job as ingest_job
 from stellarpop.pipeline.cli import app
 
 IN_PROCESS = "--beam-arg=--runner=DirectRunner"
@@ -28,7 +28,7 @@ def test_ingest_with_bad_files_reports_and_exits_1(tmp_path, broken):
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["ingest", str(folder), "-o", str(out), IN_PROCESS])
     assert result.exit_code == 1, result.output
-    records = ingest.read_failures(str(out / "examples"))
+    records = ingest_job.read_failures(str(out / "examples"))
     assert len(records) == len(expected)
     assert "nan_flux.fits: flux has 10 non-finite values" in result.output.replace("\n", "")
 

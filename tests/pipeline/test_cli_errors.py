@@ -9,7 +9,7 @@ import logging
 import pytest
 from typer.testing import CliRunner
 
-from stellarpop.pipeline import cli
+from stellarpop.pipeline import cli, cli_support
 
 SHARD = "shard-00000-of-00001.gz"
 NO_EXAMPLES = "no tf.Example TFRecords (expected an examples/ folder with Split-* subfolders, or TFRecord files)"
@@ -30,6 +30,7 @@ def tmp(tmp_path):
     """Bad inputs of every kind; ``out`` (every case's output) is never created."""
     for name, text in {
         "bad.yaml": "name: [unclosed\n", "list.yaml": "- a\n- b\n", "unknown.yaml": "nmae: x\n",
+        "trainer_window.yaml": "trainer: {norm_centre: 5500}\n", "preparation.yaml": "preparation: {norm_half_width: 0}\n",
         "wrongtype.yaml": "workers: many\n", "afile.txt": "text\n", "cat.csv": "plate,mjd,fiber\n266,51630,1\n",
     }.items():
         (tmp_path / name).write_text(text)
@@ -55,6 +56,11 @@ CASES = [
     (["run-pipeline", "--config", "{tmp}/bad.yaml"], 2, "--config {tmp}/bad.yaml: invalid YAML at line 2"),
     (["run-pipeline", "--config", "{tmp}/list.yaml"], 2, "--config {tmp}/list.yaml: the top level is a list, not a mapping"),
     (["run-pipeline", "--config", "{tmp}/unknown.yaml"], 2, "--config {tmp}/unknown.yaml: unknown keys ['nmae']"),
+    # A Transform setting given to the Trainer alone used to reach the model's metadata only.
+    (["run-pipeline", "--config", "{tmp}/trainer_window.yaml"], 2,
+     "--config {tmp}/trainer_window.yaml: trainer config: unknown keys ['norm_centre']"),
+    (["run-pipeline", "--config", "{tmp}/preparation.yaml"], 2,
+     "--config {tmp}/preparation.yaml: norm_half_width 0: the window's half width is > 0 Angstrom"),
     (["run-pipeline", "--config", "{tmp}/wrongtype.yaml"], 2, "--config {tmp}/wrongtype.yaml: workers is 'many', expected int"),
     (["run-pipeline", "--config", "{tmp}/empty"], 2, "--config {tmp}/empty: "),
     (["run-pipeline", "--config", "pipeline/demo.yaml", "--workers", "-1"], 2, "'--workers'"),
@@ -131,7 +137,7 @@ def test_no_cache_turns_off_the_tfx_cache(tmp, monkeypatch):
 
 
 def test_label_reads_the_examples_folder_of_a_run_folder(tmp_path):
-    from stellarpop.components.ppxf_labeler import component
+    from stellarpop.components.ppxf_labeler import run
 
     shard = tmp_path / "examples" / "Split-train" / SHARD
     _write_records(shard, 2)
@@ -139,8 +145,8 @@ def test_label_reads_the_examples_folder_of_a_run_folder(tmp_path):
     (tmp_path / "examples" / "simulate_summary.json").write_text("{}")
     (tmp_path / "examples" / "shards").mkdir()
     (tmp_path / "examples" / "shards" / "shard-00000.done").write_text("{}")
-    assert component.input_splits([str(tmp_path)]) == {"train": [str(shard)]}
-    assert component.input_splits([str(tmp_path / "examples")]) == {"train": [str(shard)]}
+    assert run.input_splits([str(tmp_path)]) == {"train": [str(shard)]}
+    assert run.input_splits([str(tmp_path / "examples")]) == {"train": [str(shard)]}
 
 
 def test_label_output_that_is_a_file_is_refused_before_fitting(tmp_path):
@@ -151,7 +157,7 @@ def test_label_output_that_is_a_file_is_refused_before_fitting(tmp_path):
 
 
 def test_cache_announcements_show_without_verbose():
-    cli._setup_logging(verbose=False)
-    for name in cli.ANNOUNCING_LOGGERS:
+    cli_support.setup_logging(verbose=False)
+    for name in cli_support.ANNOUNCING_LOGGERS:
         assert logging.getLogger(name).isEnabledFor(logging.INFO)
     assert not logging.getLogger("stellarpop.components.simulate").isEnabledFor(logging.INFO)

@@ -1,4 +1,4 @@
-"""TFMA evaluation config: the clipped statistics against astropy, and real TFMA runs of a tiny
+"""TFMA evaluation config: its shape, labels and thresholds, and real TFMA runs of a tiny
 SavedModel whose residuals are known, with and without a baseline model."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
-from astropy.stats import sigma_clipped_stats
 from tensorflow_model_analysis.evaluators import metrics_validator
 
 from stellarpop.pipeline import eval_config as ec
+from stellarpop.pipeline import metrics as M
 from stellarpop.transforms import features as F
 
 SNR_BIN = F.transformed_name("snr_bin")
@@ -28,73 +28,7 @@ def _residuals_with_outliers(rng: np.random.Generator, n: int) -> np.ndarray:
     return r
 
 
-# --- (a) the statistics and the combiners --------------------------------------------------
-@pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("maxiters", [None, 1, 5])
-def test_sigma_clipped_mean_std_matches_astropy(seed, maxiters):
-    r = _residuals_with_outliers(np.random.default_rng(seed), 2000) * 0.1 + 0.05
-    r[:3] = np.nan  # dropped, as astropy does
-    mean, std, n = ec.sigma_clipped_mean_std(r, sigma=3, maxiters=maxiters)
-    with pytest.warns(Warning):  # astropy warns about the NaNs
-        a_mean, _, a_std = sigma_clipped_stats(r, sigma=3, maxiters=maxiters)
-    assert mean == pytest.approx(a_mean, rel=1e-12, abs=1e-15)
-    assert std == pytest.approx(a_std, rel=1e-12)
-    assert n < 2000 - 3  # the outliers went
-
-
-def _inputs(labels, predictions) -> tfma.metrics.StandardMetricInputs:
-    return tfma.metrics.StandardMetricInputs({"labels": labels, "predictions": predictions, "example_weights": None})
-
-
-def _run_combiner(combiner, elements):
-    """Two accumulators merged, as Beam does across bundles."""
-    half = len(elements) // 2
-    accs = []
-    for part in (elements[:half], elements[half:]):
-        acc = combiner.create_accumulator()
-        for e in part:
-            acc = combiner.add_input(acc, e)
-        accs.append(acc)
-    return combiner.extract_output(combiner.merge_accumulators(accs))
-
-
-def test_clipped_combiners_match_astropy_per_output():
-    rng = np.random.default_rng(3)
-    label = rng.uniform(8, 10, 500)
-    resid = _residuals_with_outliers(rng, 500) * 0.1 + 0.02
-    # Multi-output dicts, [1]- and scalar-shaped values as TFMA hands them over per example.
-    elements = [
-        _inputs(
-            {"log_age": np.array([lab]), "mh": np.array([0.0])},
-            {"log_age": np.float32(lab + r), "mh": np.array([1.0])},
-        )
-        for lab, r in zip(label, resid)
-    ]
-    expected = np.asarray([np.float32(lab + r) - lab for lab, r in zip(label, resid)])
-    a_mean, _, a_std = sigma_clipped_stats(expected, sigma=3, maxiters=None)
-    for metric, want in ((ec.ClippedMeanResidual(), a_mean), (ec.ClippedStdResidual(), a_std)):
-        (computation,) = metric.computations(eval_config=tfma.EvalConfig(), output_names=["log_age"])
-        (key,) = computation.keys
-        assert key.output_name == "log_age"
-        assert _run_combiner(computation.combiner, elements)[key] == pytest.approx(want, rel=1e-12)
-
-
-def test_coverage68_reads_the_error_output():
-    rng = np.random.default_rng(4)
-    resid, err = rng.normal(0, 20, 300), rng.uniform(5, 40, 300)
-    elements = [
-        _inputs({"vd": np.array([150.0])}, {"vd": np.array([[150.0 + r]]), "vd_err": np.array([[e]])})
-        for r, e in zip(resid, err)
-    ]
-    (computation,) = ec.Coverage68().computations(eval_config=tfma.EvalConfig(), output_names=["vd"])
-    got = _run_combiner(computation.combiner, elements)[computation.keys[0]]
-    assert got == pytest.approx(np.mean(np.abs(resid) <= err), abs=1e-12)
-    (renamed,) = ec.Coverage68(error_output="vd_sigma").computations(output_names=["vd"])
-    with pytest.raises(ValueError, match="vd_sigma"):
-        renamed.combiner.add_input(renamed.combiner.create_accumulator(), elements[0])
-
-
-# --- the config itself ------------------------------------------------------------------------
+# --- (a) the config itself ---------------------------------------------------------------------
 def test_config_shape_labels_and_thresholds():
     cfg = ec.make_eval_config(
         label_keys=dict(zip(F.LABEL_KEYS, F.TRUTH_KEYS)), thresholds={F.VD: 35.0}, change_thresholds={F.EBV: None}
@@ -124,20 +58,9 @@ def test_config_shape_labels_and_thresholds():
     # The custom metrics resolve through MetricConfig.module, as on a Beam worker.
     custom = [m for m in by_output[F.VD].metrics if m.module]
     assert {m.class_name for m in custom} == {"ClippedMeanResidual", "ClippedStdResidual", "Coverage68"}
-    assert all(m.module == "stellarpop.pipeline.eval_config" for m in custom)
+    assert all(m.module == "stellarpop.pipeline.metrics" for m in custom)
     with pytest.raises(ValueError, match="without labels"):
         ec.make_eval_config(thresholds={"true_vd": 1.0})
-
-
-def test_metric_names():
-    assert ec.metric_name("clipped_std") == "clipped_std_residual"
-    assert ec.metric_name("clipped_mean", "log_age") == "log_age/clipped_mean_residual"
-    assert ec.metric_name("rmse", "vd") == "vd/root_mean_squared_error"
-    assert ec.metric_key("clipped_std", "vd", "candidate", is_diff=True) == tfma.metrics.MetricKey(
-        name="clipped_std_residual", model_name="candidate", output_name="vd", is_diff=True
-    )
-    with pytest.raises(KeyError):
-        ec.metric_name("median")
 
 
 # --- (b) real TFMA runs --------------------------------------------------------------------------
@@ -185,7 +108,7 @@ class _ToyModel(tf.Module):
             err = tf.fill(tf.shape(pred), tf.constant(s, tf.float32))
             if k in (F.LOG_AGE, F.MH):
                 pred, err = pred[:, None], err[:, None]
-            out[k], out[k + ec.ERROR_SUFFIX] = pred, err
+            out[k], out[k + M.ERROR_SUFFIX] = pred, err
         return out
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
@@ -247,29 +170,29 @@ def alone(toy):
 
 def test_tfma_clipped_mean_overall_and_on_a_slice(toy, alone):
     _, cols, _ = toy
-    got = ec.read_metrics(alone)
+    got = M.read_metrics(alone)
     for output in (F.LOG_AGE, F.VD):  # one [batch, 1] and one [batch] output
         resid = _expected_resid(cols, output, GOOD_SCALES[output])
-        mean, std, n_kept = ec.sigma_clipped_mean_std(resid)
+        mean, std, n_kept = M.sigma_clipped_mean_std(resid)
         assert n_kept < N_EXAMPLES  # the clipping did something
         overall = got[()]
-        assert overall[ec.metric_name("clipped_mean", output)] == pytest.approx(mean, rel=1e-5)
-        assert overall[ec.metric_name("clipped_std", output)] == pytest.approx(std, rel=1e-5)
-        assert overall[ec.metric_name("example_count", output)] == N_EXAMPLES
-        assert overall[ec.metric_name("mae", output)] == pytest.approx(np.mean(np.abs(resid)), rel=1e-5)
-        assert overall[ec.metric_name("rmse", output)] == pytest.approx(np.sqrt(np.mean(resid**2)), rel=1e-4)
+        assert overall[M.metric_name("clipped_mean", output)] == pytest.approx(mean, rel=1e-5)
+        assert overall[M.metric_name("clipped_std", output)] == pytest.approx(std, rel=1e-5)
+        assert overall[M.metric_name("example_count", output)] == N_EXAMPLES
+        assert overall[M.metric_name("mae", output)] == pytest.approx(np.mean(np.abs(resid)), rel=1e-5)
+        assert overall[M.metric_name("rmse", output)] == pytest.approx(np.sqrt(np.mean(resid**2)), rel=1e-4)
         covered = np.abs(resid) <= np.float32(GOOD_SCALES[output])
-        assert overall[ec.metric_name("coverage68", output)] == pytest.approx(covered.mean(), abs=1e-9)
+        assert overall[M.metric_name("coverage68", output)] == pytest.approx(covered.mean(), abs=1e-9)
         sel = cols[F.BPT_CLASS] == "passive"
         on_slice = got[((F.BPT_CLASS, "passive"),)]
-        want = ec.sigma_clipped_mean_std(resid[sel])[0]
-        assert on_slice[ec.metric_name("clipped_mean", output)] == pytest.approx(want, rel=1e-5)
-        assert on_slice[ec.metric_name("example_count", output)] == sel.sum()
+        want = M.sigma_clipped_mean_std(resid[sel])[0]
+        assert on_slice[M.metric_name("clipped_mean", output)] == pytest.approx(want, rel=1e-5)
+        assert on_slice[M.metric_name("example_count", output)] == sel.sum()
 
 
 def test_tfma_slices_on_transformed_and_raw_features(toy, alone):
     _, cols, _ = toy
-    slices = set(ec.read_metrics(alone))
+    slices = set(M.read_metrics(alone))
     by_feature = {}
     for s in slices:
         for name, value in s:
@@ -284,7 +207,7 @@ def test_tfma_validation_value_thresholds(toy, alone):
     _, cols, _ = toy
     assert tfma.load_validation_result(alone).validation_ok
     # The same metrics against a bound the ebv output misses: one failure, overall slice only.
-    ebv_std = ec.sigma_clipped_mean_std(_expected_resid(cols, F.EBV, GOOD_SCALES[F.EBV]))[1]
+    ebv_std = M.sigma_clipped_mean_std(_expected_resid(cols, F.EBV, GOOD_SCALES[F.EBV]))[1]
     tight = tfma.utils.update_eval_config_with_defaults(
         ec.make_eval_config(thresholds={F.EBV: 0.9 * ebv_std}), has_baseline=False, rubber_stamp=True
     )
@@ -317,10 +240,10 @@ def test_tfma_change_threshold_against_baseline(toy):
         for f in v.failures
     ]
     assert failures == [("clipped_std_residual", F.VD, True, 0)]  # on the overall slice (empty key)
-    std_good = ec.sigma_clipped_mean_std(_expected_resid(cols, F.VD, GOOD_SCALES[F.VD]))[1]
-    std_worse = ec.sigma_clipped_mean_std(_expected_resid(cols, F.VD, 32.0))[1]
+    std_good = M.sigma_clipped_mean_std(_expected_resid(cols, F.VD, GOOD_SCALES[F.VD]))[1]
+    std_worse = M.sigma_clipped_mean_std(_expected_resid(cols, F.VD, 32.0))[1]
     assert std_worse < ec.DEFAULT_STD_THRESHOLDS[F.VD] and std_worse - std_good > 0.1 * ec.DEFAULT_STD_THRESHOLDS[F.VD]
-    assert any(s and s[0][0] == SNR_BIN for s in ec.read_metrics(out))  # per-model transformed features
-    name = ec.metric_name("clipped_std", F.VD)
-    assert ec.read_metrics(out)[()][name] == pytest.approx(std_worse, rel=1e-5)
-    assert ec.read_metrics(out, model_name=tfma.BASELINE_KEY)[()][name] == pytest.approx(std_good, rel=1e-5)
+    assert any(s and s[0][0] == SNR_BIN for s in M.read_metrics(out))  # per-model transformed features
+    name = M.metric_name("clipped_std", F.VD)
+    assert M.read_metrics(out)[()][name] == pytest.approx(std_worse, rel=1e-5)
+    assert M.read_metrics(out, model_name=tfma.BASELINE_KEY)[()][name] == pytest.approx(std_good, rel=1e-5)

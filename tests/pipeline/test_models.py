@@ -10,8 +10,9 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from stellarpop.components.simulate import SDSS_VELSCALE
+from stellarpop.components.instrument import SDSS_VELSCALE
 from stellarpop.pipeline import models as M
+from stellarpop.pipeline import rest_frame
 from stellarpop.transforms import features as F
 from stellarpop.transforms import preprocessing as P
 
@@ -146,12 +147,12 @@ def test_rest_frame_view_puts_a_line_at_its_rest_wavelength_with_the_same_width_
     """A Gaussian line of sigma 150 km/s at 5175 A rest lands on the rest pixel of 5175 A
     and is 150 / 69.03 pixels wide at every redshift; rest pixels outside the observed range
     are 0 in every channel."""
-    grid, rest = F.model_grid(), M.rest_grid()
+    grid, rest = F.model_grid(), rest_frame.rest_grid()
     centre, sigma_kms = 5175.0 * (1 + z), 150.0
     sigma_a = centre * sigma_kms / 299792.458
     line = np.exp(-0.5 * ((grid - centre) / sigma_a) ** 2).astype(np.float32)
     channels = np.stack([line, np.ones_like(line), np.ones_like(line)], axis=-1)[None]
-    out = M.RestFrame()((tf.constant(channels), tf.constant([z], tf.float32))).numpy()[0]
+    out = rest_frame.RestFrame()((tf.constant(channels), tf.constant([z], tf.float32))).numpy()[0]
     flux = out[:, 0]
     peak = np.argmax(flux)
     assert abs(rest[peak] - 5175.0) < 1.2  # within one rest pixel
@@ -171,11 +172,11 @@ def test_rest_frame_view_is_differentiable_and_batched():
     z = tf.constant([0.01, 0.2])
     with tf.GradientTape() as tape:
         tape.watch(x)
-        out = M.RestFrame()((x, z))
+        out = rest_frame.RestFrame()((x, z))
         total = tf.reduce_sum(out)
-    assert out.shape == (2, M.N_REST, 3)
+    assert out.shape == (2, rest_frame.N_REST, 3)
     grad = tape.gradient(total, x).numpy()
     # Every observed pixel inside the rest grid's reach contributes (weights sum ~ pixel ratio).
     assert np.all(np.isfinite(grad)) and grad[0].sum() > 0
-    single = M.RestFrame()((x[1:], z[1:])).numpy()
+    single = rest_frame.RestFrame()((x[1:], z[1:])).numpy()
     np.testing.assert_allclose(single[0], out.numpy()[1], rtol=1e-6)

@@ -75,7 +75,7 @@ def test_predict_with_the_pushed_model(pushed, bundled, tmp_path):
     ok = table[table["spec_id"] == "2488-54149-0001"].iloc[0]
     assert all(math.isfinite(ok[k]) and ok[k + "_err"] > 0 for k in ("log_age", "mh", "ebv", "vd"))
     star = table[table["spec_id"] == "0945-52652-0470"].iloc[0]
-    assert "class_STAR" in star["quality"]
+    assert star["quality"] == "class"  # the selection cut it fails (SDSS calls it a STAR)
     assert "nope.fits" in table["error"].fillna("").str.cat()
 
 
@@ -117,21 +117,34 @@ def test_cache_keys_hold_code_files_and_schema(tmp_path):
     library = tmp_path / "library.npz"
     library.write_bytes(b"templates")
     cfg = dataclasses.replace(_tiny(str(tmp_path)), examples={**_tiny("").examples, "library": str(library)})
-    nodes = {n.id: n for n in pipeline_lib.create_pipeline(cfg).components}
-    assert pipeline_lib.create_pipeline(cfg).enable_cache
-    assert not pipeline_lib.create_pipeline(dataclasses.replace(cfg, enable_cache=False)).enable_cache
+    nodes = {n.id: n for n in pipeline_lib.create_pipeline(cfg, "schema.pbtxt").components}
+    assert pipeline_lib.create_pipeline(cfg, "schema.pbtxt").enable_cache
+    assert not pipeline_lib.create_pipeline(dataclasses.replace(cfg, enable_cache=False), "schema.pbtxt").enable_cache
     assert pipeline_lib.CODE_FINGERPRINT in json.loads(nodes["Transform"].exec_properties["custom_config"])
     trainer_config = json.loads(nodes["Trainer"].exec_properties["custom_config"])
     assert trainer_config[pipeline_lib.CODE_FINGERPRINT] and trainer_config["resume_dir"] == pipeline_lib.resume_dir(cfg)
     # The project's components declare the property (so it reaches Kubeflow too).
     stamped = nodes["MockExampleGen"].exec_properties[pipeline_lib.CODE_FINGERPRINT]
     library.write_bytes(b"other templates")
-    again = {n.id: n for n in pipeline_lib.create_pipeline(cfg).components}
+    again = {n.id: n for n in pipeline_lib.create_pipeline(cfg, "schema.pbtxt").components}
     assert again["MockExampleGen"].exec_properties[pipeline_lib.CODE_FINGERPRINT] != stamped
     assert nodes["Evaluator"].executor_spec.extra_flags
     # ImportSchemaGen sees a path only: another schema, another path.
     truth, ppxf = (pipeline_lib.write_schema(str(tmp_path), s) for s in ("truth", "ppxf"))
     assert truth != ppxf and truth == pipeline_lib.write_schema(str(tmp_path), "truth")
+
+
+def test_create_pipeline_writes_nothing(tmp_path):
+    """Compiling (for Kubeflow too) must not write to the root: the schema is the runner's."""
+    cfg = dataclasses.replace(_tiny(str(tmp_path / "root")), preparation={"norm_centre": 5200.0}).resolved()
+    nodes = {n.id: n for n in pipeline_lib.create_pipeline(cfg, str(tmp_path / "schema.pbtxt")).components}
+    assert not os.path.exists(cfg.root) and not os.listdir(tmp_path)
+    # One preprocessing config reaches Transform, the Trainer and the example generator.
+    transform = json.loads(nodes["Transform"].exec_properties["custom_config"])["preprocessing"]
+    trained = json.loads(nodes["Trainer"].exec_properties["custom_config"])["preprocessing"]
+    sim = json.loads(nodes["MockExampleGen"].exec_properties["sim_config"])
+    assert transform == trained and transform["preparation"]["norm_centre"] == 5200.0
+    assert transform["label_source"] == cfg.label_source and sim["preparation"] == transform["preparation"]
 
 
 @pytest.mark.parametrize("enable_cache", [True, False])

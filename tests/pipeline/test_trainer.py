@@ -4,6 +4,7 @@ training that resumes to the uninterrupted result."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -20,7 +21,7 @@ from tfx_bsl.public import tfxio
 
 from stellarpop.components import examples
 from stellarpop.components.spectra import Spectrum
-from stellarpop.pipeline import models, trainer
+from stellarpop.pipeline import export, models, resume, trainer
 from stellarpop.transforms import features as F
 from stellarpop.transforms import preprocessing as P
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
@@ -69,7 +70,7 @@ def data(tmp_path_factory) -> dict:
     with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=str(root / "tmp")):
         raw = pipeline | source.BeamSource()
         (_, _), transform_fn = (raw, source.TensorAdapterConfig()) | tft_beam.AnalyzeAndTransformDataset(
-            P.preprocessing_fn
+            functools.partial(P.preprocessing_fn, custom_config={"preprocessing": {"label_source": "ppxf"}})
         )
         _ = transform_fn | tft_beam.WriteTransformFn(transform_dir)
     # As TFX's Transform executor does: the raw schema next to the graph.
@@ -91,7 +92,8 @@ def trained(data) -> dict:
         train_steps=None,
         eval_steps=None,
         custom_config={
-            "model": "default", "epochs": 2, "batch_size": 16, "seed": 1, "cache": True, "other_component_key": 1
+            "model": "default", "epochs": 2, "batch_size": 16, "seed": 1, "cache": True,
+            "preprocessing": {"label_source": "ppxf"}, "code_fingerprint": "bookkeeping",
         },
         data_accessor=None,
     )
@@ -105,10 +107,10 @@ def serialized(mocks, labels: bool) -> tf.Tensor:
 
 def test_serving_default_takes_unlabelled_examples_and_returns_physical_units(data, trained):
     serve = trained["loaded"].signatures["serving_default"]
-    assert list(serve.structured_input_signature[1]) == [trainer.EXAMPLES_INPUT]
+    assert list(serve.structured_input_signature[1]) == [export.EXAMPLES_INPUT]
     eval_mocks = data["mocks"][N_TRAIN:]
     out = {k: v.numpy() for k, v in serve(examples=serialized(eval_mocks, labels=False)).items()}
-    assert set(out) == set(trainer.OUTPUT_KEYS) == set(F.LABEL_KEYS) | {k + "_err" for k in F.LABEL_KEYS}
+    assert set(out) == set(export.OUTPUT_KEYS) == set(F.LABEL_KEYS) | {k + "_err" for k in F.LABEL_KEYS}
     train_labels = {k: np.array([lab[k] for _, lab in data["mocks"][:N_TRAIN]], np.float32) for k in F.LABEL_KEYS}
     for key in F.LABEL_KEYS:
         low, high = train_labels[key].min(), train_labels[key].max()
@@ -124,21 +126,21 @@ def test_serving_equals_checkpoint_behind_transform_features(data, trained):
     loaded, fn_args = trained["loaded"], trained["fn_args"]
     eval_mocks = data["mocks"][N_TRAIN:]
     transformed = loaded.signatures["transform_features"](examples=serialized(eval_mocks, labels=True))
-    assert {P.FLUX_XF, P.SNR_BIN_XF, P.Z_BIN_XF, P.BPT_CLASS_XF, *P.LABEL_XF_KEYS} <= set(transformed)
-    np.testing.assert_array_equal(transformed[P.BPT_CLASS_XF].numpy()[:2], [b"passive", b"star-forming"])
+    assert {P.FLUX_XF, P.SNR_BIN_XF, P.Z_BIN_XF, P.Z_XF, *P.LABEL_XF_KEYS} <= set(transformed)
+    assert F.transformed_name(F.BPT_CLASS) not in transformed  # TFMA slices on the raw bpt_class
     model = models.build("default")
     model.load_weights(os.path.join(fn_args.model_run_dir, trainer.CHECKPOINT)).expect_partial()
     y_pred = model({k: transformed[k] for k in model.input_names}, training=False)
-    want = trainer.to_physical(y_pred, transformed, predicts_variance=True)
+    want = export.to_physical(y_pred, transformed, predicts_variance=True)
     got = loaded.signatures["serving_default"](examples=serialized(eval_mocks, labels=False))
-    for key in trainer.OUTPUT_KEYS:
+    for key in export.OUTPUT_KEYS:
         np.testing.assert_allclose(got[key].numpy(), want[key].numpy(), rtol=1e-5, err_msg=key)
 
 
 def test_model_carries_its_metadata(data, trained):
-    info = json.loads(trained["loaded"].signatures["metadata"](examples=tf.constant([], tf.string))[trainer.MODEL_INFO].numpy())
+    info = json.loads(trained["loaded"].signatures["metadata"](examples=tf.constant([], tf.string))[export.MODEL_INFO].numpy())
     serving_dir = trained["fn_args"].serving_model_dir
-    with open(os.path.join(serving_dir, trainer.MODEL_INFO_FILE)) as f:
+    with open(os.path.join(serving_dir, export.MODEL_INFO_FILE)) as f:
         assert json.load(f) == info
     assert info["architecture"] == "default" and info["label_source"] == "ppxf" and info["predicts_variance"]
     assert info["wavelength_grid"] == {
@@ -203,25 +205,35 @@ def test_to_physical_inverts_the_scaling_and_paper_errors_are_nan():
         transformed[low_key], transformed[high_key] = tf.fill([2], float(i)), tf.fill([2], float(3 * i + 2))
     means = tf.constant([[0.0, 0.5, 1.0, 0.25], [1.0, 0.0, 0.5, 0.75]])
     logvar = tf.fill([2, 4], math.log(0.01))
-    out = trainer.to_physical(tf.concat([means, logvar], axis=1), transformed, predicts_variance=True)
+    out = export.to_physical(tf.concat([means, logvar], axis=1), transformed, predicts_variance=True)
     spans = np.array([2.0 * i + 2 for i in range(4)])
     np.testing.assert_allclose(out[F.MH].numpy(), 1 + means.numpy()[:, 1] * spans[1])
     np.testing.assert_allclose(out[F.VD + "_err"].numpy(), 0.1 * spans[3], rtol=1e-6)
-    paper = trainer.to_physical(means, transformed, predicts_variance=False)
+    paper = export.to_physical(means, transformed, predicts_variance=False)
     np.testing.assert_allclose(paper[F.LOG_AGE].numpy(), means.numpy()[:, 0] * 2)
     assert np.all(np.isnan(paper[F.EBV + "_err"].numpy()))
 
 
 def test_config_and_steps():
-    config = trainer.TrainConfig.from_custom_config({"label_source": "truth", "model": "paper", "unrelated": 0})
-    assert config.epochs == 20 and config.lr == 1e-4 and config.label_source == "truth"
+    config = trainer.TrainConfig.from_custom_config(
+        {"preprocessing": {"label_source": "truth", "preparation": {"norm_centre": 5500.0}}, "model": "paper",
+         "resume_dir": "", "code_fingerprint": "x"}
+    )
+    assert config.epochs == 20 and config.lr == 1e-4 and config.preprocessing.label_source == "truth"
+    assert config.preprocessing.norm_window == (5500.0, F.NORM_HALF_WIDTH)
     assert trainer.TrainConfig.from_custom_config(None).lr == 1e-3
     with pytest.raises(KeyError):
         trainer.TrainConfig.from_custom_config({"model": "nope"})
     with pytest.raises(ValueError):
-        trainer.TrainConfig.from_custom_config({"label_source": "sdss"})
-    assert trainer.steps_per_epoch(None, 5) is None and trainer.steps_per_epoch(0, 5) is None
-    assert trainer.steps_per_epoch(101, 10) == 11
+        trainer.TrainConfig.from_custom_config({"preprocessing": {"label_source": "sdss"}})
+    # The bug this replaced: a Transform setting given to the Trainer alone was ignored by
+    # the graph but written into the model's metadata. Now it is refused, by name.
+    with pytest.raises(ValueError, match="unknown keys \\['norm_centre'\\]"):
+        trainer.TrainConfig.from_custom_config({"norm_centre": 5500.0})
+    with pytest.raises(ValueError, match="unrelated"):
+        trainer.TrainConfig.from_custom_config({"unrelated": 0})
+    assert resume.steps_per_epoch(None, 5) is None and resume.steps_per_epoch(0, 5) is None
+    assert resume.steps_per_epoch(101, 10) == 11
 
 
 class Killed(Exception):
@@ -234,13 +246,13 @@ def test_a_killed_training_resumes_to_the_uninterrupted_result(data, tmp_path, m
     args = (str(data["root"] / "Split-train" / "*"), str(data["root"] / "Split-eval" / "*"),
             tft.TFTransformOutput(data["transform_dir"]))
     _, whole = trainer.train(config, *args, str(tmp_path / "whole"), state_dir=str(tmp_path / "whole-state"))
-    save = trainer.EpochState.on_epoch_end
+    save = resume.EpochState.on_epoch_end
 
     def killed_after_the_first_epoch(self, epoch, logs=None):
         save(self, epoch, logs)
         raise Killed
 
-    monkeypatch.setattr(trainer.EpochState, "on_epoch_end", killed_after_the_first_epoch)
+    monkeypatch.setattr(resume.EpochState, "on_epoch_end", killed_after_the_first_epoch)
     with pytest.raises(Killed):
         trainer.train(config, *args, str(tmp_path / "killed"), state_dir=str(tmp_path / "state"))
     monkeypatch.undo()
@@ -263,7 +275,18 @@ def test_early_stopping_and_best_epoch_follow_keras(seed):
     for epoch, value in enumerate(val):
         stopper.on_epoch_end(epoch, {"val_loss": value})
         saved, best = (epoch, value) if value < best else (saved, best)
-        assert trainer.should_stop(val[: epoch + 1], stopper.patience) == bool(stopper.model.stop_training)
-        assert trainer.best_epoch(val[: epoch + 1]) == saved
+        assert resume.should_stop(val[: epoch + 1], stopper.patience) == bool(stopper.model.stop_training)
+        assert resume.best_epoch(val[: epoch + 1]) == saved
         if stopper.model.stop_training:
             break
+
+
+def test_export_carries_warmup_requests(trained):
+    """Each export holds TF Serving's warmup records: real eval Examples, 4 per request."""
+    from stellarpop.serving import warmup
+
+    requests = warmup.read_warmup(trained["fn_args"].serving_model_dir)
+    sizes = [len(tf.make_ndarray(r.inputs["examples"])) for r in requests]
+    assert sizes == [export.WARMUP_BATCH] * (export.WARMUP_EXAMPLES // export.WARMUP_BATCH)
+    assert all(r.model_spec.signature_name == "serving_default" for r in requests)
+    assert warmup.check_warmup(trained["fn_args"].serving_model_dir) == len(requests)

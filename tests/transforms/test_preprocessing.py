@@ -19,6 +19,7 @@ from stellarpop.components import examples
 from stellarpop.components.spectra import Spectrum, normalisation
 from stellarpop.transforms import features as F
 from stellarpop.transforms import preprocessing as P
+from stellarpop.transforms.config import PreprocessingConfig
 
 GRID = F.model_grid()
 CENTRE_IDX = int(np.flatnonzero(GRID == F.NORM_CENTRE)[0])
@@ -107,7 +108,6 @@ def expected_rows(spectra: list[Spectrum], label_rows: list[dict], centre: float
             row[min_key], row[max_key] = float(low), float(high)
         row[P.SNR_BIN_XF] = int(digitize(spec.snr_r, F.SNR_BIN_EDGES))
         row[P.Z_BIN_XF] = int(digitize(spec.z, F.Z_BIN_EDGES[:-1]))
-        row[P.BPT_CLASS_XF] = spec.bpt_class.encode()
         row[P.Z_XF] = float(np.float32(spec.z))  # passed through for the rest-frame view
         rows.append(row)
     return rows
@@ -166,8 +166,12 @@ def test_buckets_follow_np_digitize_and_document_the_ends():
 
 def test_config_rejects_unknown_label_source_and_empty_window():
     with pytest.raises(ValueError, match="label_source"):
-        P.resolve_config({"label_source": "sdss"})
-    assert P.resolve_config({"model": "paper"}) == P.DEFAULT_CONFIG
+        P.resolve_config({"preprocessing": {"label_source": "sdss"}})
+    assert P.resolve_config({"code_fingerprint": "x"}) == PreprocessingConfig()
+    with pytest.raises(ValueError, match="unknown keys \\['model'\\]"):
+        P.resolve_config({"model": "paper"})
+    with pytest.raises(ValueError, match="preprocessing.preparation: unknown keys"):
+        P.resolve_config({"preprocessing": {"preparation": {"norm_center": 5000.0}}})
     with pytest.raises(ValueError, match="window"):
         P.window_slice(3000.0, 10.0)
 
@@ -178,7 +182,8 @@ def test_config_rejects_unknown_label_source_and_empty_window():
 class PreprocessingFnTest(tft_unit.TransformTestCase):
     def test_ppxf_labels_default_window(self):
         self.assertAnalyzeAndTransformResults(
-            raw_instances(SPECTRA), dataset_metadata.DatasetMetadata.from_feature_spec(RAW_SPEC), P.preprocessing_fn,
+            raw_instances(SPECTRA), dataset_metadata.DatasetMetadata.from_feature_spec(RAW_SPEC),
+            functools.partial(P.preprocessing_fn, custom_config={"preprocessing": {"label_source": "ppxf"}}),
             expected_rows(SPECTRA, LABELS, F.NORM_CENTRE, F.NORM_HALF_WIDTH),
         )
 
@@ -187,7 +192,7 @@ class PreprocessingFnTest(tft_unit.TransformTestCase):
         centre = 5500.0
         spectra = list(SPECTRA)
         spectra[1] = make_spectrum(1, masked=(int(centre - F.GRID_START),))
-        config = {"label_source": "truth", "norm_centre": centre, "norm_half_width": 1.5}
+        config = {"preprocessing": {"label_source": "truth", "preparation": {"norm_centre": centre, "norm_half_width": 1.5}}}
         self.assertAnalyzeAndTransformResults(
             raw_instances(spectra, SCHEMAGEN_SPEC), dataset_metadata.DatasetMetadata.from_feature_spec(SCHEMAGEN_SPEC),
             functools.partial(P.preprocessing_fn, custom_config=config),
@@ -198,13 +203,16 @@ class PreprocessingFnTest(tft_unit.TransformTestCase):
 # --- the TFT layer on serving requests without labels ---------------------------------------
 
 
+PPXF_PREPROCESSING = functools.partial(P.preprocessing_fn, custom_config={"preprocessing": {"label_source": "ppxf"}})
+
+
 @pytest.fixture(scope="module")
 def transform_dir(tmp_path_factory) -> str:
     out = str(tmp_path_factory.mktemp("transform"))
     with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=str(tmp_path_factory.mktemp("tmp"))):
         raw = pipeline | beam.Create(raw_instances(SPECTRA), reshuffle=False)
         metadata = dataset_metadata.DatasetMetadata.from_feature_spec(RAW_SPEC)
-        (_, _), transform_fn = (raw, metadata) | tft_beam.AnalyzeAndTransformDataset(P.preprocessing_fn)
+        (_, _), transform_fn = (raw, metadata) | tft_beam.AnalyzeAndTransformDataset(PPXF_PREPROCESSING)
         _ = transform_fn | tft_beam.WriteTransformFn(out)
     return out
 

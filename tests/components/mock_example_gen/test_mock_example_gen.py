@@ -16,8 +16,9 @@ from tfx.orchestration import metadata, pipeline as tfx_pipeline
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 from typer.testing import CliRunner
 
-from stellarpop.components import examples, nuisances, sdss_io, simulate, templates
-from stellarpop.components.fits_example_gen import ingest
+from stellarpop.components import examples, instrument, nuisances, priors, simulate, templates
+from stellarpop.components.instrument import Instrument
+from stellarpop.components.fits_example_gen import job as ingest_job
 from stellarpop.components.mock_example_gen import component, job
 from stellarpop.pipeline.cli import app
 from stellarpop.transforms import features as F
@@ -39,9 +40,9 @@ def _run(config: job.SimConfig, out: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def inst_prep() -> tuple[simulate.Instrument, simulate.Prepared]:
-    inst = simulate.Instrument(*sdss_io.instrument_from_files())
-    return inst, simulate.prepare(templates.load_library(), inst)
+def inst_prep() -> tuple[instrument.Instrument, templates.Prepared]:
+    inst = Instrument.from_files()
+    return inst, templates.prepare(templates.load_library(), inst)
 
 
 @pytest.mark.parametrize("nuis", ["none", "realistic"])
@@ -71,7 +72,7 @@ def test_config_records_nuisances_only_when_on():
         '"progress_dir": "", "seed": 7, "shard_size": 1000, "write_fits": false}'
     )
     assert job.SimConfig.from_json(plain.to_json()) == plain
-    wide = job.SimConfig(n=5, seed=7, priors=simulate.Priors(mode="wide"), nuisances="realistic")
+    wide = job.SimConfig(n=5, seed=7, priors=priors.Priors(mode="wide"), nuisances="realistic")
     assert wide.nuisances == nuisances.Nuisances.realistic() and job.SimConfig.from_json(wide.to_json()) == wide
     custom = job.SimConfig(n=5, seed=7, nuisances={"preset": "realistic", "gap_prob": 0.2, "gap_range": [200, 900]})
     assert custom.nuisances == nuisances.Nuisances(**{**dataclasses.asdict(nuisances.Nuisances.realistic()),
@@ -87,7 +88,7 @@ def test_nuisances_off_is_the_plain_simulation(inst_prep):
     inst, prep = inst_prep
     mock = job.one_spectrum(3, job.SimConfig(n=5, seed=7), prep, inst)
     rng = np.random.default_rng([7, 3])
-    plain = simulate.simulate(simulate.draw_params(rng), prep, inst, rng, mock.spectrum.spec_id)
+    plain = simulate.simulate(priors.draw_params(rng), prep, inst, rng, mock.spectrum.spec_id)
     assert mock.nuisance is None
     np.testing.assert_array_equal(mock.spectrum.flux, plain.spectrum.flux)
     np.testing.assert_array_equal(mock.spectrum.ivar, plain.spectrum.ivar)
@@ -138,7 +139,7 @@ def test_fits_files_read_back_through_the_ingest_path(tmp_path, nuis):
     files = sorted(glob.glob(os.path.join(out, job.FITS_DIR, "*", "spec-*.fits")))
     assert len(files) == 4
     for path in files:
-        spec, fail = ingest.process_file(path, ingest.IngestConfig(select=False))
+        spec, fail = ingest_job.process_file(path, ingest_job.IngestConfig(select=False))
         assert fail is None
         want = examples.parse(direct[spec.spec_id], truth=True)
         np.testing.assert_array_equal(spec.flux, want[F.FLUX])  # process_file resampled it

@@ -18,7 +18,7 @@ from tfx.types import standard_artifacts, artifact_utils
 
 from stellarpop.components import examples, ppxf_fit
 from stellarpop.components.mock_example_gen import job as sim_job
-from stellarpop.components.ppxf_labeler import component, job
+from stellarpop.components.ppxf_labeler import component, job, run
 from stellarpop.pipeline import configs
 from stellarpop.transforms import features as F
 
@@ -37,7 +37,7 @@ def mocks(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def reference(mocks, tmp_path_factory) -> tuple[str, dict]:
     out = str(tmp_path_factory.mktemp("reference"))
-    summary = component.run_standalone([mocks], out, FAST, ["--runner=DirectRunner"])
+    summary = run.run_standalone([mocks], out, FAST, ["--runner=DirectRunner"])
     return out, summary
 
 
@@ -83,7 +83,7 @@ def test_labels_every_split_and_counts_the_cut(mocks, reference):
 @pytest.mark.e2e
 def test_several_workers_give_the_same_labels(mocks, reference, tmp_path):
     out, _ = reference
-    component.run_standalone([mocks], str(tmp_path), FAST, configs.local_beam_args(2))
+    run.run_standalone([mocks], str(tmp_path), FAST, configs.local_beam_args(2))
     assert _labels(str(tmp_path)) == _labels(out)
 
 
@@ -121,7 +121,7 @@ def test_resume_with_another_configuration_is_refused(mocks, reference):
     out, _ = reference
     other = job.LabelConfig(fit=ppxf_fit.FitConfig(gas_components=1))
     with pytest.raises(Exception, match="another configuration"):
-        component.run_standalone([mocks], out, other, ["--runner=DirectRunner"])
+        run.run_standalone([mocks], out, other, ["--runner=DirectRunner"])
 
 
 def test_executor_labels_an_examples_artefact(mocks, tmp_path):

@@ -1,7 +1,9 @@
-"""Resumable ingest: the same job over fixed chunks of the input list (``stellarpop ingest``).
+"""The ingest job without TFX (``stellarpop ingest``): one run, or a resumable chunked run.
 
-A DR7-sized ingest (800,000 files at ~100 files/s) runs for hours. The sorted input list is
-cut into chunks; each chunk is one run of the ingest job into ``chunks/NNNNN/``, whose
+:func:`run_standalone` runs the FitsExampleGen executor outside a pipeline, into the same
+Examples layout. :func:`run_chunked` makes that resumable: a DR7-sized ingest (800,000
+files at ~100 files/s) runs for hours. The sorted input list is cut into chunks; each
+chunk is one run of the ingest job into ``chunks/NNNNN/``, whose
 outputs are then moved into the one Examples folder under chunk-prefixed names
 (``examples/Split-train/chunk00003-data_tfrecord-...``) before the chunk is marked done.
 A re-run of the same command skips done chunks and redoes at most the chunk in flight.
@@ -18,7 +20,12 @@ import os
 import shutil
 from pathlib import Path
 
-from stellarpop.components.fits_example_gen import executor, ingest
+from tfx.proto import example_gen_pb2
+from tfx.types import standard_component_specs
+from tfx.utils import proto_utils
+
+from stellarpop.components.fits_example_gen import component, job
+from stellarpop.components.fits_example_gen.component import INGEST_CONFIG_KEY, Executor
 from stellarpop.components.progress import ResumeError
 
 log = logging.getLogger(__name__)
@@ -26,6 +33,40 @@ log = logging.getLogger(__name__)
 CHUNKS_DIR = "chunks"
 DONE_FILE = "DONE"
 INPUTS_FILE = "inputs.txt"
+
+
+def run_standalone(
+    out_dir: str,
+    config: job.IngestConfig,
+    beam_pipeline_args: list[str] | None = None,
+    input_base: str = "",
+    output_config: example_gen_pb2.Output | None = None,
+) -> dict:
+    """Run the executor outside a pipeline (``stellarpop ingest``): same job, same layout.
+
+    Writes an Examples artefact folder ``out_dir/examples`` (``Split-*/``, ``failures/``,
+    ``ingest_summary.json``) and returns the summary.
+    """
+    import os
+
+    from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
+    from tfx.types import standard_artifacts
+
+    examples = standard_artifacts.Examples()
+    examples.uri = os.path.join(out_dir, "examples")
+    exec_properties = {
+        standard_component_specs.INPUT_BASE_KEY: input_base,
+        standard_component_specs.INPUT_CONFIG_KEY: proto_utils.proto_to_json(component.default_input_config()),
+        standard_component_specs.OUTPUT_CONFIG_KEY: proto_utils.proto_to_json(
+            output_config or component.default_output_config()
+        ),
+        standard_component_specs.OUTPUT_DATA_FORMAT_KEY: example_gen_pb2.FORMAT_TF_EXAMPLE,
+        standard_component_specs.OUTPUT_FILE_FORMAT_KEY: example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+        INGEST_CONFIG_KEY: config.to_json(),
+    }
+    context = BaseBeamExecutor.Context(beam_pipeline_args=beam_pipeline_args or [], tmp_dir=os.path.join(out_dir, ".tmp"))
+    Executor(context).Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]}, exec_properties)
+    return job.read_summary(examples.uri)
 
 
 def _chunk_prefix(k: int) -> str:
@@ -40,7 +81,7 @@ def _remove_published(examples: Path, k: int) -> None:
 
 def _publish(chunk_examples: Path, examples: Path, k: int) -> None:
     for path in sorted(chunk_examples.rglob("*")):
-        if path.is_file() and path.name != ingest.SUMMARY_FILE:
+        if path.is_file() and path.name != job.SUMMARY_FILE:
             target = examples / path.parent.relative_to(chunk_examples) / (_chunk_prefix(k) + path.name)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, target)
@@ -58,7 +99,7 @@ def _add(total: dict, part: dict) -> dict:
 def run_chunked(
     inputs: list[str],
     out_dir: str,
-    config: ingest.IngestConfig,
+    config: job.IngestConfig,
     beam_pipeline_args: list[str],
     chunk_size: int = 50_000,
     restart: bool = False,
@@ -98,9 +139,9 @@ def run_chunked(
         chunk_config = dataclasses.replace(
             config,
             inputs=(f"@{(cdir / INPUTS_FILE).resolve()}",),
-            known_ids=str(examples.resolve() / ingest.IDS_DIR / "*.tsv"),
+            known_ids=str(examples.resolve() / job.IDS_DIR / "*.tsv"),
         )
-        summary = executor.run_standalone(str(cdir), chunk_config, beam_pipeline_args)
+        summary = run_standalone(str(cdir), chunk_config, beam_pipeline_args)
         summary.pop("config")
         _publish(cdir / "examples", examples, k)
         (cdir / "summary.json").write_text(json.dumps(summary))
@@ -109,7 +150,7 @@ def run_chunked(
         _add(total, summary)
     total["config"] = json.loads(dataclasses.replace(config, inputs=(), progress_dir="").to_json())
     total["chunks"] = len(chunks)
-    (examples / ingest.SUMMARY_FILE).write_text(json.dumps(total, indent=2, sort_keys=True))
+    (examples / job.SUMMARY_FILE).write_text(json.dumps(total, indent=2, sort_keys=True))
     return total
 
 

@@ -16,7 +16,7 @@ from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 from tfx.types import artifact_utils
 
 from stellarpop.components import examples as ex_lib
-from stellarpop.components.fits_example_gen import component, executor, ingest
+from stellarpop.components.fits_example_gen import component, job, run
 from stellarpop.transforms import features as F
 
 
@@ -43,7 +43,7 @@ def test_executor_do_writes_splits_failures_and_properties(tmp_path, bundled, br
     for name in ("truncated.fits", "nan_flux.fits"):
         shutil.copy(folder / name, data / name)
     shutil.copy(dr7_file, data / dr7_file.name)
-    summary = executor.run_standalone(str(tmp_path / "out"), ingest.IngestConfig(), input_base=str(data))
+    summary = run.run_standalone(str(tmp_path / "out"), job.IngestConfig(), input_base=str(data))
     uri = str(tmp_path / "out" / "examples")
     splits = {s: _read_split(uri, s) for s in ("train", "eval", "test")}
     ids = sorted(p[F.SPEC_ID] for recs in splits.values() for p in recs)
@@ -63,16 +63,16 @@ def test_executor_sets_custom_properties(tmp_path, bundled):
 
     examples = standard_artifacts.Examples()
     examples.uri = str(tmp_path / "examples")
-    cfg = ingest.IngestConfig(inputs=tuple(str(p) for p in bundled.values()))
+    cfg = job.IngestConfig(inputs=tuple(str(p) for p in bundled.values()))
     props = {
         "input_base": "",
         "input_config": proto_utils.proto_to_json(component.default_input_config()),
         "output_config": proto_utils.proto_to_json(component.default_output_config()),
         "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
         "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
-        executor.INGEST_CONFIG_KEY: cfg.to_json(),
+        component.INGEST_CONFIG_KEY: cfg.to_json(),
     }
-    executor.Executor().Do({}, {"examples": [examples]}, props)
+    component.Executor().Do({}, {"examples": [examples]}, props)
     assert artifact_utils.decode_split_names(examples.split_names) == ["train", "eval", "test"]
     assert examples.get_int_custom_property("num_examples") == 1
     assert examples.get_int_custom_property("num_rejected") == 1  # NGC3073: CLASS STAR
@@ -107,4 +107,4 @@ def test_component_in_local_dag_runner(tmp_path, bundled, dr7_file):
         assert len(execs) == 1 and execs[0].last_known_state == execs[0].COMPLETE
     records = [r for s in ("train", "eval", "test") for r in _read_split(art.uri, s)]
     assert sorted(r[F.SPEC_ID] for r in records) == ["0266-51630-0012", "2488-54149-0001"]
-    assert os.path.exists(os.path.join(art.uri, ingest.SUMMARY_FILE))
+    assert os.path.exists(os.path.join(art.uri, job.SUMMARY_FILE))

@@ -10,7 +10,7 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from stellarpop.components import sdss_io
+from stellarpop.components import readers, spectra
 from stellarpop.components.spectra import SpectrumError
 
 import make_test_data
@@ -30,7 +30,7 @@ def _specobj(path):
 )
 def test_dr18_spec_values_match_header(bundled, name, plate, mjd, fiber, z, vdisp, sn_all, cls):
     path = bundled[name]
-    spec = sdss_io.read_spectrum(path)
+    spec = readers.read_spectrum(path)
     row = _specobj(path)
     assert (spec.plate, spec.mjd, spec.fiber) == (plate, mjd, fiber) == (row["PLATE"], row["MJD"], row["FIBERID"])
     assert spec.spec_id == f"{plate:04d}-{mjd:05d}-{fiber:04d}"
@@ -57,7 +57,7 @@ def test_fast_table_path_equals_astropy_for_every_column(bundled):
     path = str(bundled["NGC3522"])
     with fits.open(path, memmap=False) as hdul:
         for key in ("COADD", "SPECOBJ"):
-            fast = sdss_io.table_columns(hdul, key, path)
+            fast = readers.sdss.table_columns(hdul, key, path)
             ref = hdul[key].data
             assert set(fast) == {c.lower() for c in ref.columns.names}
             for col in ref.columns.names:
@@ -67,13 +67,13 @@ def test_fast_table_path_equals_astropy_for_every_column(bundled):
 def test_snr_computed_from_ivar_agrees_with_sdss(bundled):
     """Where SN_MEDIAN is absent we compute S/N_r from ivar over the r band: within 5% of SDSS."""
     for path in bundled.values():
-        spec = sdss_io.read_spectrum(path)
-        assert sdss_io.snr_in_band(spec) == pytest.approx(spec.snr_r, rel=0.05)
+        spec = readers.read_spectrum(path)
+        assert spectra.snr_in_band(spec) == pytest.approx(spec.snr_r, rel=0.05)
 
 
 def test_dr12_spec_from_sdist(sdist_spectra):
     path = sdist_spectra["NGC4636_SDSS_DR12"]
-    spec = sdss_io.read_spectrum(path)
+    spec = readers.read_spectrum(path)
     row = _specobj(path)
     assert (spec.plate, spec.mjd, spec.fiber) == (522, 52024, 396)
     assert spec.z == pytest.approx(row["Z"]) == pytest.approx(0.0030, abs=5e-5)
@@ -86,7 +86,7 @@ def test_ppxf_table_format_read_as_generic_table(sdist_spectra):
     """ppxf's own DR8 tables (wavelength, flux, inverse_variance, and_mask) go through the
     generic table reader; the id falls back to the file name."""
     path = sdist_spectra["NGC3522_SDSS_DR8"]
-    spec = sdss_io.read_spectrum(path)
+    spec = readers.read_spectrum(path)
     with fits.open(path) as hdul:
         data = hdul[1].data
         np.testing.assert_array_equal(spec.wave, data["wavelength"])
@@ -98,7 +98,7 @@ def test_ppxf_table_format_read_as_generic_table(sdist_spectra):
 def test_dr7_spspec_fixture(dr7_file):
     """No real DR7 spSpec file is available here: the fixture is built by
     tests/data/make_test_data.py to the DR7 data model, and read back by content."""
-    spec = sdss_io.read_spectrum(dr7_file)
+    spec = readers.read_spectrum(dr7_file)
     with fits.open(dr7_file) as hdul:
         h, data = hdul[0].header, hdul[0].data
     expect = make_test_data.DR7
@@ -115,14 +115,14 @@ def test_dr7_spspec_fixture(dr7_file):
 
 
 def test_boss_spall_variant(fixtures_dir, bundled):
-    spec = sdss_io.read_spectrum(make_test_data.boss_spall(fixtures_dir))
-    ref = sdss_io.read_spectrum(bundled["NGC3522"])
+    spec = readers.read_spectrum(make_test_data.boss_spall(fixtures_dir))
+    ref = readers.read_spectrum(bundled["NGC3522"])
     assert spec.spec_id == ref.spec_id and spec.z == ref.z
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet", ".fits"])
 def test_generic_tables_round_trip(tmp_path, bundled, suffix):
-    ref = sdss_io.read_spectrum(bundled["NGC3522"])
+    ref = readers.read_spectrum(bundled["NGC3522"])
     err = np.where(ref.ivar > 0, 1 / np.sqrt(np.where(ref.ivar > 0, ref.ivar, 1)), 0)
     table = Table({"wavelength": ref.wave, "flux": ref.flux, "error": err, "z": np.full(len(ref.wave), 0.05), "id": ["gal-1"] * len(ref.wave)})
     path = tmp_path / f"spectrum{suffix}"
@@ -130,7 +130,7 @@ def test_generic_tables_round_trip(tmp_path, bundled, suffix):
         table.to_pandas().to_parquet(path)
     else:
         table.write(path, format="ascii.csv" if suffix == ".csv" else "fits")
-    spec = sdss_io.read_spectrum(path)
+    spec = readers.read_spectrum(path)
     assert spec.spec_id == "gal-1" and spec.z == pytest.approx(0.05)
     np.testing.assert_allclose(spec.wave, ref.wave, rtol=1e-9)
     np.testing.assert_allclose(spec.flux, ref.flux, rtol=1e-6)
@@ -141,10 +141,10 @@ def test_generic_tables_round_trip(tmp_path, bundled, suffix):
 def test_format_detected_from_content_not_name(tmp_path, bundled):
     odd = tmp_path / "spectrum.dat"
     shutil.copy(bundled["NGC3522"], odd)
-    assert sdss_io.read_spectrum(odd).spec_id == "2488-54149-0001"
+    assert readers.read_spectrum(odd).spec_id == "2488-54149-0001"
     csv_named_fits = tmp_path / "table.fits"
     csv_named_fits.write_text("wavelength,flux,ivar\n4000,1,1\n5000,2,1\n")
-    assert sdss_io.read_spectrum(csv_named_fits).flux.tolist() == [1.0, 2.0]
+    assert readers.read_spectrum(csv_named_fits).flux.tolist() == [1.0, 2.0]
 
 
 @pytest.mark.parametrize(
@@ -155,7 +155,7 @@ def test_unreadable_files_raise_with_reason(tmp_path, content, reason):
     path = tmp_path / "bad.fits"
     path.write_bytes(content)
     with pytest.raises(SpectrumError) as info:
-        sdss_io.read_spectrum(path)
+        readers.read_spectrum(path)
     assert info.value.reason == reason
 
 
@@ -168,10 +168,10 @@ def test_resolve_files_dirs_globs_and_list_files(tmp_path, bundled):
     (tmp_path / "a" / "notes.txt").write_text("not a spectrum")
     listing = tmp_path / "list.txt"
     listing.write_text("# my sample\na/x.fits\nmissing.fits\n")
-    files, missing = sdss_io.resolve_inputs([str(tmp_path / "a"), str(tmp_path / "**" / "y.fits"), f"@{listing}"])
+    files, missing = readers.inputs.resolve_inputs([str(tmp_path / "a"), str(tmp_path / "**" / "y.fits"), f"@{listing}"])
     assert files == sorted({str(a), str(b)})
     assert [m.file for m in missing] == [str(tmp_path / "missing.fits")]
-    files, missing = sdss_io.resolve_inputs(["bundled", str(tmp_path / "nothing*.fits")])
+    files, missing = readers.inputs.resolve_inputs(["bundled", str(tmp_path / "nothing*.fits")])
     assert len(files) == 2 and missing[0].message == "no file matches this pattern"
 
 
@@ -181,6 +181,6 @@ def test_catalogue_resolves_sdss_layout(tmp_path, bundled):
     shutil.copy(bundled["NGC3522"], root / "2488" / "spec-2488-54149-0001.fits")
     cat = tmp_path / "sample.csv"
     cat.write_text("plate,mjd,fiberid\n2488,54149,1\n266,51630,12\n")
-    found, missing = sdss_io.catalogue_paths(str(cat), str(root))
+    found, missing = readers.inputs.catalogue_paths(str(cat), str(root))
     assert found == [str(root / "2488" / "spec-2488-54149-0001.fits")]
     assert "plate=266 mjd=51630 fiber=12" in missing[0].message

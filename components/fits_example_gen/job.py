@@ -8,7 +8,6 @@ and writes failure records and a run summary. The FitsExampleGen executor and th
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -18,19 +17,10 @@ from typing import Any
 import apache_beam as beam
 import tensorflow as tf
 
-from stellarpop.components import examples, sdss_io
+from stellarpop.components import config_codec, examples, readers
+from stellarpop.components.instrument import DEFAULT_BAD_BITS
 from stellarpop.components.progress import ProgressFile
-from stellarpop.components.spectra import (
-    DEFAULT_BAD_BITS,
-    Selection,
-    SpectrumError,
-    check_normalisable,
-    describe_cuts,
-    failed_cuts,
-    to_model_grid,
-    validate,
-)
-from stellarpop.transforms import features as F
+from stellarpop.components.spectra import Preparation, SpectrumError, describe_cuts, prepare
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +38,7 @@ class IngestConfig:
     """Everything the ingest job needs besides its inputs and outputs (recorded with them)."""
 
     select: bool = True  # drop spectra outside the paper's sample (always recorded)
-    selection: Selection = field(default_factory=Selection)
-    norm_centre: float = F.NORM_CENTRE
-    norm_half_width: float = F.NORM_HALF_WIDTH
-    min_coverage: float = 0.8
+    preparation: Preparation = field(default_factory=Preparation)
     bad_bits: tuple[int, ...] = DEFAULT_BAD_BITS
     inputs: tuple[str, ...] = ()  # explicit inputs (CLI); empty: input_base/pattern
     catalogue: str = ""  # plate/mjd/fiber table resolved against sdss_root
@@ -60,14 +47,11 @@ class IngestConfig:
     known_ids: str = ""  # ids files of earlier runs (chunks): spectra already read
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return config_codec.to_json(self)
 
     @classmethod
     def from_json(cls, text: str | None) -> "IngestConfig":
-        raw = json.loads(text) if text else {}
-        sel = Selection(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.pop("selection", {}).items()})
-        raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
-        return cls(selection=sel, **raw)
+        return config_codec.from_json(cls, text)
 
 
 def failure(file: str, stage: str, reason: str, message: str, spec_id: str = "") -> dict[str, str]:
@@ -84,26 +68,19 @@ def process_file(path: str, config: IngestConfig) -> tuple[Any, dict | None]:
     """
     stage, spec = "read", None
     try:
-        spec = sdss_io.read_spectrum(path, config.bad_bits)
+        spec = readers.read_spectrum(path, config.bad_bits)
         stage = "validate"
-        validate(spec, min_coverage=config.min_coverage)
-        grid = to_model_grid(spec)
-        check_normalisable(grid, config.norm_centre, config.norm_half_width)
+        return prepare(spec, config.preparation), None
     except SpectrumError as exc:
         return None, failure(path, stage, exc.reason, f"{path}: {exc}", spec.spec_id if spec else "")
     except Exception as exc:  # noqa: BLE001 - a crash on one file must not stop the batch
         log.exception("unexpected error on %s", path)
         return None, failure(path, stage, "internal_error", f"{path}: {type(exc).__name__}: {exc}")
-    return grid.replace(selection=failed_cuts(grid, config.selection)), None
 
 
 def resolve(config: IngestConfig, pattern: str = "") -> tuple[list[str], list[dict]]:
     """Input files and failure records of inputs that name no file."""
-    files, missing = sdss_io.resolve_inputs(list(config.inputs) or ([pattern] if pattern else []))
-    if config.catalogue:
-        found, miss = sdss_io.catalogue_paths(config.catalogue, config.sdss_root)
-        files = sorted(set(files) | set(found))
-        missing += miss
+    files, missing = readers.resolve(list(config.inputs) or ([pattern] if pattern else []), config.catalogue, config.sdss_root)
     return files, [failure(m.file, "resolve", "not_found", f"{m.file}: {m.message}") for m in missing]
 
 
@@ -122,7 +99,7 @@ class _ProcessFile(beam.DoFn):
             yield beam.pvalue.TaggedOutput("failures", fail)
         else:
             serialized = examples.to_example(spec).SerializeToString(deterministic=True)
-            yield (spec.spec_id, path, serialized, spec.selection, describe_cuts(spec, self._config.selection))
+            yield (spec.spec_id, path, serialized, spec.selection, describe_cuts(spec, self._config.preparation.selection))
         self._progress.add()
 
     def finish_bundle(self):
@@ -188,22 +165,9 @@ def _summary(_, n_inputs, n_written, stage_reason_counts, cut_counts, config_jso
     )
 
 
-@beam.ptransform_fn
-def IngestSpectra(pipeline: beam.Pipeline, config: IngestConfig, report_dir: str, pattern: str = ""):  # noqa: N802
-    """Files -> tf.train.Examples on the model grid (the PTransform's output).
-
-    Side outputs, written under ``report_dir``: ``failures/failures-*.jsonl`` (one record
-    per unusable input, duplicate or rejected spectrum) and ``ingest_summary.json``.
-    """
-    files, unresolved = resolve(config, pattern)
-    log.info("ingest: %d input files, %d unresolved inputs", len(files), len(unresolved))
-    results = (
-        pipeline
-        | "Files" >> beam.Create(files)
-        | "Reshuffle" >> beam.Reshuffle()
-        | "Process" >> beam.ParDo(_ProcessFile(config)).with_outputs("failures", main="spectra")
-    )
-    spectra = results.spectra
+def _unique(spectra, known_ids: str):
+    """One record per spectrum id: duplicates within the run and ids read by earlier runs
+    (chunks) become failure records. Returns (unique records, [failure PCollections])."""
     dup_failures = (
         spectra
         | "IdToPath" >> beam.Map(lambda r: (r[0], r[1]))
@@ -214,38 +178,42 @@ def IngestSpectra(pipeline: beam.Pipeline, config: IngestConfig, report_dir: str
     checked = (
         spectra
         | "DropDuplicates" >> beam.Filter(lambda r, lost: r[1] not in lost, lost=beam.pvalue.AsSingleton(losers))
-        | "KnownIds" >> beam.ParDo(_DropKnown(config.known_ids)).with_outputs("failures", main="unique")
+        | "KnownIds" >> beam.ParDo(_DropKnown(known_ids)).with_outputs("failures", main="unique")
     )
-    unique = checked.unique
+    return checked.unique, [dup_failures, checked.failures]
+
+
+def _selected(pipeline: beam.Pipeline, unique, select: bool):
+    """(kept records, selection failure records): with ``select`` the spectra outside the
+    paper's sample are rejected and recorded, else all are kept."""
+    if not select:
+        return unique, pipeline | "NoRejected" >> beam.Create([])
+    kept = unique | "Selected" >> beam.Filter(lambda r: not r[3])
+    rejected = (
+        unique
+        | "Rejected" >> beam.Filter(lambda r: bool(r[3]))
+        | "RejectRecord" >> beam.Map(
+            lambda r: failure(r[1], "select", "+".join(r[3]), f"{r[1]}: outside the paper's sample: {r[4]}", r[0])
+        )
+    )
+    return kept, rejected
+
+
+def _write_reports(pipeline: beam.Pipeline, report_dir: str, failures, unique, kept, n_inputs: int, config_json: str):
+    """The ids of every spectrum read, the failure records and the run summary."""
     _ = (
         unique
         | "IdLine" >> beam.Map(lambda r: f"{r[0]}\t{r[1]}")
         | "WriteIds" >> beam.io.WriteToText(os.path.join(report_dir, IDS_DIR, "ids"), file_name_suffix=".tsv")
     )
-    if config.select:
-        kept = unique | "Selected" >> beam.Filter(lambda r: not r[3])
-        rejected = (
-            unique
-            | "Rejected" >> beam.Filter(lambda r: bool(r[3]))
-            | "RejectRecord" >> beam.Map(
-                lambda r: failure(r[1], "select", "+".join(r[3]), f"{r[1]}: outside the paper's sample: {r[4]}", r[0])
-            )
-        )
-    else:
-        kept = unique
-        rejected = pipeline | "NoRejected" >> beam.Create([])
-    unresolved_pc = pipeline | "Unresolved" >> beam.Create(unresolved)
-    all_failures = (
-        (results.failures, dup_failures, checked.failures, rejected, unresolved_pc) | "AllFailures" >> beam.Flatten()
-    )
     _ = (
-        all_failures
+        failures
         | "FailureJson" >> beam.Map(lambda f: json.dumps(f, sort_keys=True))
         | "WriteFailures" >> beam.io.WriteToText(
             os.path.join(report_dir, FAILURES_DIR, "failures"), file_name_suffix=".jsonl", num_shards=1
         )
     )
-    counts = all_failures | "StageReason" >> beam.Map(lambda f: (f["stage"], f["reason"])) | "CountFailures" >> beam.combiners.Count.PerElement()
+    counts = failures | "StageReason" >> beam.Map(lambda f: (f["stage"], f["reason"])) | "CountFailures" >> beam.combiners.Count.PerElement()
     cuts = unique | "Cuts" >> beam.FlatMap(lambda r: r[3]) | "CountCuts" >> beam.combiners.Count.PerElement()
     n_written = kept | "CountWritten" >> beam.combiners.Count.Globally()
     _ = (
@@ -253,16 +221,38 @@ def IngestSpectra(pipeline: beam.Pipeline, config: IngestConfig, report_dir: str
         | "SummarySeed" >> beam.Create([None])
         | "Summary" >> beam.Map(
             _summary,
-            n_inputs=len(files) + len(unresolved),
+            n_inputs=n_inputs,
             n_written=beam.pvalue.AsSingleton(n_written),
             stage_reason_counts=beam.pvalue.AsList(counts),
             cut_counts=beam.pvalue.AsList(cuts),
-            config_json=config.to_json(),
+            config_json=config_json,
         )
         | "WriteSummary" >> beam.io.WriteToText(
             os.path.join(report_dir, SUMMARY_FILE), num_shards=1, shard_name_template=""
         )
     )
+
+
+@beam.ptransform_fn
+def IngestSpectra(pipeline: beam.Pipeline, config: IngestConfig, report_dir: str, pattern: str = ""):  # noqa: N802
+    """Files -> tf.train.Examples on the model grid (the PTransform's output).
+
+    Side outputs, written under ``report_dir``: ``failures/failures-*.jsonl`` (one record
+    per unusable input, duplicate or rejected spectrum), ``ids/`` and ``ingest_summary.json``.
+    """
+    files, unresolved = resolve(config, pattern)
+    log.info("ingest: %d input files, %d unresolved inputs", len(files), len(unresolved))
+    results = (
+        pipeline
+        | "Files" >> beam.Create(files)
+        | "Reshuffle" >> beam.Reshuffle()
+        | "Process" >> beam.ParDo(_ProcessFile(config)).with_outputs("failures", main="spectra")
+    )
+    unique, id_failures = _unique(results.spectra, config.known_ids)
+    kept, rejected = _selected(pipeline, unique, config.select)
+    unresolved_pc = pipeline | "Unresolved" >> beam.Create(unresolved)
+    all_failures = (results.failures, *id_failures, rejected, unresolved_pc) | "AllFailures" >> beam.Flatten()
+    _write_reports(pipeline, report_dir, all_failures, unique, kept, len(files) + len(unresolved), config.to_json())
     return kept | "ToExample" >> beam.Map(lambda r: tf.train.Example.FromString(r[2]))
 
 

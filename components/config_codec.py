@@ -1,0 +1,74 @@
+"""One JSON codec for the frozen config dataclasses that jobs record with their outputs and
+TFX passes between processes as execution properties.
+
+``to_json`` writes ``dataclasses.asdict`` with sorted keys (stable, so a recorded config can
+be compared byte for byte on resume); ``from_dict`` rebuilds nested dataclasses from their
+field annotations, turns JSON lists back into tuples, and rejects unknown keys with a message
+that names where they were found.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def to_json(config: Any, omit: Iterable[str] = ()) -> str:
+    """``config`` (a dataclass) as canonical JSON, without the top-level keys in ``omit``."""
+    raw = dataclasses.asdict(config)
+    for key in omit:
+        raw.pop(key, None)
+    return json.dumps(raw, sort_keys=True)
+
+
+def _tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def check_keys(cls: type, raw: Mapping[str, Any], where: str = "") -> None:
+    """ValueError naming ``where`` (default: the class) if ``raw`` has keys ``cls`` lacks."""
+    check_keys_in(raw, (f.name for f in dataclasses.fields(cls)), where or cls.__name__)
+
+
+def check_keys_in(raw: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
+    """ValueError naming ``where`` if ``raw`` has a key outside ``allowed``."""
+    unknown = sorted(set(map(str, raw)) - set(allowed))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown} (known: {', '.join(sorted(allowed))})")
+
+
+def from_dict(cls: type[T], raw: Mapping[str, Any] | None, where: str = "") -> T:
+    """A ``cls`` from a mapping of some of its fields (the others keep their defaults).
+
+    Nested dataclass fields are built from nested mappings; lists become tuples. Values of
+    other types are passed through (a dataclass's ``__post_init__`` may coerce them).
+
+    Raises
+    ------
+    ValueError
+        For keys that ``cls`` (or a nested dataclass) does not have.
+    """
+    raw = dict(raw or {})
+    where = where or cls.__name__
+    check_keys(cls, raw, where)
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in raw.items():
+        hint = hints.get(name)
+        if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
+            kwargs[name] = from_dict(hint, value, f"{where}.{name}")
+        else:
+            kwargs[name] = _tuples(value)
+    return cls(**kwargs)
+
+
+def from_json(cls: type[T], text: str | None) -> T:
+    """:func:`from_dict` of a JSON text (empty or None: the defaults)."""
+    return from_dict(cls, json.loads(text) if text else {})

@@ -1,0 +1,80 @@
+"""Fixtures of the serving tests: real serialized Examples, the shipped model and a base
+path of numbered versions for the local server.
+
+Spectrum files become Examples in :func:`serialized_examples` only, the one place that
+knows the reading and preparation API."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from make_test_data import REAL_SDSS
+
+from stellarpop.serving import predict
+
+SHIPPED = os.path.join(predict.REPO_MODELS, predict.DEFAULT_MODEL, "2")  # TF Serving layout: <base>/2/
+
+
+def serialized_examples(paths: list[str], model_path: str = SHIPPED) -> list[bytes]:
+    """Spectrum files -> serialized tf.Examples, prepared as the model's ``model_info`` says
+    (the ``stellarpop predict`` path); files that cannot be prepared are left out."""
+    with open(os.path.join(model_path, predict.MODEL_INFO_FILE)) as fh:
+        preparation = predict.preparation_of(json.load(fh))
+    return [s for _, s in (predict.prepare_file(str(p), preparation) for p in paths) if s is not None]
+
+
+def spectrum_files() -> list[str]:
+    """The SDSS spectra shipped in ppxf, plus the real SDSS files of the shared folder."""
+    from stellarpop.components import readers
+
+    return [str(p) for p in readers.bundled_spectra()] + sorted(glob.glob(os.path.join(REAL_SDSS, "*.fits")))
+
+
+@pytest.fixture(scope="session")
+def examples() -> list[bytes]:
+    """Serialized Examples of every real spectrum available (2 to 10)."""
+    found = serialized_examples(spectrum_files())
+    assert len(found) >= 2, "no real SDSS spectra could be prepared"
+    return found
+
+
+@pytest.fixture(scope="session")
+def reference(examples) -> dict:
+    """The shipped model's in-process outputs for ``examples`` (what serving must match)."""
+    return predict.Predictor(SHIPPED).predict(examples)
+
+
+def add_version(base: Path, version: int, source: str | Path = SHIPPED, warmup_examples: list[bytes] | None = None) -> Path:
+    """Copy a SavedModel in as ``<base>/<version>/`` the way a pusher should: into a temporary
+    name first (where warmup records, if given, are written 2 Examples each), then one rename,
+    so the server never sees half a version."""
+    from stellarpop.serving import warmup
+
+    target = base / str(version)
+    staging = base / f".staging-{version}"
+    shutil.copytree(source, staging)
+    if warmup_examples:
+        warmup.write_warmup(str(staging), warmup_examples, batch_size=2)
+    os.rename(staging, target)
+    return target
+
+
+@pytest.fixture(name="add_version", scope="session")
+def add_version_fixture():
+    """:func:`add_version` (test modules take helpers as fixtures, not imports)."""
+    return add_version
+
+
+@pytest.fixture
+def base_path(tmp_path) -> Path:
+    """A model base path holding the shipped model as version 1."""
+    base = tmp_path / "stellarpop"
+    base.mkdir()
+    add_version(base, 1)
+    return base

@@ -1,0 +1,70 @@
+"""`stellarpop serve` and `stellarpop predict --server`: the same table as local prediction."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from stellarpop.pipeline.cli import app
+from stellarpop.serving.server import LocalServer
+from stellarpop.transforms import features as F
+
+VALUES = list(F.LABEL_KEYS + F.LABEL_ERR_KEYS)
+
+
+def _predict(args: list[str]) -> pd.DataFrame:
+    result = CliRunner().invoke(app, ["predict", *args])
+    assert result.exit_code == 0, result.output
+    return pd.read_csv(args[args.index("-o") + 1])
+
+
+def test_predict_over_grpc_writes_the_local_table(base_path, bundled, tmp_path):
+    files = [str(p) for p in bundled.values()]
+    local = _predict([*files, "--model", str(base_path), "-o", str(tmp_path / "local.csv")])
+    server = LocalServer(str(base_path), port=0, rest_port=None)
+    server.start()
+    try:
+        served = _predict([*files, "--server", server.target, "--label", "", "-o", str(tmp_path / "served.csv"),
+                           "--batch-size", "1"])
+    finally:
+        server.stop()
+    assert list(served.columns) == list(local.columns) and len(served) == 2
+    np.testing.assert_allclose(served[VALUES].to_numpy(), local[VALUES].to_numpy(), rtol=1e-5)
+    assert served["quality"].fillna("").tolist() == local["quality"].fillna("").tolist()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--server", "localhost:1", "--model", "m"], "--model and --server"),
+    (["--server", "localhost:1", "--model-version", "2", "--label", "stable"], "one or the other"),
+    (["--server", "localhost:1", "--timeout", "1"], "localhost:1"),
+])
+def test_predict_server_errors_are_one_line(bundled, tmp_path, args, message):
+    result = CliRunner().invoke(app, ["predict", str(bundled["NGC3522"]), "-o", str(tmp_path / "t.csv"), *args])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_serve_command_starts_and_stops(base_path):
+    cmd = [sys.executable, "-m", "stellarpop.pipeline.cli", "serve", "--model-base-path", str(base_path),
+           "--port", "0", "--rest-port", "0", "--version-labels", "stable=1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    try:
+        line = proc.stdout.readline()
+        assert re.search(r"gRPC \S+:\d+, REST status http://\S+/v1/models/stellarpop", line), line
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+
+
+def test_serve_refuses_a_missing_folder(tmp_path):
+    result = CliRunner().invoke(app, ["serve", "--model-base-path", str(tmp_path / "none")])
+    assert result.exit_code == 2 and "--model-base-path" in result.output
