@@ -35,7 +35,6 @@ from threadpoolctl import threadpool_limits
 from stellarpop.components import examples, ppxf_fit
 from stellarpop.components.fits_example_gen import job as ingest_job
 from stellarpop.components.ppxf_labeler import job as label_job
-from stellarpop.pipeline.export import MODEL_INFO_FILE
 from stellarpop.serving import predict as pred
 from stellarpop.transforms import features as F
 
@@ -167,7 +166,7 @@ def print_summary(rows: list[dict], s: dict) -> None:
 
 def model_meta(predictor: pred.Predictor) -> dict:
     """The model's folder, its version (the numbered folder's name) and its model_info.json."""
-    info_path = Path(predictor.path, MODEL_INFO_FILE)
+    info_path = Path(predictor.path, F.MODEL_INFO_FILE)
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     return {"model": predictor.path, "model_version": os.path.basename(predictor.path.rstrip("/")), "model_info": info}
 

@@ -53,7 +53,8 @@ def from_dict(cls: type[T], raw: Mapping[str, Any] | None, where: str = "") -> T
     Raises
     ------
     ValueError
-        For keys that ``cls`` (or a nested dataclass) does not have.
+        For keys that ``cls`` (or a nested dataclass) does not have, or values its checks
+        refuse (a TypeError there is reported as a ValueError naming ``where``).
     """
     raw = dict(raw or {})
     where = where or cls.__name__
@@ -66,7 +67,10 @@ def from_dict(cls: type[T], raw: Mapping[str, Any] | None, where: str = "") -> T
             kwargs[name] = from_dict(hint, value, f"{where}.{name}")
         else:
             kwargs[name] = _tuples(value)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a value of the wrong type, met by a check or a comparison
+        raise ValueError(f"{where}: {exc}") from None
 
 
 def from_json(cls: type[T], text: str | None) -> T:

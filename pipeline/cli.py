@@ -30,7 +30,7 @@ from rich.table import Table
 
 from stellarpop.pipeline.cli_support import (
     CPUS, BeamArgs, Library, Restart, Verbose, Workers, about, beam_args, commands, console, existing, need_files,
-    options, output_folder, run_job, setup_logging,
+    count_records, options, output_folder, print_ingest_summary, run_job, served_model, setup_logging,
 )
 from stellarpop.transforms import features as F
 
@@ -97,7 +97,7 @@ def ingest(
         "summary": summary,
     }
     (output / "run.json").write_text(json.dumps(run, indent=2))
-    _print_summary(summary, examples_dir, elapsed)
+    print_ingest_summary(summary, examples_dir, elapsed)
     if summary["errors"]:
         raise typer.Exit(code=1)
 
@@ -185,7 +185,7 @@ def label(
 
     library = existing(library, "--library")
     splits = label_run.input_splits(inputs)
-    total = _count_records(splits)
+    total = count_records(splits)
     if not total:
         raise ValueError(f"INPUTS {' '.join(inputs)}: 0 tf.Examples in {sum(map(len, splits.values()))} TFRecord file(s)")
     output = output_folder(output)
@@ -215,9 +215,11 @@ def run_pipeline(
     config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline YAML (see pipeline/configs.py PipelineConfig).")],
     workers: Annotated[int, typer.Option(min=0, help="Local Beam worker processes; 0: the config's, else one per core.")] = 0,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every component again (no TFX execution cache).")] = False,
+    span: Annotated[Optional[str], typer.Option(help="With `spans` in the config: the span to ingest, a number or YYYY-MM-DD (default: the latest).")] = None,
     verbose: Verbose = False,
 ) -> None:
-    """Run the TFX pipeline locally (LocalDagRunner, SQLite MLMD, Beam DirectRunner)."""
+    """Run the TFX pipeline locally (LocalDagRunner, SQLite MLMD, Beam DirectRunner); with
+    `spans`, one new span on a rolling window of the last N."""
     setup_logging(verbose)
     from stellarpop.pipeline import configs
 
@@ -228,9 +230,14 @@ def run_pipeline(
         cfg = dataclasses.replace(cfg, workers=workers)
     if no_cache:
         cfg = dataclasses.replace(cfg, enable_cache=False)
+    with about("--span"):
+        if span is not None and not cfg.spans:
+            raise ValueError(f"{span}: the config has no `spans` (a rolling window of spans)")
+        span_n = local_runner.resolve_span(cfg, local_runner.parse_span(span) if span else None) if cfg.spans else None
     started = time.time()
-    console.print(f"Running pipeline {cfg.name} ({config}) under {Path(cfg.root).resolve()}")
-    cfg = local_runner.run(cfg)
+    at = f", span {span_n} (window of {cfg.spans})" if span_n is not None else ""
+    console.print(f"Running pipeline {cfg.name} ({config}){at} under {Path(cfg.root).resolve()}")
+    cfg = local_runner.run(cfg, span=span_n)
     pushed = sorted(Path(cfg.serving_dir).glob("*/saved_model.pb")) if Path(cfg.serving_dir).exists() else []
     console.print(f"done in {time.time() - started:.0f} s; " + (
         f"pushed model: {pushed[-1].parent}" if pushed else "no model pushed (not blessed: see the Evaluator's output)"))
@@ -262,7 +269,7 @@ def predict(
     files, missing = readers.resolve(inputs)
     need_files(files, [f"{m.file}: {m.message}" for m in missing], "INPUTS")
     if server:
-        predictor, where = _served_model(server, model, model_name, model_version, label, timeout, batch_size)
+        predictor, where = served_model(server, model, model_name, model_version, label, timeout, batch_size)
     else:
         with about("--model"):
             predictor = pred.Predictor(str(model) if model else None)
@@ -294,54 +301,6 @@ def predict(
         raise typer.Exit(code=1)
 
 
-def _served_model(server: str, model: Optional[Path], name: str, version: Optional[int], label: Optional[str],
-                  timeout: float, batch_size: int):
-    """(a ``predict.ServedModel``, a description) once the server says the model is AVAILABLE."""
-    from stellarpop.serving import predict as pred
-    from stellarpop.serving.client import Client
-
-    if model:
-        raise ValueError("--model and --server: the server chooses the model (use --model-name, --model-version, --label)")
-    if version is not None and label:
-        raise ValueError(f"--model-version {version} and --label {label}: one or the other")
-    client = Client(server, name, version=version, label=label, timeout_s=timeout)
-    served = client.wait_until_available(timeout_s=timeout)
-    return pred.ServedModel(client, batch_size), f"{name} version {served} at {server}"
-
-
-def _count_records(splits: dict[str, list[str]]) -> int:
-    """Records in the TFRecord files (GZIP where named ``.gz``); ValueError names a file that is not one."""
-    import tensorflow as tf
-
-    def count(path: str) -> int:
-        try:
-            return sum(1 for _ in tf.data.TFRecordDataset(path, compression_type="GZIP" if path.endswith(".gz") else ""))
-        except tf.errors.OpError as exc:
-            raise ValueError(f"{path}: not a TFRecord file of tf.Examples ({exc.message})") from exc
-
-    return sum(count(f) for files in splits.values() for f in files)
-
-
-def _print_summary(summary: dict, examples_dir: Path, elapsed: float) -> None:
-    from stellarpop.components.fits_example_gen import job as ingest_lib
-
-    table = Table(title=f"ingest: {summary['inputs']} inputs in {elapsed:.1f} s")
-    table.add_column("outcome")
-    table.add_column("reason")
-    table.add_column("count", justify="right")
-    table.add_row("written", "", str(summary["examples"]))
-    for stage, reasons in sorted(summary["failures"].items()):
-        for reason, n in sorted(reasons.items()):
-            table.add_row("rejected (selection)" if stage == "select" else f"error ({stage})", reason, str(n))
-    console.print(table)
-    failures = sorted(ingest_lib.read_failures(str(examples_dir)), key=lambda r: (r["stage"] == "select", r["file"]))
-    for rec in failures[:10]:
-        style = "yellow" if rec["stage"] == "select" else "red"
-        console.print(f"[{style}]{rec['message']}[/{style}]", highlight=False)
-    if len(failures) > 10:
-        console.print(f"... {len(failures) - 10} more in {examples_dir / ingest_lib.FAILURES_DIR}")
-
-
 @_command()
 def report(
     run_root: Annotated[Path, typer.Argument(help="A pipeline run's root (metadata.sqlite, artifacts/).")],
@@ -359,6 +318,35 @@ def report(
     with about("RUN_ROOT"):
         index = report_lib.write_report(str(root), str(output_folder(output)), benchmarks=files, max_examples=max_examples)
     console.print(f"report: {index}")
+
+
+@_command()
+def stream(
+    watch: Annotated[str, typer.Option(help="Folder (or gs:// prefix) where spectrum files land; listed recursively.")],
+    model_base_path: Annotated[str, typer.Option(help="Numbered SavedModel versions; a newly pushed one is switched to.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Folder of windowed predictions/*.csv, dead_letters/, ledger/.")],
+    window: Annotated[float, typer.Option(help="Fixed windows of this many seconds, each written once it ends.")] = 10.0,
+    stop_after: Annotated[Optional[float], typer.Option(help="Stop after this many seconds (default: at Ctrl-C or SIGTERM).")] = None,
+    poll: Annotated[float, typer.Option(help="Seconds between listings (and model-version checks).")] = 1.0,
+    pubsub_subscription: Annotated[Optional[str], typer.Option(help="projects/P/subscriptions/S of the bucket's object-finalize notifications (Dataflow), read instead of listing.")] = None,
+    beam_arg: BeamArgs = None,
+    verbose: Verbose = False,
+) -> None:
+    """Predict spectrum files continuously as they land (a Beam streaming job), with the
+    newest pushed model, into windowed tables; bad files go to dead letters."""
+    setup_logging(verbose)
+    from stellarpop.serving.stream_run import run_stream
+
+    console.print(f"Streaming {watch} -> {output} with {model_base_path} (windows of {window:g} s; Ctrl-C stops)")
+    summary = run_stream(watch, model_base_path, output, window_s=window, stop_after_s=stop_after, poll_s=poll,
+                         beam_args=list(beam_arg) if beam_arg else None, pubsub_subscription=pubsub_subscription)
+    table = Table(title=f"stream: {output}")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    for key in ("files_predicted", "dead_letters", "skipped_already_predicted", "model_versions", "latency_s", "job_id"):
+        if key in summary:
+            table.add_row(key, str(summary[key]))
+    console.print(table)
 
 
 @_command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 from stellarpop.components import config_codec
@@ -10,6 +11,10 @@ from stellarpop.components.spectra import Preparation
 from stellarpop.transforms.config import DEFAULT_LABEL_SOURCE, PreprocessingConfig
 
 PIPELINE_NAME = "stellarpop"
+# TFX's span specs in an input pattern (tfx.components.example_gen.utils); a {SPAN:n} width
+# is allowed too.
+SPAN_SPEC = "{SPAN"
+DATE_SPECS = ("{YYYY}", "{MM}", "{DD}")
 
 
 def local_beam_args(workers: int | None = None) -> list[str]:
@@ -63,6 +68,13 @@ class PipelineConfig:
     ``enable_cache`` turns on TFX execution caching: a component whose inputs and settings
     are unchanged since a previous run reuses that run's outputs (``run-pipeline --no-cache``
     turns it off).
+
+    ``spans`` > 0 makes the pipeline streaming: ``examples.source`` must be ``ingest`` with a
+    ``pattern`` holding TFX's ``{SPAN}`` (or ``{YYYY}{MM}{DD}``) spec, e.g. ``span-{SPAN}/*``
+    under ``input_base``; each run ingests (and labels) one span, and Transform, the Trainer
+    and the Evaluator read the last ``spans`` spans; the Trainer starts from the latest
+    blessed model. ``schedule`` is the cron of the Kubeflow recurring run
+    (``kubeflow_runner``); local runs ignore it.
     """
 
     name: str = PIPELINE_NAME
@@ -83,6 +95,8 @@ class PipelineConfig:
     workers: int = 0  # local Beam worker processes; 0: one per core
     seed: int = 0
     enable_cache: bool = True  # TFX execution caching: skip components whose inputs are unchanged
+    spans: int = 0  # rolling window in spans (streaming); 0: one dataset, no spans
+    schedule: str = ""  # cron of the Kubeflow recurring run, e.g. "0 2 * * *" (UTC)
 
     @classmethod
     def from_yaml(cls, path: str) -> "PipelineConfig":
@@ -128,7 +142,60 @@ class PipelineConfig:
         the label source, unknown trainer keys, a model name that does not exist."""
         from stellarpop.pipeline import trainer  # TensorFlow: only when a config is checked
 
+        self.check_spans()
+        if "preprocessing" in self.trainer:
+            raise ValueError("trainer.preprocessing: give label_source and preparation at the top level (one owner)")
         trainer.TrainConfig.from_custom_config({**self.trainer, "preprocessing": dataclasses.asdict(self.preprocessing())})
+        self.check_examples()
+        if self.label:
+            from stellarpop.components.ppxf_labeler.job import LabelConfig
+
+            config_codec.from_dict(LabelConfig, self.label, "label")
+
+    def check_examples(self) -> None:
+        """ValueError for unknown ``examples`` keys of the chosen source, and for an imported
+        folder whose spectra were prepared otherwise than ``preparation`` says."""
+        ex = dict(self.examples)
+        source = ex.pop("source", "simulate")
+        known = {"simulate": None, "ingest": {"input_base", "pattern"}, "import": {"uri"}}
+        if source not in known:
+            raise ValueError(f"examples.source is simulate, ingest or import, not {source!r}")
+        if source == "simulate":
+            from stellarpop.components.mock_example_gen.job import SimConfig
+
+            ex.pop("mode", None)
+            config_codec.from_dict(SimConfig, ex, "examples")
+        elif set(ex) - known[source]:
+            raise ValueError(f"examples: unknown keys {sorted(set(ex) - known[source])} for source {source} "
+                             f"(known: {', '.join(sorted(known[source]))})")
+        if source == "import":
+            recorded = recorded_preparation(ex.get("uri", ""))
+            if recorded is not None and recorded != self.preprocessing().preparation:
+                raise ValueError(f"examples.uri {ex['uri']}: its spectra were prepared with {recorded}, "
+                                 f"not the config's preparation {self.preprocessing().preparation}")
+
+    def check_spans(self) -> None:
+        """ValueError unless ``spans`` (if set) comes with an ingest whose pattern names spans,
+        and ``schedule`` (if set) is a five-field cron, optionally after ``TZ=<IANA zone>``."""
+        if self.spans < 0:
+            raise ValueError(f"spans is {self.spans}: the number of spans in the window, 0 for none")
+        fields = self.schedule.split()
+        if fields and fields[0].startswith(("TZ=", "CRON_TZ=")):  # Vertex's time-zone prefix
+            fields = fields[1:]
+        if self.schedule and len(fields) != 5:
+            raise ValueError(
+                f"schedule {self.schedule!r} is not a five-field cron ([TZ=zone] minute hour day month weekday)"
+            )
+        if not self.spans:
+            return
+        source, pattern = self.examples.get("source", "simulate"), self.examples.get("pattern", "")
+        if source != "ingest" or not self.examples.get("input_base"):
+            raise ValueError(f"spans needs examples.source ingest with an input_base, not {source!r}")
+        if SPAN_SPEC not in pattern and not all(spec in pattern for spec in DATE_SPECS):
+            raise ValueError(
+                "spans needs examples.pattern with {SPAN} or {YYYY}{MM}{DD}, e.g. 'span-{SPAN}/*', "
+                f"not {pattern!r}"
+            )
 
     def preprocessing(self) -> PreprocessingConfig:
         """The settings Transform and the Trainer share (ValueError for unknown keys)."""
@@ -139,3 +206,15 @@ class PipelineConfig:
         root = os.path.abspath(self.root)
         serving = os.path.abspath(self.serving_dir) if self.serving_dir else os.path.join(root, "serving", self.name)
         return dataclasses.replace(self, root=root, serving_dir=serving)
+
+
+def recorded_preparation(examples_dir: str) -> Preparation | None:
+    """The preparation a ``stellarpop simulate`` or ``ingest`` output records in its summary
+    (None: no summary, or one written before preparations were recorded)."""
+    for name in ("simulate_summary.json", "ingest_summary.json"):
+        path = os.path.join(examples_dir, name)
+        if os.path.exists(path):
+            with open(path) as fh:
+                raw = json.load(fh).get("config", {}).get("preparation")
+            return None if raw is None else config_codec.from_dict(Preparation, raw, path)
+    return None

@@ -8,7 +8,8 @@ class, and blesses the model on the overall clipped std. ``make_eval_config`` bu
 
 - one ModelSpec on the ``serving_default`` signature (serialized tf.Examples in, a dict
   ``{log_age, mh, ebv, vd, log_age_err, ...}`` out), labels read from the features named in
-  ``label_keys`` (pPXF labels by default; ``true_*`` for simulated spectra);
+  ``label_keys`` (the pipeline's label source: ``true_*`` for simulated spectra, the pPXF
+  labels otherwise);
 - ``preprocessing_function_names=["transform_features"]``: TFMA runs that signature of the
   exported model and can slice on its outputs (``snr_bin_xf``, ``z_bin_xf``) exactly as on
   raw features (``bpt_class``);
@@ -38,6 +39,7 @@ from google.protobuf import wrappers_pb2
 
 from stellarpop.pipeline.metrics import METRIC_CLASSES
 from stellarpop.transforms import features
+from stellarpop.transforms.config import DEFAULT_LABEL_SOURCE
 
 # The model's outputs that have labels.
 OUTPUTS = features.LABEL_KEYS
@@ -82,9 +84,9 @@ def make_eval_config(
     Parameters
     ----------
     label_keys : dict, optional
-        Output -> label feature; default each of ``features.LABEL_KEYS`` to itself. For
-        simulated spectra pass ``dict(zip(LABEL_KEYS, TRUTH_KEYS))``. Its keys are the
-        outputs evaluated.
+        Output -> label feature (``features.label_features(label_source)``); default: those
+        of the default label source (``transforms.config.DEFAULT_LABEL_SOURCE``). Its keys
+        are the outputs evaluated.
     thresholds : dict, optional
         Output -> upper bound on the overall clipped std of the residuals (label units),
         merged over ``DEFAULT_STD_THRESHOLDS``; None drops that output's bound.
@@ -99,7 +101,7 @@ def make_eval_config(
     -------
     tfma.EvalConfig
     """
-    label_keys = dict(label_keys) if label_keys is not None else {k: k for k in OUTPUTS}
+    label_keys = dict(label_keys) if label_keys is not None else features.label_features(DEFAULT_LABEL_SOURCE)
     unknown = set(thresholds or {}) | set(change_thresholds or {})
     if unknown - set(label_keys):
         raise ValueError(f"thresholds for outputs without labels: {sorted(unknown - set(label_keys))}")

@@ -17,6 +17,10 @@ The SavedModel in ``serving_model_dir`` (a generic SavedModel, not a Keras one) 
   keys, units and ranges, architecture and hyperparameters, stellarpop version, training
   summary.
 
+The Keras weights are the SavedModel's ``model_weights`` variables, in ``model.weights``
+order: :func:`restore_weights` puts them into a freshly built model of the same
+architecture (the Trainer's warm start from a blessed model, ``trainer.run_fn``).
+
 :func:`skip_autograph_for_tf_keras` lives here because both the export and the training
 (``trainer.train``) trace tf_keras functions, and this module cannot import the trainer.
 """
@@ -24,12 +28,14 @@ The SavedModel in ``serving_model_dir`` (a generic SavedModel, not a Keras one) 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
 from importlib import metadata as importlib_metadata
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
@@ -45,7 +51,8 @@ MODEL_INFO = "model_info"
 # Warmup: 16 Examples (about 46 kB each) in requests of 4, so the first user request does not
 # pay for the graph's first run; each record is replayed at every load.
 WARMUP_EXAMPLES, WARMUP_BATCH = 16, 4
-MODEL_INFO_FILE = os.path.join("assets.extra", "model_info.json")
+MODEL_INFO_FILE = F.MODEL_INFO_FILE
+WEIGHTS_ATTR = "model_weights"  # the tf.Module attribute holding the Keras weights
 
 
 def skip_autograph_for_tf_keras() -> None:
@@ -122,13 +129,34 @@ def model_info(config: Any, label_ranges: Mapping[str, Sequence[float]], record:
         },
         "serving": {"input": EXAMPLES_INPUT, "required_features": list(P.RAW_INPUT_KEYS), "outputs": list(OUTPUT_KEYS)},
         "training": None if record is None else training_summary(config, record),
+        # The export whose weights training started from (a blessed model), or None.
+        "warm_start_from": None if record is None else record.get("warm_start_from"),
     }
 
 
 def training_summary(config: Any, record: Mapping[str, Any]) -> dict:
-    summary = {k: record.get(k) for k in ("best_epoch", "best_val_loss", "seconds")}
+    summary = {
+        k: record.get(k)
+        for k in ("best_epoch", "best_val_loss", "seconds", "initial_weights_sha256", "warm_start_skipped")
+    }
     summary.update(seed=config.seed, epochs_run=len(record["history"].get("loss", [])))
     return summary
+
+
+def metadata_signature(info_json: str):
+    """The ``metadata`` signature: the model's self-description, one copy per input Example.
+
+    The input is ignored (TF Serving refuses signatures without one), but the output has its
+    batch dimension: TF Serving's batching (``--enable_batching``) batches every signature
+    and refuses outputs without one. Clients send one empty Example.
+    """
+    spec = tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)
+
+    @tf.function(input_signature=[spec])
+    def metadata(examples):
+        return {MODEL_INFO: tf.fill(tf.shape(examples)[:1], tf.constant(info_json))}
+
+    return metadata
 
 
 def export_model(
@@ -154,7 +182,7 @@ def export_model(
     # Only the weights are tracked, not the Keras model, so that saving does not trace the
     # Keras-specific functions of every layer. One TFT layer per input key set: a TFT
     # layer is finalised for the inputs it is first called with.
-    module.model_weights = list(model.weights)
+    setattr(module, WEIGHTS_ATTR, list(model.weights))
     module.tft_layer = tf_transform_output.transform_features_layer()
     module.tft_layer_eval = tf_transform_output.transform_features_layer()
     raw_spec = tf_transform_output.raw_feature_spec()
@@ -173,10 +201,7 @@ def export_model(
     def transform_features(examples):
         return module.tft_layer_eval(tf.io.parse_example(examples, raw_spec))
 
-    @tf.function(input_signature=[examples_spec])
-    def metadata(examples):  # the input is ignored: TF Serving rejects signatures without one
-        del examples
-        return {MODEL_INFO: tf.constant(info_json)}
+    metadata = metadata_signature(info_json)
 
     signatures = {"serving_default": serve, "transform_features": transform_features, "metadata": metadata}
     tf.saved_model.save(module, export_dir, signatures=signatures)
@@ -184,6 +209,57 @@ def export_model(
     with tf.io.gfile.GFile(os.path.join(export_dir, MODEL_INFO_FILE), "w") as f:
         f.write(json.dumps(info, indent=1, sort_keys=True))
     return export_dir
+
+
+def exported_weights(export_dir: str) -> list[np.ndarray]:
+    """The Keras model's weights in an export of :func:`export_model`, in ``model.weights``
+    order (read from the SavedModel's variables; nothing is loaded or run)."""
+    reader = tf.train.load_checkpoint(os.path.join(export_dir, "variables", "variables"))
+    names = reader.get_variable_to_shape_map()
+    out = []
+    while (key := f"{WEIGHTS_ATTR}/{len(out)}/.ATTRIBUTES/VARIABLE_VALUE") in names:
+        out.append(reader.get_tensor(key))
+    return out
+
+
+def weights_digest(weights: Sequence[Any]) -> str:
+    """SHA-256 of weight arrays (shapes, dtypes and values, in order): which weights a
+    training started from or ended with, comparable across executions."""
+    digest = hashlib.sha256()
+    for w in weights:
+        a = np.ascontiguousarray(np.asarray(w))
+        digest.update(f"{a.dtype.str}{a.shape}".encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()
+
+
+def read_model_info(export_dir: str) -> dict:
+    with tf.io.gfile.GFile(os.path.join(export_dir, MODEL_INFO_FILE)) as f:
+        return json.load(f)
+
+
+def restore_weights(model: keras.Model, export_dir: str, architecture: str | None = None, hparams=None) -> str:
+    """Set ``model``'s weights to those exported in ``export_dir``; returns their digest.
+
+    Raises
+    ------
+    ValueError
+        The export is of another architecture or hyperparameters (as its model_info says),
+        or its weights do not have the model's number and shapes; ``model`` is unchanged.
+    """
+    info = read_model_info(export_dir)
+    if architecture is not None and (info.get("architecture"), info.get("hparams") or {}) != (architecture, hparams or {}):
+        raise ValueError(
+            f"{export_dir} is a {info.get('architecture')!r} model with hparams {info.get('hparams')}, "
+            f"not {architecture!r} with {hparams or {}}"
+        )
+    saved = exported_weights(export_dir)
+    want = [tuple(v.shape) for v in model.weights]
+    if [tuple(w.shape) for w in saved] != want:
+        raise ValueError(f"{export_dir}: {len(saved)} exported weights do not fit the model's {len(want)} (shapes differ)")
+    for variable, value in zip(model.weights, saved):
+        variable.assign(value)
+    return weights_digest(saved)
 
 
 def add_warmup(export_dir: str, files: Sequence[str], n_examples: int = WARMUP_EXAMPLES) -> str:

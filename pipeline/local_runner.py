@@ -5,6 +5,10 @@ code are unchanged (TFX's cache, recorded in ``metadata.sqlite``), and a Trainer
 mid-training continues from its last finished epoch (``<root>/trainer_checkpoints``). With
 caching off (``enable_cache: false``, ``run-pipeline --no-cache``) every component runs
 again and the Trainer starts from epoch 1.
+
+Streaming (``spans`` in the config): each run ingests one span, the latest under the
+config's ``input_base`` or the one given (``run(cfg, span=N)``, ``run-pipeline --span N``),
+and trains on the last ``spans`` spans; running a span again reuses every output.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import tensorflow as tf
 from tfx import v1 as tfx
 
+from stellarpop.components.fits_example_gen import component as fits_component
 from stellarpop.pipeline import configs
 from stellarpop.pipeline.pipeline import create_pipeline, resume_dir, write_schema
 
@@ -23,13 +28,62 @@ def metadata_path(cfg: configs.PipelineConfig) -> str:
     return os.path.join(cfg.root, "metadata.sqlite")
 
 
-def run(cfg: configs.PipelineConfig, beam_pipeline_args: list[str] | None = None) -> configs.PipelineConfig:
-    """Run every component of ``cfg`` in this process; returns the resolved configuration."""
+def parse_span(text: str) -> int:
+    """A span as the CLI takes it: a number (``12``), or a date (``2024-05-02``) for dated
+    patterns, which TFX numbers by days since 1970-01-01. ValueError (one line) otherwise."""
+    import datetime
+
+    from tfx.components.example_gen import utils as example_gen_utils
+
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        day = datetime.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"span {text!r} is neither a number nor a date (YYYY-MM-DD)") from None
+    return example_gen_utils.date_to_span_number(day.year, day.month, day.day)
+
+
+def resolve_span(cfg: configs.PipelineConfig, span: int | None = None) -> int:
+    """The span a run of ``cfg`` ingests: ``span`` if given (it must exist), else the latest
+    under ``examples.input_base``, found as FitsExampleGen's driver finds it.
+
+    Raises
+    ------
+    ValueError
+        One line: the config has no spans, or no files match the pattern (for ``span``).
+    """
+    if not cfg.spans:
+        raise ValueError(f"{cfg.name}: a span needs `spans` (the window size) and a span pattern in the config")
+    input_config = fits_component.default_input_config(cfg.examples["pattern"])
+    range_config = fits_component.static_span(span) if span is not None else None
+    try:
+        found, _, _ = fits_component.resolve_span(cfg.examples["input_base"], input_config, range_config)
+    except ValueError as exc:
+        which = f"span {span}" if span is not None else "any span"
+        raise ValueError(
+            f"no files of {which} match {cfg.examples['pattern']!r} under {cfg.examples['input_base']}: {exc}"
+        ) from exc
+    return found
+
+
+def run(
+    cfg: configs.PipelineConfig, span: int | None = None, beam_pipeline_args: list[str] | None = None
+) -> configs.PipelineConfig:
+    """Run every component of ``cfg`` in this process; returns the resolved configuration.
+
+    ``span`` (configs with ``spans`` only): the span to ingest; None: the latest. Raises
+    ValueError (one line) for a span that the config cannot have or whose files do not exist.
+    """
     cfg = cfg.resolved()
+    if span is not None and not cfg.spans:
+        raise ValueError(f"{cfg.name}: --span needs `spans` (the window size) and a span pattern in the config")
+    span = resolve_span(cfg, span) if cfg.spans else None
     os.makedirs(cfg.root, exist_ok=True)
     args = beam_pipeline_args if beam_pipeline_args is not None else configs.local_beam_args(cfg.workers or None)
     with open(os.path.join(cfg.root, "pipeline_config.json"), "w") as fh:
-        json.dump({"config": cfg.__dict__, "beam_args": args}, fh, indent=2, default=str)
+        json.dump({"config": cfg.__dict__, "beam_args": args, "span": span}, fh, indent=2, default=str)
     if not cfg.enable_cache and tf.io.gfile.exists(resume_dir(cfg)):
         tf.io.gfile.rmtree(resume_dir(cfg))  # a fresh run: no epochs of a killed one either
     pipeline = create_pipeline(
@@ -37,6 +91,7 @@ def run(cfg: configs.PipelineConfig, beam_pipeline_args: list[str] | None = None
         write_schema(cfg.root, cfg.label_source),
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path(cfg)),
         beam_pipeline_args=args,
+        span=span,
     )
     tfx.orchestration.LocalDagRunner().run(pipeline)
     return cfg

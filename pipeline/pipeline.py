@@ -1,4 +1,4 @@
-"""create_pipeline(): the stellarpop DAG. Runners inject paths, metadata and Beam args only.
+"""create_pipeline(): the stellarpop DAG. Runners inject paths, metadata, Beam args, the span.
 
     examples (MockExampleGen | FitsExampleGen | Importer) [-> PpxfLabeler]
       -> StatisticsGen -> ExampleValidator (against the schema of components/examples.py)
@@ -6,6 +6,12 @@
       -> Trainer (run_fn: the Keras CNN; exports raw-Example signatures in physical units)
       -> Evaluator (TFMA, sliced by S/N, z, BPT class; blessing vs thresholds and the latest
          blessed model) -> Pusher (TF Serving layout: serving_dir/<version>/)
+
+Spans (``cfg.spans`` > 0, :func:`create_pipeline`'s ``span``): each run ingests (and labels)
+one span; Transform, the Trainer and the Evaluator read the last ``cfg.spans`` spans from
+MLMD (TFX's ``static_range`` resolver function). What the runs of earlier spans left
+(``spans.LatestBeforeSpanStrategy``) starts the next: Transform reuses their analyzer cache,
+the Trainer starts from their latest blessed model, which is the Evaluator's baseline.
 
 Caching (``cfg.enable_cache``): TFX reuses a component's earlier outputs when its cache key
 is unchanged: pipeline name, component id, executor spec (with the Beam arguments), input
@@ -37,7 +43,7 @@ from tfx.utils import io_utils
 
 from stellarpop.components import examples as examples_lib
 from stellarpop.components import ppxf_fit, reference_data
-from stellarpop.components.fits_example_gen.component import FitsExampleGen
+from stellarpop.components.fits_example_gen.component import FitsExampleGen, default_input_config, static_span
 from stellarpop.components.fits_example_gen.job import IngestConfig
 from stellarpop.components.mock_example_gen import job as sim_job
 from stellarpop.components.mock_example_gen.component import MockExampleGen
@@ -45,6 +51,7 @@ from stellarpop.components.ppxf_labeler import job as label_job
 from stellarpop.components.ppxf_labeler.component import PpxfLabeler
 from stellarpop.components.priors import Priors
 from stellarpop.pipeline import configs, eval_config, export, trainer
+from stellarpop.pipeline.spans import latest_analyzer_cache, latest_blessed_model, span_window
 from stellarpop.transforms import features as F
 from stellarpop.transforms import preprocessing as P
 
@@ -165,7 +172,9 @@ def stamp(node, *parts: Any):
     return node
 
 
-def _examples_node(cfg: configs.PipelineConfig):
+def _examples_node(cfg: configs.PipelineConfig, span: int | None = None):
+    """The example generator; with spans, FitsExampleGen reads span ``span`` (None: the
+    latest, resolved by its driver when the run starts)."""
     ex = dict(cfg.examples)
     source = ex.pop("source", "simulate")
     preparation = cfg.preprocessing().preparation
@@ -173,7 +182,11 @@ def _examples_node(cfg: configs.PipelineConfig):
         gen = MockExampleGen(sim_job.SimConfig(priors=Priors(mode=ex.pop("mode", "sdss")), preparation=preparation, **ex))
         return stamp(gen, code_fingerprint(MockExampleGen.__module__), files_fingerprint(ex))
     if source == "ingest":  # the input files: FileBasedExampleGen's driver fingerprints them
-        gen = FitsExampleGen(ingest_config=IngestConfig(preparation=preparation), **ex)
+        pattern = ex.pop("pattern", "*")
+        gen = FitsExampleGen(
+            ingest_config=IngestConfig(preparation=preparation), input_config=default_input_config(pattern),
+            range_config=static_span(span) if cfg.spans and span is not None else None, **ex,
+        )
         return stamp(gen, code_fingerprint(FitsExampleGen.__module__))
     if source == "import":
         # A new artefact (and new downstream results) when the folder's files change.
@@ -181,7 +194,7 @@ def _examples_node(cfg: configs.PipelineConfig):
         return tfx.dsl.Importer(
             source_uri=uri,
             artifact_type=standard_artifacts.Examples,
-            properties={"split_names": '["train","eval","test"]'},
+            properties={"split_names": json.dumps(list(F.SPLIT_NAMES), separators=(",", ":"))},
             custom_properties={"file_format": "tfrecords_gzip", "payload_format": "FORMAT_TF_EXAMPLE",
                                "content_fingerprint": folder_fingerprint(uri)},
         ).with_id("ImportExamples")
@@ -197,15 +210,17 @@ def resume_dir(cfg: configs.PipelineConfig) -> str:
     return os.path.join(cfg.root, RESUME_DIR)
 
 
-def _training_nodes(cfg: configs.PipelineConfig, examples, schema) -> tuple:
+def _training_nodes(cfg: configs.PipelineConfig, examples, schema, analyzer_cache=None, base_model=None) -> tuple:
     """Transform and Trainer; their ``custom_config`` carries their module code's fingerprint
-    and the Trainer's its resume folder."""
+    and the Trainer's its resume folder. ``analyzer_cache``: a TransformCache channel that
+    Transform starts from; ``base_model``: a Model channel the Trainer warm-starts from."""
     preprocessing = {P.CONFIG_KEY: dataclasses.asdict(cfg.preprocessing())}  # one owner, given to both
     transform = tfx.components.Transform(
         examples=examples,
         schema=schema,
         preprocessing_fn=configs.PREPROCESSING_FN,
         materialize=False,
+        analyzer_cache=analyzer_cache,
         custom_config={**preprocessing, CODE_FINGERPRINT: code_fingerprint(_module(configs.PREPROCESSING_FN))},
     )
     trainer_config = {
@@ -217,27 +232,23 @@ def _training_nodes(cfg: configs.PipelineConfig, examples, schema) -> tuple:
         examples=examples,
         transform_graph=transform.outputs["transform_graph"],
         schema=schema,
-        train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=cfg.train_steps),
-        eval_args=tfx.proto.EvalArgs(splits=["eval"], num_steps=cfg.eval_steps),
+        train_args=tfx.proto.TrainArgs(splits=[F.TRAIN], num_steps=cfg.train_steps),
+        eval_args=tfx.proto.EvalArgs(splits=[F.EVAL], num_steps=cfg.eval_steps),
+        base_model=base_model,
         custom_config=trainer_config,
     )
     return transform, train
 
 
-def _evaluation_nodes(cfg: configs.PipelineConfig, examples, model) -> tuple:
-    """The latest blessed model, the Evaluator (stamped with its custom metrics' code) and
-    the Pusher."""
-    baseline = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("LatestBlessedModel")
-    label_keys = {k: (F.TRUTH_PREFIX + k if cfg.label_source == "truth" else k) for k in F.LABEL_KEYS}
+def _evaluation_nodes(cfg: configs.PipelineConfig, examples, model, baseline: tfx.dsl.Resolver) -> tuple:
+    """The Evaluator (against ``baseline``'s model, stamped with its custom metrics' code)
+    and the Pusher."""
+    label_keys = F.label_features(cfg.label_source)
     evaluator = tfx.components.Evaluator(
         examples=examples,
         model=model,
         baseline_model=baseline.outputs["model"],
-        example_splits=["test"],
+        example_splits=[F.TEST],
         eval_config=eval_config.make_eval_config(
             label_keys=label_keys, thresholds=cfg.thresholds or None, change_thresholds=cfg.change_thresholds or None
         ),
@@ -250,21 +261,34 @@ def _evaluation_nodes(cfg: configs.PipelineConfig, examples, model) -> tuple:
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=cfg.serving_dir)
         ),
     )
-    return baseline, evaluator, pusher
+    return evaluator, pusher
 
 
 def create_pipeline(
-    cfg: configs.PipelineConfig, schema_file: str, metadata_connection_config=None, beam_pipeline_args=None
+    cfg: configs.PipelineConfig,
+    schema_file: str,
+    metadata_connection_config=None,
+    beam_pipeline_args=None,
+    span: int | None = None,
 ) -> tfx.dsl.Pipeline:
     """The whole DAG for one configuration (paths already resolved by the runner); builds
     objects only, writes nothing.
 
     ``schema_file``: the raw-data schema (:func:`write_schema`, which the runner calls).
     Caching follows ``cfg.enable_cache``.
+
+    ``span`` (with ``cfg.spans`` > 0): the span this run ingests, known before the run
+    (the local runner resolves it: :func:`~stellarpop.pipeline.local_runner.resolve_span`).
+    Transform, Trainer and Evaluator then read spans ``span - cfg.spans + 1 .. span`` from
+    MLMD (those that exist; the latest version of each), Transform starts from the analyzer
+    cache and the Trainer from the blessed model of the runs of earlier spans. ``span`` None
+    (Kubeflow: the span is resolved when the scheduled run starts) keeps to what TFX 1.16's
+    Kubeflow V2 compiler compiles: the ExampleGen reads the latest span, Transform and Trainer
+    read that span alone, the Trainer starts from TFX's latest blessed model.
     """
-    gen = _examples_node(cfg)
+    gen = _examples_node(cfg, span)
     examples = gen.outputs["result"] if isinstance(gen, tfx.dsl.Importer) else gen.outputs["examples"]
-    nodes = [gen]
+    nodes, producer, output_key = [gen], gen, "examples"
     if cfg.label_source == "ppxf":
         label_cfg = label_job.LabelConfig(fit=ppxf_fit.FitConfig(**cfg.label.get("fit", {})),
                                           **{k: v for k, v in cfg.label.items() if k != "fit"})
@@ -272,6 +296,7 @@ def create_pipeline(
         stamp(labeler, code_fingerprint(PpxfLabeler.__module__), files_fingerprint(cfg.label))
         examples = labeler.outputs["labelled_examples"]
         nodes.append(labeler)
+        producer, output_key = labeler, "labelled_examples"
 
     schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_file)
     stats = tfx.components.StatisticsGen(examples=examples)
@@ -282,9 +307,25 @@ def create_pipeline(
             examples=examples, stats_options=StatsOptions(sample_rate=cfg.statistics_sample_rate)
         )
     validator = tfx.components.ExampleValidator(statistics=stats.outputs["statistics"], schema=schema_gen.outputs["schema"])
-    transform, train = _training_nodes(cfg, examples, schema_gen.outputs["schema"])
-    baseline, evaluator, pusher = _evaluation_nodes(cfg, examples, train.outputs["model"])
-    nodes += [schema_gen, stats, validator, transform, train, baseline, evaluator, pusher]
+    windowed = cfg.spans > 0 and span is not None
+    baseline = latest_blessed_model(span if windowed else None)
+    nodes += [schema_gen, stats, validator, baseline]
+    training_examples, cache, base_model = examples, None, None
+    if windowed:
+        training_examples = span_window(producer.id, output_key, span - cfg.spans + 1, span)
+        cache_resolver = latest_analyzer_cache(span)
+        nodes.append(cache_resolver)
+        cache, base_model = cache_resolver.outputs["cache"], baseline.outputs["model"]
+    elif cfg.spans > 0:
+        base_model = baseline.outputs["model"]
+    transform, train = _training_nodes(
+        cfg, training_examples, schema_gen.outputs["schema"], analyzer_cache=cache, base_model=base_model
+    )
+    evaluator, pusher = _evaluation_nodes(cfg, training_examples, train.outputs["model"], baseline)
+    if windowed:  # the window is read from MLMD: it must follow this run's span
+        for node in (transform, train, evaluator):
+            node.add_upstream_node(producer)
+    nodes += [transform, train, evaluator, pusher]
     return tfx.dsl.Pipeline(
         pipeline_name=cfg.name,
         pipeline_root=os.path.join(cfg.root, "artifacts"),

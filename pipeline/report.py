@@ -37,7 +37,6 @@ from tfx import v1 as tfx
 
 from stellarpop.pipeline import metrics
 from stellarpop.pipeline import report_tables as tables
-from stellarpop.pipeline.export import MODEL_INFO_FILE
 from stellarpop.transforms import features as F
 from stellarpop.transforms import preprocessing as P
 
@@ -271,7 +270,7 @@ def predict_test_split(
         Shape (N,) arrays: ``label/<key>``, ``pred/<key>``, ``err/<key>`` for each output
         (physical units), ``z``, ``snr_r``, ``bpt_class`` (str).
     """
-    files = sorted(tf.io.gfile.glob(os.path.join(examples, "Split-test", "*.gz")))
+    files = sorted(tf.io.gfile.glob(os.path.join(examples, f"Split-{F.TEST}", "*.gz")))
     if not files:
         raise ReportError(f"{examples}: no Split-test/*.gz")
     serve = tf.saved_model.load(model_dir).signatures["serving_default"]
@@ -315,13 +314,13 @@ def find_benchmarks(run_root: str, benchmarks: Sequence[str] = ()) -> list[str]:
 
 
 def _model_info(model: str) -> dict:
-    path = os.path.join(model, SERVING_DIR, MODEL_INFO_FILE)
-    return json.load(open(path)) if os.path.exists(path) else {}
+    path = os.path.join(model, SERVING_DIR, F.MODEL_INFO_FILE)
+    return _read_json(path) if os.path.exists(path) else {}
 
 
 def _history(model_run: str) -> dict | None:
     path = os.path.join(model_run, "history.json") if model_run else ""
-    return json.load(open(path)) if path and os.path.exists(path) else None
+    return _read_json(path) if path and os.path.exists(path) else None
 
 
 def write_report(
@@ -373,3 +372,8 @@ def write_report(
         fh.write(page)
     log.info("wrote %s", path)
     return path
+
+
+def _read_json(path: str):
+    with open(path) as fh:
+        return json.load(fh)

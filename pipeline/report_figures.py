@@ -25,7 +25,8 @@ from matplotlib.figure import Figure
 from stellarpop.pipeline.metrics import metric_name, sigma_clipped_mean_std
 from stellarpop.transforms import features as F
 
-AXIS_LABELS = {F.LOG_AGE: "log age [log yr]", F.MH: "[M/H] [dex]", F.EBV: "E(B-V) [mag]", F.VD: "sigma [km/s]"}
+NAMES = {F.LOG_AGE: "log age", F.MH: "[M/H]", F.EBV: "E(B-V)", F.VD: "sigma"}
+AXIS_LABELS = {k: f"{NAMES[k]} [{F.LABEL_UNITS[k]}]" for k in F.LABEL_KEYS}
 DECIMALS = {F.LOG_AGE: 3, F.MH: 3, F.EBV: 3, F.VD: 1}  # printed on figures and in tables
 DPI = 100
 MODEL_STYLES = {"candidate": dict(color="C0", ls="-", marker="o"), "baseline": dict(color="C1", ls="--", marker="s")}

@@ -38,6 +38,13 @@ execution's epochs), the best weights (``checkpoints/best``, TF checkpoint),
 ``history.json`` (every epoch's metrics, ``resumed_from_epoch``) and ``loss_curve.png``
 (train and validation loss per epoch, as the paper's Fig. 3).
 
+Warm start: given a base model (``fn_args.base_model``: the Trainer's ``base_model`` input,
+the latest blessed model in a streaming pipeline), training starts from its exported weights
+(:func:`export.restore_weights`) if it is of the same architecture and hyperparameters, else
+from a fresh initialisation (the reason is logged and recorded). ``model_info.json`` records
+``warm_start_from`` (the base model's path, or null) and, under ``training``, the digest of
+the weights training started from (``initial_weights_sha256``).
+
 Resuming after a killed execution: :mod:`stellarpop.pipeline.resume`. The SavedModel in
 ``serving_model_dir`` and its signatures: :mod:`stellarpop.pipeline.export`.
 """
@@ -59,7 +66,14 @@ from matplotlib.figure import Figure
 
 from stellarpop.components import config_codec
 from stellarpop.pipeline import models
-from stellarpop.pipeline.export import add_warmup, export_model, model_info, skip_autograph_for_tf_keras
+from stellarpop.pipeline.export import (
+    add_warmup,
+    export_model,
+    model_info,
+    restore_weights,
+    skip_autograph_for_tf_keras,
+    weights_digest,
+)
 from stellarpop.pipeline.resume import RESUME_DIR_KEY as RESUME_DIR_KEY  # re-exported: pipeline.py
 from stellarpop.pipeline.resume import (
     EpochState,
@@ -220,15 +234,18 @@ def train(
     train_steps: int | None = None,
     eval_steps: int | None = None,
     state_dir: str | None = None,
+    base_model: str | None = None,
 ) -> tuple[keras.Model, dict]:
-    """Train with early stopping (resuming ``state_dir``); return the model with its best
-    weights and the history.
+    """Train with early stopping (resuming ``state_dir``, starting from the weights of the
+    export ``base_model`` if it fits); return the model with its best weights and the history.
 
     Returns
     -------
     model, {'history': {metric: [per epoch]}, 'best_epoch': 1-based, 'best_val_loss',
     'seconds' (of training, every execution's), 'resumed_from_epoch' (epochs found done),
-    'loss': the loss function's name, 'config'}
+    'loss': the loss function's name, 'config', 'warm_start_from' (``base_model`` if its
+    weights were restored, else None), 'warm_start_skipped' (why not, or None),
+    'initial_weights_sha256' (of the weights epoch 1 started from)}
     """
     skip_autograph_for_tf_keras()
     keras.utils.set_random_seed(config.seed)
@@ -244,6 +261,8 @@ def train(
     eval_ds = input_fn(eval_files, repeat=bool(eval_steps), **common)
     with checkpointable_randomness():
         model = compile_model(config)
+    warm_from, skipped = warm_start(model, config, base_model)
+    initial_digest = weights_digest([w.numpy() for w in model.weights])
     state = EpochState(state_dir or os.path.join(model_run_dir, "resume"), config.patience)
     resumed_from, steps = state.epochs_done, steps_per_epoch(train_steps, config.epochs)
     if resumed_from:
@@ -271,8 +290,29 @@ def train(
         "resumed_from_epoch": resumed_from,
         "loss": getattr(spec.loss, "__name__", str(spec.loss)),
         "config": dataclasses.asdict(config),
+        "warm_start_from": warm_from,
+        "warm_start_skipped": skipped,
+        "initial_weights_sha256": initial_digest,
     }
     return model, record
+
+
+def warm_start(model: keras.Model, config: TrainConfig, base_model: str | None) -> tuple[str | None, str | None]:
+    """Load the weights of the export ``base_model`` into ``model`` (compiled, not trained).
+
+    Returns (``base_model`` if restored else None, the reason it was not or None). An export
+    of another architecture or hyperparameters, or an unreadable one, leaves the fresh
+    initialisation: the first model after such a change starts from scratch.
+    """
+    if not base_model:
+        return None, None
+    try:
+        restore_weights(model, base_model, architecture=config.model, hparams=config.hparams)
+    except (ValueError, OSError, tf.errors.OpError) as exc:
+        log.warning("not warm-starting from %s: %s", base_model, exc)
+        return None, str(exc)
+    log.info("warm start from %s", base_model)
+    return base_model, None
 
 
 # --- run outputs and entry point ---------------------------------------------------------------
@@ -312,7 +352,8 @@ def run_fn(fn_args) -> None:
     """TFX Trainer entry point (``tfx.components.FnArgs``).
 
     Reads ``train_files``, ``eval_files``, ``transform_output``, ``serving_model_dir``,
-    ``model_run_dir``, ``train_steps``, ``eval_steps`` and ``custom_config``. The export
+    ``model_run_dir``, ``train_steps``, ``eval_steps``, ``base_model`` (warm start) and
+    ``custom_config``. The export
     carries TF Serving warmup requests made of the first eval Examples (:func:`add_warmup`).
     """
     config = TrainConfig.from_custom_config(fn_args.custom_config)
@@ -322,6 +363,7 @@ def run_fn(fn_args) -> None:
     model, record = train(
         config, fn_args.train_files, fn_args.eval_files, tf_transform_output, fn_args.model_run_dir,
         train_steps=fn_args.train_steps, eval_steps=fn_args.eval_steps, state_dir=state_dir,
+        base_model=getattr(fn_args, "base_model", None),
     )
     write_run_outputs(fn_args.model_run_dir, record)
     ranges = read_label_ranges(fn_args.train_files, tf_transform_output)

@@ -36,8 +36,9 @@ INPUT_KEY = "examples"
 MODEL_NAME = "stellarpop"
 
 
-class ServingError(RuntimeError):
-    """A request the server refused or could not answer.
+class ServingError(OSError):
+    """A request the server refused or could not answer (an OSError: like a file that cannot
+    be read, it is the environment's or the user's problem, reported in one line).
 
     Attributes
     ----------
@@ -49,7 +50,11 @@ class ServingError(RuntimeError):
         self.target, self.code = target, code
         text = " ".join(str(details).split())
         text = text if len(text) <= 300 else text[:297] + "..."
-        super().__init__(f"{target}: {code.name if code else 'ERROR'}: {text}")
+        self.message = f"{target}: {code.name if code else 'ERROR'}: {text}"
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def channel_options(max_message_mb: int) -> list[tuple[str, int]]:
@@ -199,7 +204,9 @@ class Client:
         """The served model's self-description (``model_info.json``: preparation, labels,
         architecture...), from its ``metadata`` signature: TF Serving serves every signature
         of a SavedModel, while files beside it (``assets.extra``) never reach a client."""
-        request = predict_request([], self.model_name, self.version, self.label, signature=METADATA_SIGNATURE)
+        # One (empty) Example: TF Serving's batching refuses empty batches and needs a batch
+        # dimension; the signature ignores its input.
+        request = predict_request([b""], self.model_name, self.version, self.label, signature=METADATA_SIGNATURE)
         response = self._call(self._predict_stub.Predict, request)
         value = outputs_to_arrays(response)[METADATA_OUTPUT][0]
         return json.loads(value.decode() if isinstance(value, bytes) else value)

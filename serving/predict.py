@@ -24,12 +24,15 @@ import numpy as np
 
 from stellarpop.components import config_codec, examples, readers
 from stellarpop.components.spectra import Preparation, SpectrumError, prepare
-from stellarpop.pipeline.export import MODEL_INFO_FILE
 from stellarpop.transforms import features as F
 
 REPO_MODELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
 DEFAULT_MODEL = "default"
 META_COLUMNS = ("file", "spec_id", "plate", "mjd", "fiber", "z", "snr_r", "class", "bpt_class", "sdss_vdisp", "coverage")
+
+
+# The columns of a prediction table, in order (also the streaming job's, which adds its own).
+TABLE_COLUMNS = list(META_COLUMNS) + [c for k in F.LABEL_KEYS for c in (k, k + F.ERR_SUFFIX)] + ["quality", "error"]
 
 
 def model_dir(path: str | None = None) -> str:
@@ -77,7 +80,7 @@ class Predictor:
         self.path = model_dir(self.path)
         self._model = tf.saved_model.load(self.path)
         self._fn = self._model.signatures["serving_default"]
-        with open(os.path.join(self.path, MODEL_INFO_FILE)) as fh:
+        with open(os.path.join(self.path, F.MODEL_INFO_FILE)) as fh:
             self.info = json.load(fh)
         self.preparation = preparation_of(self.info)
 
@@ -106,7 +109,9 @@ def prepare_file(path: str, preparation: Preparation) -> tuple[dict, bytes | Non
     row: dict = {c: None for c in META_COLUMNS}
     row.update({"file": path, "spec_id": "", "quality": "", "error": ""})
     try:
-        spec = prepare(readers.read_spectrum(path), preparation)
+        native = readers.read_spectrum(path)
+        row["spec_id"] = native.spec_id  # kept when the spectrum cannot be prepared
+        spec = prepare(native, preparation)
     except SpectrumError as exc:
         row["error"] = f"{path}: {exc}"
         return row, None
@@ -128,7 +133,12 @@ def predict_files(files: list[str], model: Model, batch_size: int = 256, on_prog
 
     def flush():
         if pending:
-            out = model.predict([s for _, s in pending])
+            try:
+                out = model.predict([s for _, s in pending])
+            except Exception as exc:  # noqa: BLE001 - a failed batch (a server's deadline) becomes error rows
+                out, failed = {}, " ".join(str(exc).split())
+                for row, _ in pending:
+                    row["error"] = f"{row['file']}: prediction failed: {failed}"
             for i, (row, _) in enumerate(pending):
                 for key in F.LABEL_KEYS + F.LABEL_ERR_KEYS:
                     row[key] = float(out[key][i]) if key in out else math.nan
@@ -167,8 +177,7 @@ def write_table(rows: list[dict], path: str) -> None:
     import pandas as pd
 
     fmt = table_format(path)
-    columns = list(META_COLUMNS) + [c for k in F.LABEL_KEYS for c in (k, k + F.ERR_SUFFIX)] + ["quality", "error"]
-    frame = pd.DataFrame(rows, columns=columns)
+    frame = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if fmt == "parquet":
         frame.to_parquet(path, index=False)

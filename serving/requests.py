@@ -47,11 +47,11 @@ def _input_tensor(name: str, proto, spec, max_batch: int | None):
 
 
 def run_request(model, request: predict_pb2.PredictRequest, max_batch: int | None = None,
-                call=None) -> dict[str, np.ndarray]:
+                call=None, timeout_s: float | None = None) -> dict[str, np.ndarray]:
     """Run a PredictRequest on a loaded SavedModel (``tf.saved_model.load``).
 
     ``call``, if given, runs the default signature in its place with the same inputs (the
-    server's batcher).
+    server's :class:`Batcher`, which waits at most ``timeout_s`` seconds).
 
     Returns
     -------
@@ -78,7 +78,10 @@ def run_request(model, request: predict_pb2.PredictRequest, max_batch: int | Non
                            f"sent extra {sorted(sent - wanted)}, missing but required {sorted(wanted - sent)}")
     try:
         inputs = {key: _input_tensor(key, request.inputs[key], spec, max_batch) for key, spec in specs.items()}
-        outputs = (call if call is not None and name == SIGNATURE else fn)(**inputs)
+        if call is not None and name == SIGNATURE:
+            outputs = call(timeout_s=timeout_s, **inputs)
+        else:
+            outputs = fn(**inputs)
     except tf.errors.OpError as err:
         raise RequestError(_GRPC_CODES.get(err.error_code, grpc.StatusCode.UNKNOWN), one_line(err.message)) from None
     except (TypeError, ValueError) as err:
@@ -102,13 +105,18 @@ class Batcher:
         self._lock, self._closed = threading.Lock(), False
         threading.Thread(target=self._loop, name="stellarpop-batcher", daemon=True).start()
 
-    def __call__(self, **inputs):
+    def __call__(self, timeout_s: float | None = None, **inputs):
+        """The signature's outputs for ``inputs``, run in a merged call; ``timeout_s``: the
+        request's remaining deadline (a wait past it is DEADLINE_EXCEEDED, the worker freed)."""
         done: futures.Future = futures.Future()
         with self._lock:
             if self._closed:  # unloaded while this request was under way
                 return self.fn(**inputs)
             self._queue.put((inputs, done))
-        return done.result()
+        try:
+            return done.result(timeout=timeout_s)
+        except futures.TimeoutError:
+            raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "the request's deadline passed in the batch queue") from None
 
     def close(self) -> None:
         with self._lock:

@@ -180,11 +180,12 @@ class ModelStore:
             raise RequestError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: {which}")
         return available[number]
 
-    def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+    def predict(self, request: predict_pb2.PredictRequest, timeout_s: float | None = None) -> predict_pb2.PredictResponse:
+        """Answer a Predict request; ``timeout_s``: its remaining deadline (for the batch queue)."""
         import tensorflow as tf
 
         version = self.resolve(request.model_spec)
-        outputs = run_request(version.model, request, self.max_batch, version.batcher)
+        outputs = run_request(version.model, request, self.max_batch, version.batcher, timeout_s)
         response = predict_pb2.PredictResponse()
         set_model_spec(response.model_spec, self.name, version.number, signature=request.model_spec.signature_name or SIGNATURE)
         for key, value in outputs.items():
@@ -220,10 +221,10 @@ class ModelStore:
                 entry.status.error_code, entry.status.error_message = grpc.StatusCode.UNKNOWN.value[0], version.error
         return response
 
-    def answer(self, context, method, request):
+    def answer(self, context, method, request, *args):
         """Run a store method for a gRPC call; refusals become the call's status."""
         try:
-            return method(request)
+            return method(request, *args)
         except RequestError as err:
             code, message = err.code, err.message
         except Exception as err:  # a bug: logged, answered INTERNAL, the server goes on
@@ -254,7 +255,7 @@ class _Servicer(prediction_service_pb2_grpc.PredictionServiceServicer, model_ser
         self.store = store
 
     def Predict(self, request, context):
-        return self.store.answer(context, self.store.predict, request)
+        return self.store.answer(context, self.store.predict, request, context.time_remaining())
 
     def GetModelMetadata(self, request, context):
         return self.store.answer(context, self.store.metadata, request)
@@ -325,10 +326,17 @@ class LocalServer:
         servicer = _Servicer(self.store)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, self._grpc)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(servicer, self._grpc)
-        self.port = self._grpc.add_insecure_port(f"{self.host}:{self.port}")
+        try:
+            self.port = self._grpc.add_insecure_port(f"{self.host}:{self.port}")
+        except RuntimeError as exc:  # grpc's way of saying the port is taken
+            raise OSError(f"gRPC port {self.host}:{self.port}: cannot listen ({exc})") from None
         self._grpc.start()
         if self.rest_port is not None:
-            self._http = http.server.ThreadingHTTPServer((self.host, self.rest_port), _rest_handler(self.store))
+            try:
+                self._http = http.server.ThreadingHTTPServer((self.host, self.rest_port), _rest_handler(self.store))
+            except OSError as exc:
+                self._grpc.stop(0)
+                raise OSError(f"REST port {self.host}:{self.rest_port}: cannot listen ({exc.strerror or exc})") from None
             self._http.daemon_threads = True
             self.rest_port = self._http.server_address[1]
             threading.Thread(target=self._http.serve_forever, name="stellarpop-rest", daemon=True).start()

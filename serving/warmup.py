@@ -1,5 +1,4 @@
-"""Predict requests on a loaded export, as TF Serving runs them: the warmup records stored
-inside the export, request checking with TF Serving's status codes, request batching.
+"""TF Serving's warmup records of an export: written at export, read and replayed.
 
 TF Serving replays ``<export>/assets.extra/tf_serving_warmup_requests`` (a TFRecord file of
 ``PredictionLog`` protos) when it loads a version and reports the version AVAILABLE only
@@ -7,13 +6,10 @@ afterwards, so the first real requests do not pay for lazy initialisation (on a 
 and cuBLAS autotuning, memory pools, kernel loading). The Trainer writes it at export time
 from a few real serialized Examples with :func:`write_warmup` (TF Serving refuses more than
 1000 records) and can check it with :func:`check_warmup`: a warmup request that fails makes
-TF Serving refuse the version.
-
-:func:`run_request` (one PredictRequest on a loaded SavedModel, refusals as
-:class:`RequestError` with TF Serving's status code) and :class:`Batcher` (concurrent calls
-merged, as ``--enable_batching``) are what the local stand-in, ``serving/server.py``, runs
-warmups and requests with.
+TF Serving refuse the version. The replay runs each request through
+:func:`~stellarpop.serving.requests.run_request`, as the local stand-in does.
 """
+
 from __future__ import annotations
 
 import math
@@ -70,10 +66,10 @@ def write_warmup(export_dir: str, serialized_examples: Sequence[bytes], model_na
         raise ValueError("no serialized Examples to write warmup requests from")
     if not all(isinstance(s, bytes) for s in serialized_examples):
         raise ValueError("warmup Examples must be serialized tf.train.Examples (bytes)")
-    if not os.path.isdir(export_dir):
+    if not tf.io.gfile.isdir(export_dir):  # gfile: a Trainer on Kubeflow exports to gs://
         raise FileNotFoundError(f"{export_dir}: no such export folder")
     path = warmup_path(export_dir)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tf.io.gfile.makedirs(os.path.dirname(path))
     n_records = min(max_records, math.ceil(len(serialized_examples) / batch_size))
     with tf.io.TFRecordWriter(path + ".tmp") as writer:
         for i in range(n_records):
@@ -81,7 +77,7 @@ def write_warmup(export_dir: str, serialized_examples: Sequence[bytes], model_na
             log = prediction_log_pb2.PredictionLog()
             log.predict_log.request.CopyFrom(predict_request(batch, model_name))
             writer.write(log.SerializeToString())
-    os.replace(path + ".tmp", path)
+    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
     return path
 
 
@@ -97,7 +93,7 @@ def read_warmup(export_dir: str) -> list[predict_pb2.PredictRequest]:
     import tensorflow as tf
 
     path = warmup_path(export_dir)
-    if not os.path.exists(path):
+    if not tf.io.gfile.exists(path):
         return []
     requests = []
     for i, record in enumerate(tf.data.TFRecordDataset(path).as_numpy_iterator()):

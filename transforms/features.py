@@ -81,6 +81,11 @@ TRUTH_KEYS = tuple(TRUTH_PREFIX + k for k in LABEL_KEYS)
 LABEL_UNITS = {LOG_AGE: "log10(yr)", MH: "dex", EBV: "mag", VD: "km/s"}
 # Where the labels come from: pPXF fits of the spectra, or the simulator's truth.
 LABEL_SOURCES = {"ppxf": LABEL_KEYS, "truth": TRUTH_KEYS}
+
+
+def label_features(label_source: str) -> dict[str, str]:
+    """Each label key -> the feature holding it for ``label_source`` (KeyError if unknown)."""
+    return dict(zip(LABEL_KEYS, LABEL_SOURCES[label_source]))
 # Everything else the simulator knows (SFH components, light fractions, S/N, dust, lines),
 # as a JSON string: for analysis, not for the network.
 SIM_TRUTH = "sim_truth"
@@ -88,13 +93,15 @@ SIM_TRUTH = "sim_truth"
 # --- Slicing bins (the paper's Sections 4.2-4.3) ----------------------------------------------
 SNR_BIN_EDGES = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0)  # last bin open: >= 30
 Z_BIN_EDGES = (0.0, 0.06, 0.08, 0.10, 0.12, 0.15, 0.18, 0.30)
-SNR_BIN = "snr_bin"  # index into SNR_BIN_EDGES (0: below the first edge), made by Transform
+SNR_BIN = "snr_bin"  # bin of SNR_BIN_EDGES: -1 below the first edge, 0 for [5, 10), ...; made by Transform
 Z_BIN = "z_bin"  # index into Z_BIN_EDGES, made by Transform
 
 # --- The paper's 8:1:1 split, by hash buckets of OBJECT_ID (repeat observations of one galaxy
 # stay in one split); hashed as TFX's ExampleGen hashes (``examples.split_of``).
 SPLITS = (("train", 8), ("eval", 1), ("test", 1))
 SPLIT_NAMES = tuple(name for name, _ in SPLITS)
+TRAIN, EVAL, TEST = SPLIT_NAMES  # fit, early stopping and model choice, the Evaluator's judgement
+SPLIT_SCHEME = "tfx-sha256-object_id"  # the name recorded with simulated runs
 
 # --- The paper's selection ---------------------------------------------------------------------
 Z_MIN = 0.002
@@ -106,6 +113,10 @@ def transformed_name(key: str) -> str:
     """Name of a feature after the tf.Transform step."""
     return key + "_xf"
 
+
+# An exported model's self-description, beside its SavedModel (written by pipeline/export.py,
+# read by prediction and reports).
+MODEL_INFO_FILE = "assets.extra/model_info.json"
 
 # What TFMA slices by: the bins as Transform outputs them, and the raw BPT class.
 SLICE_KEYS = (transformed_name(SNR_BIN), transformed_name(Z_BIN), BPT_CLASS)

@@ -2,6 +2,14 @@
 
 The component's spec, its executor (the base ExampleGen splitting on top of the ingest job,
 :func:`~stellarpop.components.fits_example_gen.job.IngestSpectra`) and the component.
+
+Spans: an input pattern with TFX's ``{SPAN}`` (or ``{YYYY}{MM}{DD}``, optionally
+``{VERSION}``) spec, e.g. ``span-{SPAN}/*``, reads one span per execution: the latest, or the
+one a ``range_config`` static range names. FileBasedExampleGen's driver resolves it (and
+fingerprints that span's files for the cache key) and rewrites the pattern; the executor
+reads only that span and records it on the Examples artefact, as the ``span`` (and
+``version``) custom property the driver sets and as the artefact's ``span`` property, which
+TFX's span resolver functions read.
 """
 
 from __future__ import annotations
@@ -12,11 +20,12 @@ from typing import Any
 
 import apache_beam as beam
 from tfx import types
+from tfx.components.example_gen import input_processor
 from tfx.components.example_gen import utils as example_gen_utils
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import base_beam_component, executor_spec
-from tfx.proto import example_gen_pb2
+from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import proto_utils
@@ -59,6 +68,38 @@ def default_input_config(pattern: str = "*") -> example_gen_pb2.Input:
     return example_gen_utils.make_default_input_config(pattern)
 
 
+def static_span(span: int) -> range_config_pb2.RangeConfig:
+    """The range_config that makes the component read span ``span`` (not the latest)."""
+    return range_config_pb2.RangeConfig(
+        static_range=range_config_pb2.StaticRange(start_span_number=span, end_span_number=span)
+    )
+
+
+def resolve_span(
+    input_base: str, input_config: example_gen_pb2.Input, range_config: range_config_pb2.RangeConfig | None = None
+) -> tuple[int, int | None, example_gen_pb2.Input]:
+    """(span, version, input config with the span filled in), as FileBasedExampleGen's
+    driver resolves them: the latest span under ``input_base``, or the one ``range_config``
+    names. A pattern without span spec gives span 0 and the config unchanged.
+
+    Raises
+    ------
+    ValueError
+        No files match the pattern (for that span).
+    """
+    processor = input_processor.FileBasedInputProcessor(input_base, input_config.splits, range_config)
+    span, version = processor.resolve_span_and_version()
+    resolved = example_gen_pb2.Input()
+    resolved.CopyFrom(input_config)
+    for split in resolved.splits:
+        split.pattern = processor.get_pattern_for_span_version(split.pattern, span, version)
+    return span, version, resolved
+
+
+def _has_span_spec(input_config: example_gen_pb2.Input) -> bool:
+    return any(any(spec in s.pattern for spec in ("{SPAN", "{YYYY}", "{VERSION")) for s in input_config.splits)
+
+
 @beam.ptransform_fn
 def _InputToExamples(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_pattern: str):  # noqa: N802
     import os
@@ -89,20 +130,46 @@ class Executor(BaseExampleGenExecutor):
         examples = artifact_utils.get_single_instance(output_dict[standard_component_specs.EXAMPLES_KEY])
         props = dict(exec_properties)
         props[_REPORT_DIR_KEY] = examples.uri
+        span, version = self._resolve_span(props, input_config)
         super().Do(input_dict, output_dict, props)
+        examples.span = span  # the property TFX's span resolver functions read
+        examples.set_int_custom_property(example_gen_utils.SPAN_PROPERTY_NAME, span)
+        if version is not None:
+            examples.version = version
+            examples.set_int_custom_property(example_gen_utils.VERSION_PROPERTY_NAME, version)
         summary = job.read_summary(examples.uri)
         examples.set_int_custom_property("num_examples", summary["examples"])
         examples.set_int_custom_property("num_errors", summary["errors"])
         examples.set_int_custom_property("num_rejected", summary["rejected_by_selection"])
         examples.set_string_custom_property("failures_by_reason", json.dumps(summary["failures"], sort_keys=True))
-        log.info("ingest summary: %s", json.dumps(summary))
+        log.info("ingest summary (span %d): %s", span, json.dumps(summary))
+
+    @staticmethod
+    def _resolve_span(props: dict[str, Any], input_config: example_gen_pb2.Input) -> tuple[int, int | None]:
+        """The span and version to read. After FileBasedExampleGen's driver (every pipeline
+        run) the pattern names one span and ``props`` holds it; an executor called without the
+        driver (``Do`` in tests, a standalone run) resolves the span spec itself, honouring
+        ``range_config``, and rewrites ``props``' input config."""
+        if not _has_span_spec(input_config):
+            span = props.get(example_gen_utils.SPAN_PROPERTY_NAME) or 0
+            return int(span), props.get(example_gen_utils.VERSION_PROPERTY_NAME)
+        range_config = None
+        if props.get(standard_component_specs.RANGE_CONFIG_KEY):
+            range_config = range_config_pb2.RangeConfig()
+            proto_utils.json_to_proto(props[standard_component_specs.RANGE_CONFIG_KEY], range_config)
+        span, version, resolved = resolve_span(props[standard_component_specs.INPUT_BASE_KEY], input_config, range_config)
+        props[standard_component_specs.INPUT_CONFIG_KEY] = proto_utils.proto_to_json(resolved)
+        props[example_gen_utils.SPAN_PROPERTY_NAME] = span
+        props[example_gen_utils.VERSION_PROPERTY_NAME] = version
+        return span, version
 
 
 class FitsExampleGen(FileBasedExampleGen):
     """Reads spectrum files under ``input_base`` into tf.Examples of the project's spec.
 
     Outputs one ``Examples`` artefact with train/eval/test splits and, beside them, the
-    failure records and run summary of the ingest job.
+    failure records and run summary of the ingest job. With a span spec in the input
+    pattern, one span: the latest, or the one ``range_config`` names (:func:`static_span`).
     """
 
     SPEC_CLASS = FitsExampleGenSpec
@@ -114,11 +181,13 @@ class FitsExampleGen(FileBasedExampleGen):
         input_config: example_gen_pb2.Input | None = None,
         output_config: example_gen_pb2.Output | None = None,
         ingest_config: IngestConfig | None = None,
+        range_config: range_config_pb2.RangeConfig | None = None,
     ):
         spec = FitsExampleGenSpec(
             input_base=input_base,
             input_config=input_config or default_input_config(),
             output_config=output_config or default_output_config(),
+            range_config=range_config,
             output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
             output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
             examples=types.Channel(type=standard_artifacts.Examples),

@@ -55,23 +55,22 @@ class SimConfig:
     # mock that cannot be used is counted and skipped; the cuts a mock fails are recorded in
     # its Example (never dropped: training covers more than the paper's sample).
     preparation: spectra.Preparation = field(default_factory=spectra.Preparation)
+    # How spectra are assigned to splits; recorded so that a run made with another scheme
+    # (before the split was hashed as TFX hashes) is never resumed into a mixed output.
+    split: str = F.SPLIT_SCHEME
     progress_dir: str = ""
 
     def __post_init__(self):
         object.__setattr__(self, "nuisances", N.Nuisances.coerce(self.nuisances))
+        if self.split != F.SPLIT_SCHEME:
+            raise ValueError(f"split {self.split!r}: this version assigns splits by {F.SPLIT_SCHEME!r} only")
 
     @property
     def n_shards(self) -> int:
         return -(-self.n // self.shard_size)
 
     def to_json(self) -> str:
-        """The configuration as JSON; nuisances only when on and the preparation only when
-        not the default, so that a run recorded before they existed has the same record (and
-        resumes)."""
-        omit = () if self.nuisances.active else ("nuisances",)
-        if self.preparation == spectra.Preparation():
-            omit += ("preparation",)
-        return config_codec.to_json(self, omit=omit)
+        return config_codec.to_json(self)
 
     @classmethod
     def from_json(cls, text: str) -> "SimConfig":

@@ -4,6 +4,7 @@ a run folder, resumable by shard."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import standard_artifacts
@@ -23,7 +24,7 @@ def run_standalone(out_dir: str, config: job.SimConfig, beam_pipeline_args: list
     plain = dataclasses.replace(config, progress_dir="").to_json()
     if restart:
         shutil.rmtree(examples_dir, ignore_errors=True)
-    elif os.path.exists(recorded) and open(recorded).read() != plain and os.path.exists(examples_dir):
+    elif os.path.exists(recorded) and Path(recorded).read_text() != plain and os.path.exists(examples_dir):
         raise ResumeError(f"{out_dir} holds a simulation with another configuration: give another --output or --restart")
     os.makedirs(out_dir, exist_ok=True)
     with open(recorded, "w") as fh:

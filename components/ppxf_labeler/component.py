@@ -40,7 +40,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
     The checkpoints live in ``checkpoint_dir`` (an execution parameter) so that a re-run
     of a failed pipeline, which gets new output artefacts, still skips the finished fits;
-    without one they live beside the output.
+    without one they live beside the output. In a streaming pipeline each execution gets
+    one span and the checkpoints of every span are kept together: fits are keyed by
+    spectrum id, so only the new span's spectra are fitted. The output keeps the input's
+    span and version.
     """
 
     def Do(self, input_dict, output_dict, exec_properties) -> None:
@@ -56,8 +59,20 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         examples_utils.set_payload_format(labelled, example_gen_pb2.FORMAT_TF_EXAMPLE)
         examples_utils.set_file_format(labelled, "tfrecords_gzip")
         labelled.set_int_custom_property("num_examples", sum(c[job.LABELLED] for c in summary["splits"].values()))
-        labelled.set_int_custom_property("num_failed_fits", summary["failed"])
+        # Of this input's spectra (the checkpoints may hold other spans' fits too).
+        labelled.set_int_custom_property("num_failed_fits", sum(c[job.FAILED] for c in summary["splits"].values()))
         labelled.set_int_custom_property("num_below_min_vd", sum(c[job.LOW_VD] for c in summary["splits"].values()))
+        copy_span(source, labelled)
+
+
+def copy_span(source, labelled) -> None:
+    """The input's span and version (property and custom property, as FitsExampleGen sets
+    them) on the labelled Examples: the span resolvers downstream read them."""
+    for name in ("span", "version"):
+        if source.has_custom_property(name):
+            labelled.set_int_custom_property(name, int(source.get_custom_property(name)))
+        if source.has_property(name):
+            setattr(labelled, name, getattr(source, name))
 
 
 def record_files(split_dir: str) -> list[str]:

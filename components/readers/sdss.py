@@ -126,20 +126,25 @@ def _need(cols: dict, names: Sequence[str], hdu_name: str) -> None:
         raise SpectrumError("missing_column", f"HDU {hdu_name} has no column {', '.join(missing)}")
 
 
+SIMULATED_BPT_KEY = "BPT_CLS"  # a mock's BPT class in its spec-lite primary header (no SPZLINE)
+
+
 def spzline_bpt_class(hdul: fits.HDUList, path: str) -> str:
     """The BPT class of a DR8+ spec file from its ``SPZLINE`` HDU; "" when it has none.
 
     SPZLINE (SDSS's spZline emission-line fits, after subtraction of the best stellar
     template) has one row per line: ``LINENAME`` ("H_alpha", "[N_II] 6583", ...),
     ``LINEAREA`` (1e-17 erg/s/cm^2) and ``LINEAREA_ERR`` (negative for an invalid fit).
-    Spec-lite files (and simulated ones) have no SPZLINE: their class stays unknown ("").
-    A SPZLINE without those columns is treated as absent. The class is
+    DR8+ spec-lite files keep SPZLINE (HDU 3) too; a file without it (BOSS files cut down,
+    DR7) has an unknown class (""), except a simulated spec-lite file, whose primary header
+    records the simulator's class (``BPT_CLS``). A SPZLINE without those columns is
+    treated as absent. The class is
     :func:`stellarpop.components.bpt.classify` of the four lines (S/N > 3 in each, else
     "passive"). Read with :func:`table_columns` (29 rows of 100 bytes).
     """
     key = _hdu_named(hdul, ("SPZLINE",), 3)
     if key is None:
-        return ""
+        return text(hdul[0].header.get(SIMULATED_BPT_KEY, ""))
     lines = table_columns(hdul, key, path)
     if not {"linename", "linearea", "linearea_err"} <= set(lines):
         return ""
@@ -290,6 +295,7 @@ def write_spec_lite(path: str | os.PathLike, spec: Spectrum, and_mask: np.ndarra
     primary = fits.PrimaryHDU()
     primary.header["TELESCOP"] = "SDSS 2.5-M"
     primary.header["COMMENT"] = "simulated by stellarpop"
+    primary.header[SIMULATED_BPT_KEY] = (spec.bpt_class, "BPT class of the simulated emission lines")
     fits.HDUList([primary, coadd, specobj]).writeto(path, overwrite=True)
 
 

@@ -30,7 +30,8 @@ def tmp(tmp_path):
     """Bad inputs of every kind; ``out`` (every case's output) is never created."""
     for name, text in {
         "bad.yaml": "name: [unclosed\n", "list.yaml": "- a\n- b\n", "unknown.yaml": "nmae: x\n",
-        "trainer_window.yaml": "trainer: {norm_centre: 5500}\n", "preparation.yaml": "preparation: {norm_half_width: 0}\n",
+        "trainer_window.yaml": "trainer: {norm_centre: 5500}\n",
+        "examples_typo.yaml": "examples: {source: simulate, nn: 5}\n", "label_typo.yaml": "label: {fit: {gas: 1}}\n", "preparation.yaml": "preparation: {norm_half_width: 0}\n",
         "wrongtype.yaml": "workers: many\n", "afile.txt": "text\n", "cat.csv": "plate,mjd,fiber\n266,51630,1\n",
     }.items():
         (tmp_path / name).write_text(text)
@@ -59,6 +60,9 @@ CASES = [
     # A Transform setting given to the Trainer alone used to reach the model's metadata only.
     (["run-pipeline", "--config", "{tmp}/trainer_window.yaml"], 2,
      "--config {tmp}/trainer_window.yaml: trainer config: unknown keys ['norm_centre']"),
+    (["run-pipeline", "--config", "{tmp}/examples_typo.yaml"], 2, "--config {tmp}/examples_typo.yaml: examples: unknown keys ['nn']"),
+    (["run-pipeline", "--config", "{tmp}/label_typo.yaml"], 2, "--config {tmp}/label_typo.yaml: label.fit: unknown keys ['gas']"),
+    (["run-pipeline", "--config", "pipeline/demo.yaml", "--span", "3"], 2, "--span 3: the config has no `spans`"),
     (["run-pipeline", "--config", "{tmp}/preparation.yaml"], 2,
      "--config {tmp}/preparation.yaml: norm_half_width 0: the window's half width is > 0 Angstrom"),
     (["run-pipeline", "--config", "{tmp}/wrongtype.yaml"], 2, "--config {tmp}/wrongtype.yaml: workers is 'many', expected int"),
@@ -129,7 +133,7 @@ def test_no_cache_turns_off_the_tfx_cache(tmp, monkeypatch):
     from stellarpop.pipeline import local_runner
 
     seen = []
-    monkeypatch.setattr(local_runner, "run", lambda cfg: seen.append(cfg) or cfg.resolved())
+    monkeypatch.setattr(local_runner, "run", lambda cfg, span=None: seen.append(cfg) or cfg.resolved())
     (tmp / "p.yaml").write_text(f"root: {tmp}/root\n")
     result = CliRunner().invoke(cli.app, ["run-pipeline", "--config", str(tmp / "p.yaml"), "--no-cache"])
     assert result.exit_code == 0, result.output

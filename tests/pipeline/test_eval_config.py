@@ -12,9 +12,11 @@ from tensorflow_model_analysis.evaluators import metrics_validator
 from stellarpop.pipeline import eval_config as ec
 from stellarpop.pipeline import metrics as M
 from stellarpop.transforms import features as F
+from stellarpop.transforms.config import PreprocessingConfig
 
-SNR_BIN = F.transformed_name("snr_bin")
-Z_BIN = F.transformed_name("z_bin")
+SNR_BIN = F.transformed_name(F.SNR_BIN)
+Z_BIN = F.transformed_name(F.Z_BIN)
+PPXF = F.label_features("ppxf")  # the toy examples carry pPXF-named labels
 OFFSET = "pred_offset"  # the toy model predicts label + scale * (offset + BIAS)
 BIAS = 0.3
 GOOD_SCALES = {F.LOG_AGE: 0.1, F.MH: 0.08, F.EBV: 0.015, F.VD: 20.0}
@@ -61,6 +63,9 @@ def test_config_shape_labels_and_thresholds():
     assert all(m.module == "stellarpop.pipeline.metrics" for m in custom)
     with pytest.raises(ValueError, match="without labels"):
         ec.make_eval_config(thresholds={"true_vd": 1.0})
+    # One default label source for Transform, Trainer and Evaluator (they used to differ).
+    default = ec.make_eval_config().model_specs[0].label_keys
+    assert dict(default) == F.label_features(PreprocessingConfig().label_source)
 
 
 # --- (b) real TFMA runs --------------------------------------------------------------------------
@@ -164,7 +169,7 @@ def alone(toy):
     """The good model, no baseline, default thresholds."""
     tmp, _, models = toy
     out = str(tmp / "alone")
-    _analyse(ec.make_eval_config(), {"": models["good"]}, str(tmp / "eval.tfrecord"), out)
+    _analyse(ec.make_eval_config(PPXF), {"": models["good"]}, str(tmp / "eval.tfrecord"), out)
     return out
 
 
@@ -209,7 +214,7 @@ def test_tfma_validation_value_thresholds(toy, alone):
     # The same metrics against a bound the ebv output misses: one failure, overall slice only.
     ebv_std = M.sigma_clipped_mean_std(_expected_resid(cols, F.EBV, GOOD_SCALES[F.EBV]))[1]
     tight = tfma.utils.update_eval_config_with_defaults(
-        ec.make_eval_config(thresholds={F.EBV: 0.9 * ebv_std}), has_baseline=False, rubber_stamp=True
+        ec.make_eval_config(PPXF, thresholds={F.EBV: 0.9 * ebv_std}), has_baseline=False, rubber_stamp=True
     )
     failures = []
     for per_slice in tfma.load_metrics(alone):
@@ -229,7 +234,7 @@ def test_tfma_change_threshold_against_baseline(toy):
     only the vd change threshold fails."""
     tmp, cols, models = toy
     out = str(tmp / "paired")
-    cfg = ec.make_eval_config()
+    cfg = ec.make_eval_config(PPXF)
     pair = {tfma.CANDIDATE_KEY: models["worse_vd"], tfma.BASELINE_KEY: models["good"]}
     _analyse(cfg, pair, str(tmp / "eval.tfrecord"), out)
     result = tfma.load_validation_result(out)

@@ -138,7 +138,10 @@ def test_serving_equals_checkpoint_behind_transform_features(data, trained):
 
 
 def test_model_carries_its_metadata(data, trained):
-    info = json.loads(trained["loaded"].signatures["metadata"](examples=tf.constant([], tf.string))[export.MODEL_INFO].numpy())
+    metadata = trained["loaded"].signatures["metadata"]
+    info = json.loads(metadata(examples=tf.constant([b""], tf.string))[export.MODEL_INFO].numpy()[0])
+    # One copy per Example (a batch dimension, which TF Serving's batching requires).
+    assert metadata(examples=tf.constant([b"", b""], tf.string))[export.MODEL_INFO].shape == (2,)
     serving_dir = trained["fn_args"].serving_model_dir
     with open(os.path.join(serving_dir, export.MODEL_INFO_FILE)) as f:
         assert json.load(f) == info

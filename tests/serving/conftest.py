@@ -17,6 +17,7 @@ import pytest
 from make_test_data import REAL_SDSS
 
 from stellarpop.serving import predict
+from stellarpop.transforms import features as F
 
 SHIPPED = os.path.join(predict.REPO_MODELS, predict.DEFAULT_MODEL, "2")  # TF Serving layout: <base>/2/
 
@@ -24,7 +25,7 @@ SHIPPED = os.path.join(predict.REPO_MODELS, predict.DEFAULT_MODEL, "2")  # TF Se
 def serialized_examples(paths: list[str], model_path: str = SHIPPED) -> list[bytes]:
     """Spectrum files -> serialized tf.Examples, prepared as the model's ``model_info`` says
     (the ``stellarpop predict`` path); files that cannot be prepared are left out."""
-    with open(os.path.join(model_path, predict.MODEL_INFO_FILE)) as fh:
+    with open(os.path.join(model_path, F.MODEL_INFO_FILE)) as fh:
         preparation = predict.preparation_of(json.load(fh))
     return [s for _, s in (predict.prepare_file(str(p), preparation) for p in paths) if s is not None]
 

@@ -68,3 +68,21 @@ def test_serve_command_starts_and_stops(base_path):
 def test_serve_refuses_a_missing_folder(tmp_path):
     result = CliRunner().invoke(app, ["serve", "--model-base-path", str(tmp_path / "none")])
     assert result.exit_code == 2 and "--model-base-path" in result.output
+
+
+def test_stream_command_predicts_what_lands_and_refuses_bad_arguments(base_path, bundled, tmp_path):
+    watch, out = tmp_path / "landing", tmp_path / "out"
+    watch.mkdir()
+    bad = CliRunner().invoke(app, ["stream", "--watch", str(tmp_path / "none"), "--model-base-path", str(base_path),
+                                   "-o", str(out), "--stop-after", "1"])
+    assert bad.exit_code == 2 and "--watch" in bad.output and "Traceback" not in bad.output
+    import shutil
+
+    shutil.copy(bundled["NGC3522"], watch / "a.fits")
+    result = CliRunner().invoke(app, ["stream", "--watch", str(watch), "--model-base-path", str(base_path), "-o", str(out),
+                                      "--stop-after", "4", "--window", "2", "--poll", "0.5"])
+    assert result.exit_code == 0, result.output
+    from stellarpop.serving import stream_io
+
+    table = stream_io.read_predictions(str(out))
+    assert table["spec_id"].tolist() == ["2488-54149-0001"] and table["model_version"].tolist() == [1]

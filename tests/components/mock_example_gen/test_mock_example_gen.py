@@ -16,7 +16,7 @@ from tfx.orchestration import metadata, pipeline as tfx_pipeline
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 from typer.testing import CliRunner
 
-from stellarpop.components import examples, instrument, nuisances, priors, simulate, templates
+from stellarpop.components import config_codec, examples, instrument, nuisances, priors, simulate, spectra, templates
 from stellarpop.components.instrument import Instrument
 from stellarpop.components.fits_example_gen import job as ingest_job
 from stellarpop.components.mock_example_gen import component, job
@@ -59,19 +59,18 @@ def test_output_depends_on_the_seed_only(tmp_path, nuis):
     assert parsed["true_vd"] == pytest.approx(truth["params"]["sigma"])
     assert np.array(truth["light_fractions"]).shape == (25, 6)
     assert ("nuisance" in truth) == (nuis == "realistic")  # the draw is recorded when there is one
-    assert ("nuisances" in a["config"]) == (nuis == "realistic")
+    assert config_codec.from_dict(nuisances.Nuisances, a["config"]["nuisances"]).active == (nuis == "realistic")
 
 
-def test_config_records_nuisances_only_when_on():
-    """Off, the record is the one made before nuisances existed (so such runs resume); on,
-    it round-trips; presets and mappings (a pipeline YAML's) are accepted."""
+def test_config_round_trips_and_records_its_split_scheme():
+    """The record round-trips and names the split scheme, so that a run made before the split
+    was hashed as TFX hashes (a record without it) is never resumed; presets and mappings (a
+    pipeline YAML's) are accepted."""
     plain = job.SimConfig(n=5, seed=7)
-    assert plain.to_json() == (
-        '{"instrument_files": [], "library": "", "n": 5, "priors": {"class_fractions": [0.45, 0.25, 0.15, 0.15], '
-        '"ebv_max": 0.8, "mode": "sdss", "sigma_range": [30.0, 400.0], "snr_range": [3.0, 80.0], "z_range": [0.002, 0.3]}, '
-        '"progress_dir": "", "seed": 7, "shard_size": 1000, "write_fits": false}'
-    )
+    assert json.loads(plain.to_json())["split"] == F.SPLIT_SCHEME
     assert job.SimConfig.from_json(plain.to_json()) == plain
+    with pytest.raises(ValueError, match="split 'sha256'"):
+        job.SimConfig(n=5, seed=7, split="sha256")
     wide = job.SimConfig(n=5, seed=7, priors=priors.Priors(mode="wide"), nuisances="realistic")
     assert wide.nuisances == nuisances.Nuisances.realistic() and job.SimConfig.from_json(wide.to_json()) == wide
     custom = job.SimConfig(n=5, seed=7, nuisances={"preset": "realistic", "gap_prob": 0.2, "gap_range": [200, 900]})
@@ -173,3 +172,20 @@ def test_cli_simulate_and_refuse_other_config(tmp_path):
     assert json.loads((tmp_path / "sim_config.json").read_text())["seed"] == 7
     again = CliRunner().invoke(app, [*args[:4], "8", *args[5:]])
     assert again.exit_code == 2 and "another configuration" in again.output
+    # A run recorded before the split scheme was (an old split hash) is not resumed either.
+    recorded = json.loads((tmp_path / "sim_config.json").read_text())
+    del recorded["split"]
+    (tmp_path / "sim_config.json").write_text(json.dumps(recorded, sort_keys=True))
+    old = CliRunner().invoke(app, args)
+    assert old.exit_code == 2 and "another configuration" in old.output
+
+
+def test_mocks_are_prepared_as_real_spectra(tmp_path):
+    """Mocks go through spectra.prepare: the selection cuts they fail are recorded in their
+    Examples (never dropped), and the summary counts any that cannot be used."""
+    strict = spectra.Preparation(selection=spectra.Selection(snr_r_min=1e6))
+    summary = _run(job.SimConfig(n=6, seed=4, shard_size=6, preparation=strict), str(tmp_path))
+    records = _records(str(tmp_path))
+    assert len(records) == 6 and summary["unusable"] == {}
+    assert all("snr_r" in examples.parse(r)[F.SELECTION].split(",") for r in records.values())
+    assert summary["config"]["preparation"]["selection"]["snr_r_min"] == 1e6

@@ -139,3 +139,18 @@ def test_executor_labels_an_examples_artefact(mocks, tmp_path):
     n = labelled.get_int_custom_property("num_examples")
     assert n + labelled.get_int_custom_property("num_below_min_vd") + labelled.get_int_custom_property("num_failed_fits") == N
     assert len(job.read_checkpoints(ckpt)) == N
+
+
+def test_dofns_read_the_checkpoints_instead_of_carrying_them(reference):
+    """The job graph does not grow with the sample: the fits are read in setup, not pickled."""
+    import pickle
+
+    ckpt = os.path.join(reference[0], job.CHECKPOINT_DIR)
+    results = job.read_checkpoints(ckpt)
+    assert len(results) >= N // 2
+    for dofn in (job.FitSpectra(FAST, ckpt), job.WriteLabels("train", ckpt, 50.0)):
+        blob = pickle.dumps(dofn)
+        assert not any(spec_id.encode() in blob for spec_id in results)
+    writer = job.WriteLabels("train", ckpt, 50.0)
+    writer.setup()
+    assert set(writer._results) == set(results)
