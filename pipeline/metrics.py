@@ -250,42 +250,39 @@ def _coverage_computations(
     return [tfma.metrics.MetricComputation(keys=[key], preprocessors=None, combiner=combiner)]
 
 
-class ClippedMeanResidual(tfma.metrics.Metric):
-    """Mean of prediction - label after iterative ``sigma``-clipping (see ``sigma_clipped_mean_std``).
+class _ClippedResidual(tfma.metrics.Metric):
+    """A clipped statistic of prediction - label (``STATISTIC``), named ``DEFAULT_NAME``
+    unless ``name`` is given.
 
     Parameters
     ----------
-    name : str
+    name : str, optional
     sigma : float
         Clipping half-width in standard deviations.
     maxiters : int or None
         Clipping passes; None iterates to convergence.
     """
 
-    def __init__(
-        self,
-        name: str = CLIPPED_MEAN_RESIDUAL_NAME,
-        sigma: float = DEFAULT_SIGMA,
-        maxiters: int | None = DEFAULT_MAXITERS,
-    ):
-        computations = tfma.metrics.merge_per_key_computations(_clipped_mean_computations)
-        super().__init__(computations, name=name, sigma=sigma, maxiters=maxiters)
+    COMPUTATIONS = None  # set by each subclass
+    DEFAULT_NAME = ""
+
+    def __init__(self, name: str | None = None, sigma: float = DEFAULT_SIGMA, maxiters: int | None = DEFAULT_MAXITERS):
+        computations = tfma.metrics.merge_per_key_computations(type(self).COMPUTATIONS)
+        super().__init__(computations, name=name or self.DEFAULT_NAME, sigma=sigma, maxiters=maxiters)
 
 
-class ClippedStdResidual(tfma.metrics.Metric):
-    """Standard deviation (ddof 0) of prediction - label after iterative ``sigma``-clipping.
+class ClippedMeanResidual(_ClippedResidual):
+    """Mean of prediction - label after iterative ``sigma``-clipping (see ``sigma_clipped_mean_std``)."""
 
-    Parameters are those of ``ClippedMeanResidual``.
-    """
+    COMPUTATIONS = staticmethod(_clipped_mean_computations)
+    DEFAULT_NAME = CLIPPED_MEAN_RESIDUAL_NAME
 
-    def __init__(
-        self,
-        name: str = CLIPPED_STD_RESIDUAL_NAME,
-        sigma: float = DEFAULT_SIGMA,
-        maxiters: int | None = DEFAULT_MAXITERS,
-    ):
-        computations = tfma.metrics.merge_per_key_computations(_clipped_std_computations)
-        super().__init__(computations, name=name, sigma=sigma, maxiters=maxiters)
+
+class ClippedStdResidual(_ClippedResidual):
+    """Standard deviation (ddof 0) of prediction - label after iterative ``sigma``-clipping."""
+
+    COMPUTATIONS = staticmethod(_clipped_std_computations)
+    DEFAULT_NAME = CLIPPED_STD_RESIDUAL_NAME
 
 
 class Coverage68(tfma.metrics.Metric):
