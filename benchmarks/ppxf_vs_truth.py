@@ -99,6 +99,23 @@ def labeller_fitter(fit: ppxf_fit.FitConfig | None = None) -> ppxf_fit.Fitter:
 SHARED_REAL_SDSS = Path(__file__).resolve().parents[1].parent / "shared" / "real-sdss"
 
 
+def machine() -> dict:
+    """The cores and the load average now (for speed measured on a shared machine)."""
+    import re
+    import subprocess
+
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    return {"cpus": os.cpu_count(), "uptime": uptime, "load": re.findall(r"[\d.]+", uptime.split("average")[-1])}
+
+
+def write_result(out: str, result: dict, before: dict) -> None:
+    """Print the load before and after a speed benchmark and write its JSON to ``out``."""
+    print("load before:", before["uptime"], "\nload after: ", result["machine_after"]["uptime"])
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as fh:
+        json.dump(result, fh, indent=1)
+
+
 def real_files() -> list[str]:
     """The real SDSS spectra: the two in the ppxf wheel and NGC4636 of the ppxf 8.2.6 sdist."""
     return readers.bundled_spectra() + [str(p) for p in reference_data.ppxf_sdist_members("spectra/NGC4636_SDSS_DR12.fits")]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from ppxf_vs_truth import SHARED_REAL_SDSS  # benchmarks/, beside this script
+from ppxf_vs_truth import SHARED_REAL_SDSS, machine, write_result  # benchmarks/, beside this script
 
 from stellarpop.serving import predict
 from stellarpop.transforms import features as F
@@ -138,11 +137,6 @@ def targets(local: dict, cells: list[dict]) -> dict:
             "batch1_conc8_p99_ms": p99_1_8, "batch1_conc8_ok": p99_1_8 <= 50.0}
 
 
-def machine() -> dict:
-    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    return {"cpus": os.cpu_count(), "uptime": uptime, "load": re.findall(r"[\d.]+", uptime.split("average")[-1])}
-
-
 def main(
     out: Annotated[str, typer.Option(help="JSON results")] = "runs/bench/serving.json",
     seconds: Annotated[float, typer.Option(help="duration of each cell")] = 5.0,
@@ -169,10 +163,7 @@ def main(
               "in_process": local, "grpc": cells, "targets": targets(local, cells) if checked else {}}
     print(table(local, cells))
     print(json.dumps(result["targets"], indent=1))
-    print("load before:", before["uptime"], "\nload after: ", result["machine_after"]["uptime"])
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as fh:
-        json.dump(result, fh, indent=1)
+    write_result(out, result, before)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import re
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -35,7 +33,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from ppxf_vs_truth import SHARED_REAL_SDSS  # benchmarks/, beside this script
+from ppxf_vs_truth import SHARED_REAL_SDSS, machine, write_result  # benchmarks/, beside this script
 
 from stellarpop.serving import predict, stream_io, stream_run
 
@@ -53,11 +51,6 @@ def land(source: Path, watch: Path, name: str) -> None:
     hidden = watch / f".{name}"
     shutil.copyfile(source, hidden)
     os.rename(hidden, watch / name)
-
-
-def machine() -> dict:
-    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    return {"cpus": os.cpu_count(), "uptime": uptime, "load": re.findall(r"[\d.]+", uptime.split("average")[-1])}
 
 
 def batch_rate(files: list[str], predictor: predict.Predictor) -> float:
@@ -153,10 +146,7 @@ def main(
                   "throughput_ok": bursted["files_per_s"] >= 0.7 * batch["files_per_s"],
                   "median_latency_ok": steadied["latency_s"]["median"] <= window + 5.0}}
     print(json.dumps({k: result[k] for k in ("batch", "stream_burst", "stream_steady", "targets")}, indent=1))
-    print("load before:", before["uptime"], "\nload after: ", result["machine_after"]["uptime"])
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as fh:
-        json.dump(result, fh, indent=1)
+    write_result(out, result, before)
 
 
 if __name__ == "__main__":
