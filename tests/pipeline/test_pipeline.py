@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import os
+import time
 
 import pytest
 from ml_metadata.metadata_store import metadata_store
@@ -77,6 +78,49 @@ def test_predict_with_the_pushed_model(pushed, bundled, tmp_path):
     star = table[table["spec_id"] == "0945-52652-0470"].iloc[0]
     assert star["quality"] == "class"  # the selection cut it fails (SDSS calls it a STAR)
     assert "nope.fits" in table["error"].fillna("").str.cat()
+
+
+def test_serve_the_pushed_model_and_its_next_version(pushed, bundled, tmp_path):
+    """The pipeline's push, served by `stellarpop serve`'s server: the client and a bare
+    tensorflow_serving stub get the local values; a second push is served without a restart;
+    the push carries warmup records, replayed before it was AVAILABLE."""
+    import shutil
+
+    import grpc
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from stellarpop.serving import predict as pred
+    from stellarpop.serving.client import Client
+    from stellarpop.serving.server import LocalServer
+
+    base = tmp_path / "stellarpop"
+    shutil.copytree(pushed.serving_dir, base)
+    (version,) = [int(d) for d in os.listdir(base) if d.isdigit()]
+    local = pred.Predictor(str(base))
+    serialized = [pred.prepare_file(str(p), local.preparation)[1] for p in bundled.values()]
+    want = local.predict(serialized)
+    with LocalServer(str(base), port=0, rest_port=None, poll_s=0.2) as server:
+        client = Client(server.target)
+        assert client.wait_until_available(30) == version and server.store.warmup_replayed[version] >= 1
+        got = client.predict(serialized)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name, request.model_spec.signature_name = "stellarpop", "serving_default"
+        request.inputs["examples"].CopyFrom(tf.make_tensor_proto(serialized, dtype=tf.string))
+        with grpc.insecure_channel(server.target) as channel:
+            bare = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-5)
+            np.testing.assert_allclose(tf.make_ndarray(bare.outputs[key]).reshape(-1), want[key], rtol=1e-5)
+        shutil.copytree(base / str(version), base / f".staging-{version + 1}")
+        os.rename(base / f".staging-{version + 1}", base / str(version + 1))
+        deadline = time.monotonic() + 60
+        while client.model_version() != version + 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert client.model_version() == version + 1
+        client.predict(serialized)
+        assert client.last_versions == [version + 1]
 
 
 def test_kubeflow_v2_spec_compiles(tmp_path):
