@@ -32,11 +32,6 @@ def _tuples(value: Any) -> Any:
     return value
 
 
-def check_keys(cls: type, raw: Mapping[str, Any], where: str = "") -> None:
-    """ValueError naming ``where`` (default: the class) if ``raw`` has keys ``cls`` lacks."""
-    check_keys_in(raw, (f.name for f in dataclasses.fields(cls)), where or cls.__name__)
-
-
 def check_keys_in(raw: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
     """ValueError naming ``where`` if ``raw`` has a key outside ``allowed``."""
     unknown = sorted(set(map(str, raw)) - set(allowed))
@@ -58,7 +53,7 @@ def from_dict(cls: type[T], raw: Mapping[str, Any] | None, where: str = "") -> T
     """
     raw = dict(raw or {})
     where = where or cls.__name__
-    check_keys(cls, raw, where)
+    check_keys_in(raw, (f.name for f in dataclasses.fields(cls)), where)
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in raw.items():
