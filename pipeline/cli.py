@@ -350,6 +350,26 @@ def stream(
 
 
 @_command()
+def calibrate(
+    model: Annotated[Path, typer.Option(help="An export to calibrate (or a folder of numbered versions: the newest).")],
+    transform_graph: Annotated[Path, typer.Option(help="The Transform output it was trained behind (transform_graph/<id>).")],
+    train: Annotated[list[str], typer.Option(help="Glob of its training split's gzipped Examples, repeatable.")],
+    eval_: Annotated[list[str], typer.Option("--eval", help="Glob of held-out gzipped Examples (never trained on), repeatable.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="New export folder (e.g. the next version number).")],
+    verbose: Verbose = False,
+) -> None:
+    """Calibrate an existing export's intervals and out-of-domain score without retraining."""
+    setup_logging(verbose)
+    from stellarpop.pipeline import recalibrate
+
+    paths = recalibrate.check_arguments(model, transform_graph, train, eval_, output)
+    info = recalibrate.recalibrate(*paths)
+    c = info["calibration"]
+    console.print(f"{output}: interval scales {c['interval_scale']}, ood threshold {c['ood_threshold']:.2f} "
+                  f"({c['n_train']} train, {c['n_eval']} held-out examples)")
+
+
+@_command()
 def serve(
     model_base_path: Annotated[Path, typer.Option(help="Folder of numbered SavedModel versions (the Pusher's serving_dir).")],
     model_name: Annotated[str, typer.Option(help="The name clients ask for.")] = "stellarpop",

@@ -6,8 +6,10 @@ The SavedModel in ``serving_model_dir`` (a generic SavedModel, not a Keras one) 
   need only ``preprocessing.RAW_INPUT_KEYS`` (labels optional, ignored); outputs
   ``log_age``, ``mh``, ``ebv``, ``vd`` and ``log_age_err``, ``mh_err``, ``ebv_err``,
   ``vd_err``, float32 (B,), physical units (``features.py``). The errors are the predicted
-  1-sigma, sqrt(var) times the label range; a model without variance (``paper``) returns
-  NaN errors, so that every model has the same outputs.
+  1-sigma, sqrt(var) times the label range, calibrated (``calibration.py``); a model
+  without variance (``paper``) returns NaN errors, so that every model has the same
+  outputs. ``ood_score`` float32 and ``ood_flag`` bool (B,): how far the spectrum lies
+  from the training spectra (``calibration.py``; NaN and true for an uncalibrated model).
 - ``transform_features``: input ``examples`` (raw, with labels, as the Evaluator reads
   them); outputs every transformed feature (for TFMA's slicing: ``snr_bin_xf``,
   ``z_bin_xf``; the raw ``bpt_class`` is sliced on directly).
@@ -40,12 +42,13 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
+from stellarpop.pipeline import calibration as C
 from stellarpop.pipeline import models
 from stellarpop.transforms import features as F
 from stellarpop.transforms import preprocessing as P
 
 ERR_SUFFIX = F.ERR_SUFFIX
-OUTPUT_KEYS = F.LABEL_KEYS + tuple(k + ERR_SUFFIX for k in F.LABEL_KEYS)
+OUTPUT_KEYS = F.PREDICTION_KEYS
 EXAMPLES_INPUT = "examples"
 MODEL_INFO = "model_info"
 # Warmup: 16 Examples (about 46 kB each) in requests of 4, so the first user request does not
@@ -107,7 +110,8 @@ def package_version() -> str:
         return "unknown"
 
 
-def model_info(config: Any, label_ranges: Mapping[str, Sequence[float]], record: Mapping | None) -> dict:
+def model_info(config: Any, label_ranges: Mapping[str, Sequence[float]], record: Mapping | None,
+               calibration: C.Calibration | None = None) -> dict:
     """The self-description carried by the exported model (prediction prepares spectra with
     its ``preparation``); ``config`` is a ``trainer.TrainConfig``."""
     prep = config.preprocessing.preparation
@@ -129,6 +133,7 @@ def model_info(config: Any, label_ranges: Mapping[str, Sequence[float]], record:
         },
         "serving": {"input": EXAMPLES_INPUT, "required_features": list(P.RAW_INPUT_KEYS), "outputs": list(OUTPUT_KEYS)},
         "training": None if record is None else training_summary(config, record),
+        "calibration": None if calibration is None else calibration.info(),
         # The export whose weights training started from (a blessed model), or None.
         "warm_start_from": None if record is None else record.get("warm_start_from"),
     }
@@ -165,6 +170,7 @@ def export_model(
     export_dir: str,
     predicts_variance: bool,
     info: Mapping[str, Any],
+    calibration: C.Calibration | None = None,
 ) -> str:
     """Save ``model`` behind the TFT layer as a generic SavedModel with the signatures of
     the module docstring, plus ``assets.extra/model_info.json``.
@@ -176,6 +182,8 @@ def export_model(
     export_dir : destination (TFX ``serving_model_dir``)
     predicts_variance : whether the model outputs log-variances
     info : JSON-serialisable metadata (:func:`model_info`)
+    calibration : intervals and out-of-domain score (``calibration.fit``); None: the errors
+        as the network predicts them, ``ood_score`` NaN and ``ood_flag`` true
     """
     skip_autograph_for_tf_keras()
     module = tf.Module()
@@ -188,14 +196,22 @@ def export_model(
     raw_spec = tf_transform_output.raw_feature_spec()
     serving_spec = {k: raw_spec[k] for k in P.RAW_INPUT_KEYS}
     input_keys = list(model.input_names)
+    embedding = C.embedding_model(model) if calibration is not None else None
+    if calibration is not None:
+        if embedding is None:
+            raise C.CalibrationError(f"model {model.name!r} has no embedding for its calibration")
+        module.calibration = C.Applied(calibration)
     info_json = json.dumps(info, sort_keys=True)
     examples_spec = tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)
 
     @tf.function(input_signature=[examples_spec])
     def serve(examples):
         transformed = module.tft_layer(tf.io.parse_example(examples, serving_spec))
-        y_pred = model({k: transformed[k] for k in input_keys}, training=False)
-        return to_physical(y_pred, transformed, predicts_variance)
+        inputs = {k: transformed[k] for k in input_keys}
+        if embedding is None:
+            return C.uncalibrated(to_physical(model(inputs, training=False), transformed, predicts_variance))
+        y_pred, features = embedding(inputs, training=False)
+        return module.calibration(to_physical(y_pred, transformed, predicts_variance), features)
 
     @tf.function(input_signature=[examples_spec])
     def transform_features(examples):

@@ -52,12 +52,14 @@ Resuming after a killed execution: :mod:`stellarpop.pipeline.resume`. The SavedM
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
@@ -65,7 +67,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from stellarpop.components import config_codec
-from stellarpop.pipeline import models
+from stellarpop.pipeline import calibration, models
 from stellarpop.pipeline.export import (
     add_warmup,
     export_model,
@@ -92,6 +94,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT = os.path.join("checkpoints", "best")
 BOOKKEEPING_KEYS = (RESUME_DIR_KEY,) + P.BOOKKEEPING_KEYS
 TRANSFORM_BATCH = 256  # examples per TFT-layer call when caching
+CALIBRATION_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,7 @@ class TrainConfig:
 # --- input pipeline ----------------------------------------------------------------------------
 
 
-def _files(file_pattern: str | Sequence[str]) -> list[str]:
+def matching_files(file_pattern: str | Sequence[str]) -> list[str]:
     patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
     files = sorted(f for p in patterns for f in tf.io.gfile.glob(p))
     if not files:
@@ -166,6 +169,7 @@ def input_fn(
     repeat: bool = False,
     shuffle_buffer: int = 2048,
     cache: bool = False,
+    file_seed: int | None = None,
 ) -> tf.data.Dataset:
     """Raw gzipped tf.Examples -> batches of (transformed inputs, scaled labels).
 
@@ -179,12 +183,17 @@ def input_fn(
     cache : transform once and keep the kept features in memory (about 61 kB per spectrum
         for the default model's three channels); then shuffling acts on transformed
         examples. Only a full first pass fills the cache (``train_steps`` None).
+    file_seed : read the files in an order shuffled with this seed (not sorted): the first
+        N examples are then a sample of every file, e.g. of every span (calibration)
 
     Returns
     -------
     Dataset of ({key: Tensor (B, ...)}, Tensor (B, 4) float32)
     """
-    records = tf.data.TFRecordDataset(_files(file_pattern), compression_type="GZIP")
+    files = matching_files(file_pattern)
+    if file_seed is not None:
+        files = [files[i] for i in np.random.default_rng(file_seed).permutation(len(files))]
+    records = tf.data.TFRecordDataset(files, compression_type="GZIP")
     raw_spec = tf_transform_output.raw_feature_spec()
     tft_layer = tf_transform_output.transform_features_layer()
 
@@ -207,7 +216,7 @@ def read_label_ranges(
     file_pattern: str | Sequence[str], tf_transform_output: tft.TFTransformOutput
 ) -> dict[str, list[float]]:
     """{label: [min, max]} of the transform graph, read off one example's TFT outputs."""
-    serialized = next(iter(tf.data.TFRecordDataset(_files(file_pattern), compression_type="GZIP").batch(1)))
+    serialized = next(iter(tf.data.TFRecordDataset(matching_files(file_pattern), compression_type="GZIP").batch(1)))
     raw = tf.io.parse_example(serialized, tf_transform_output.raw_feature_spec())
     out = tf_transform_output.transform_features_layer()(raw)
     return {k: [float(out[key][0]) for key in P.range_keys(k)] for k in F.LABEL_KEYS}
@@ -348,6 +357,21 @@ def write_run_outputs(model_run_dir: str, record: Mapping[str, Any]) -> None:
         fig.savefig(f, format="png")
 
 
+def calibrate(model: keras.Model, config: TrainConfig, train_files, eval_files,
+              tf_transform_output: tft.TFTransformOutput) -> calibration.Calibration | None:
+    """The calibration of ``model`` (``calibration.fit``) on its training and eval files, or
+    None for a model that cannot have one (``paper``: no variance, no embedding)."""
+    if calibration.embedding_model(model) is None or not config.spec.predicts_variance:
+        log.info("%s model: no calibration (no variance head or embedding)", config.model)
+        return None
+    batches = functools.partial(input_fn, tf_transform_output=tf_transform_output, batch_size=CALIBRATION_BATCH,
+                                feature_keys=config.spec.inputs, file_seed=config.seed)
+    calib = calibration.fit(model, batches(train_files), batches(eval_files))
+    log.info("calibrated on %d eval examples: interval scales %s, ood threshold %.2f",
+             calib.summary["n_eval"], calib.interval_scale, calib.threshold)
+    return calib
+
+
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point (``tfx.components.FnArgs``).
 
@@ -367,7 +391,8 @@ def run_fn(fn_args) -> None:
     )
     write_run_outputs(fn_args.model_run_dir, record)
     ranges = read_label_ranges(fn_args.train_files, tf_transform_output)
-    info = model_info(config, ranges, record)
-    export_model(model, tf_transform_output, fn_args.serving_model_dir, config.spec.predicts_variance, info)
-    add_warmup(fn_args.serving_model_dir, _files(fn_args.eval_files))
+    calib = calibrate(model, config, fn_args.train_files, fn_args.eval_files, tf_transform_output)
+    info = model_info(config, ranges, record, calib)
+    export_model(model, tf_transform_output, fn_args.serving_model_dir, config.spec.predicts_variance, info, calib)
+    add_warmup(fn_args.serving_model_dir, matching_files(fn_args.eval_files))
     tf.io.gfile.rmtree(state_dir)  # exported: nothing left to resume

@@ -218,17 +218,19 @@ class Client:
         -------
         dict output name -> ndarray, shape (len(serialized),), in the model's physical units
         (empty dict for no input). ``self.last_versions`` lists the versions that answered:
-        more than one if a new version was pushed during the call.
+        more than one if a new version was pushed during the call; then only the outputs every
+        answering version has are returned (an older export lacks ``ood_score``).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
         parts: dict[str, list[np.ndarray]] = {}
         versions: set[int] = set()
-        for start in range(0, len(serialized), batch_size):
+        batches = range(0, len(serialized), batch_size)
+        for start in batches:
             request = predict_request(serialized[start:start + batch_size], self.model_name, self.version, self.label)
             response = self._call(self._predict_stub.Predict, request)
             versions.add(int(response.model_spec.version.value))
             for key, values in outputs_to_arrays(response).items():
                 parts.setdefault(key, []).append(values)
         self.last_versions = sorted(versions)
-        return {key: np.concatenate(values) for key, values in parts.items()}
+        return {key: np.concatenate(values) for key, values in parts.items() if len(values) == len(batches)}

@@ -5,7 +5,9 @@ the model recorded (its ``preparation``: coverage, normalisation window, selecti
 one path every spectrum takes into the network. They become the same tf.Examples as in
 training and are sent serialized, in batches, to the exported ``serving_default``
 signature (in process, or over gRPC through ``serving.client``), which returns the four
-parameters and their 1-sigma uncertainties in physical units. ``quality`` lists the
+parameters and their calibrated 1-sigma uncertainties in physical units, ``ood_score`` and
+``ood_flag`` (``pipeline/calibration.py``; NaN and None from an export without them).
+``quality`` lists the
 selection cuts a spectrum fails (empty: inside the paper's sample, which the model was
 judged on). Files that cannot be read or prepared get a row with an ``error`` and no
 values; the batch goes on.
@@ -18,7 +20,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Mapping, Protocol
 
 import numpy as np
 
@@ -32,7 +34,17 @@ META_COLUMNS = ("file", "spec_id", "plate", "mjd", "fiber", "z", "snr_r", "class
 
 
 # The columns of a prediction table, in order (also the streaming job's, which adds its own).
-TABLE_COLUMNS = list(META_COLUMNS) + [c for k in F.LABEL_KEYS for c in (k, k + F.ERR_SUFFIX)] + ["quality", "error"]
+TABLE_COLUMNS = (list(META_COLUMNS) + [c for k in F.LABEL_KEYS for c in (k, k + F.ERR_SUFFIX)]
+                 + [F.OOD_SCORE, F.OOD_FLAG, "quality", "error"])
+FLOAT_OUTPUTS = F.LABEL_KEYS + F.LABEL_ERR_KEYS + (F.OOD_SCORE,)
+
+
+def output_values(out: Mapping[str, np.ndarray], i: int) -> dict:
+    """Row ``i``'s values of a model's outputs: NaN (flag None) for what the model lacks (an
+    export older than the out-of-domain score) or a failed batch."""
+    row = {k: float(out[k][i]) if k in out else math.nan for k in FLOAT_OUTPUTS}
+    row[F.OOD_FLAG] = bool(out[F.OOD_FLAG][i]) if F.OOD_FLAG in out else None
+    return row
 
 
 def model_dir(path: str | None = None) -> str:
@@ -127,7 +139,8 @@ def prepare_file(path: str, preparation: Preparation) -> tuple[dict, bytes | Non
 
 
 def predict_files(files: list[str], model: Model, batch_size: int = 256, on_progress=None) -> list[dict]:
-    """One row per file: metadata, the four values and their ``_err``, ``quality``, ``error``."""
+    """One row per file: metadata, the four values and their ``_err``, ``ood_score`` and
+    ``ood_flag`` (``pipeline/calibration.py``), ``quality``, ``error``."""
     rows: list[dict] = []
     pending: list[tuple[dict, bytes]] = []
 
@@ -140,13 +153,12 @@ def predict_files(files: list[str], model: Model, batch_size: int = 256, on_prog
                 for row, _ in pending:
                     row["error"] = f"{row['file']}: prediction failed: {failed}"
             for i, (row, _) in enumerate(pending):
-                for key in F.LABEL_KEYS + F.LABEL_ERR_KEYS:
-                    row[key] = float(out[key][i]) if key in out else math.nan
+                row.update(output_values(out, i))
             pending.clear()
 
     for path in files:
         row, serialized = prepare_file(path, model.preparation)
-        row.update({k: math.nan for k in F.LABEL_KEYS + F.LABEL_ERR_KEYS})
+        row.update(output_values({}, 0))
         rows.append(row)
         if serialized is not None:
             pending.append((row, serialized))

@@ -24,7 +24,6 @@ import datetime as dt
 import io
 import json
 import logging
-import math
 import os
 import posixpath
 import tempfile
@@ -35,7 +34,6 @@ from apache_beam.io.filesystems import FileSystems
 
 from stellarpop.components.spectra import Preparation
 from stellarpop.serving import predict
-from stellarpop.transforms import features as F
 
 if TYPE_CHECKING:
     from stellarpop.serving.stream_model import LoadedVersion
@@ -44,7 +42,6 @@ log = logging.getLogger("stellarpop.serving.stream")
 
 ROW, DEAD = "row", "dead"  # what became of a file: a table row, or a dead letter
 PREDICTIONS, DEAD_LETTERS, LEDGER, UNCOMMITTED, RUNS = "predictions", "dead_letters", "ledger", "uncommitted", "runs"
-VALUE_KEYS = tuple(F.LABEL_KEYS) + tuple(F.LABEL_ERR_KEYS)
 # `stellarpop predict`'s table (predict.write_table), then what streaming adds
 STREAM_COLUMNS = predict.TABLE_COLUMNS + ["model_version", "landed", "predicted"]
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload")  # still being written by their producer
@@ -198,7 +195,7 @@ def predict_prepared(ready: list[tuple], version: LoadedVersion) -> list[tuple]:
         if isinstance(value, str):
             out.append(dead_letter(record, "inference", value))
             continue
-        row.update({k: value.get(k, math.nan) for k in VALUE_KEYS})
+        row.update(predict.output_values({k: [v] for k, v in value.items()}, 0))
         row.update(model_version=version.number, landed=iso(record.mtime), predicted=predicted)
         out.append((ROW, record, row))
     return out

@@ -74,6 +74,9 @@ VD = "vd"  # stellar velocity dispersion, km/s
 LABEL_KEYS = (LOG_AGE, MH, EBV, VD)
 ERR_SUFFIX = "_err"  # 1-sigma uncertainty of a label (pPXF's formal error, the model's)
 LABEL_ERR_KEYS = tuple(k + ERR_SUFFIX for k in LABEL_KEYS)
+# Out-of-domain score and flag of a prediction (``pipeline/calibration.py`` defines them).
+OOD_SCORE, OOD_FLAG = "ood_score", "ood_flag"
+PREDICTION_KEYS = LABEL_KEYS + LABEL_ERR_KEYS + (OOD_SCORE, OOD_FLAG)  # every served output
 PPXF_CHI2 = "ppxf_chi2"  # chi2 per degree of freedom of the pPXF fit
 PPXF_NGOOD = "ppxf_ngood"  # pixels the pPXF fit used
 TRUTH_PREFIX = "true_"

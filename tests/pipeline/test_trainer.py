@@ -110,7 +110,9 @@ def test_serving_default_takes_unlabelled_examples_and_returns_physical_units(da
     assert list(serve.structured_input_signature[1]) == [export.EXAMPLES_INPUT]
     eval_mocks = data["mocks"][N_TRAIN:]
     out = {k: v.numpy() for k, v in serve(examples=serialized(eval_mocks, labels=False)).items()}
-    assert set(out) == set(export.OUTPUT_KEYS) == set(F.LABEL_KEYS) | {k + "_err" for k in F.LABEL_KEYS}
+    assert set(out) == set(export.OUTPUT_KEYS) == set(F.LABEL_KEYS) | {k + "_err" for k in F.LABEL_KEYS} | {
+        F.OOD_SCORE, F.OOD_FLAG}
+    assert np.all(np.isfinite(out[F.OOD_SCORE])) and out[F.OOD_FLAG].dtype == bool
     train_labels = {k: np.array([lab[k] for _, lab in data["mocks"][:N_TRAIN]], np.float32) for k in F.LABEL_KEYS}
     for key in F.LABEL_KEYS:
         low, high = train_labels[key].min(), train_labels[key].max()
@@ -133,8 +135,14 @@ def test_serving_equals_checkpoint_behind_transform_features(data, trained):
     y_pred = model({k: transformed[k] for k in model.input_names}, training=False)
     want = export.to_physical(y_pred, transformed, predicts_variance=True)
     got = loaded.signatures["serving_default"](examples=serialized(eval_mocks, labels=False))
-    for key in export.OUTPUT_KEYS:
+    # The means as trained; the errors widened by the score and scaled (calibration.py).
+    calib = export.read_model_info(fn_args.serving_model_dir)["calibration"]
+    score = got[F.OOD_SCORE].numpy()
+    np.testing.assert_array_equal(got[F.OOD_FLAG].numpy(), score > calib["ood_threshold"])
+    for key in F.LABEL_KEYS:
         np.testing.assert_allclose(got[key].numpy(), want[key].numpy(), rtol=1e-5, err_msg=key)
+        np.testing.assert_allclose(got[key + "_err"].numpy(), want[key + "_err"].numpy() * np.sqrt(np.maximum(score, 1))
+                                   * calib["interval_scale"][key], rtol=1e-5, err_msg=key)
 
 
 def test_model_carries_its_metadata(data, trained):
@@ -155,6 +163,11 @@ def test_model_carries_its_metadata(data, trained):
         values = np.array([lab[key] for _, lab in data["mocks"][:N_TRAIN]], np.float32)
         assert (info["labels"][key]["min"], info["labels"][key]["max"]) == (float(values.min()), float(values.max()))
     assert info["training"]["epochs_run"] == 2 and info["training"]["seed"] == 1
+    # Calibrated on the 16 eval examples: at least ceil(17 x 0.6827) = 12 of them covered.
+    calib = info["calibration"]
+    assert calib["n_eval"] == N_EVAL and calib["n_train"] == N_TRAIN
+    assert all(12 / 16 <= c <= 1 for c in calib["eval_coverage_after"].values())
+    assert info["serving"]["outputs"] == list(export.OUTPUT_KEYS)
 
 
 def test_run_outputs(trained):
@@ -293,3 +306,32 @@ def test_export_carries_warmup_requests(trained):
     assert sizes == [export.WARMUP_BATCH] * (export.WARMUP_EXAMPLES // export.WARMUP_BATCH)
     assert all(r.model_spec.signature_name == "serving_default" for r in requests)
     assert warmup.check_warmup(trained["fn_args"].serving_model_dir) == len(requests)
+
+
+def test_an_export_is_recalibrated_without_changing_its_means(data, trained, tmp_path):
+    """``stellarpop calibrate``: the same weights behind the same graph, calibrated anew on the
+    given splits; a folder that exists is refused, and so is a graph that is not the model's."""
+    from typer.testing import CliRunner
+
+    from stellarpop.pipeline import calibration, recalibrate
+    from stellarpop.pipeline.cli import app
+
+    root, old = data["root"], trained["fn_args"].serving_model_dir
+    new = tmp_path / "7"
+    args = ["calibrate", "--model", old, "--transform-graph", data["transform_dir"],
+            "--train", str(root / "Split-train" / "*"), "--eval", str(root / "Split-eval" / "*"), "-o", str(new)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    info = export.read_model_info(str(new))
+    assert info["recalibrated_from"]["weights_sha256"] == export.weights_digest(export.exported_weights(old))
+    assert info["calibration"]["n_eval"] == N_EVAL and info["architecture"] == "default"
+    assert recalibrate.check_same_means(old, str(new), [str(root / "Split-eval" / "data.gz")]) <= recalibrate.MEAN_RTOL
+    for bad, named in ((args, "--output"), (args[:2] + [str(root / "none")] + args[3:], "--model"),
+                       (args[:6] + [str(root / "none*")] + args[7:], "--train")):
+        refused = CliRunner().invoke(app, bad)
+        assert refused.exit_code == 2 and refused.output.startswith(f"error: {named} "), refused.output
+    # The shipped model is another network: its means differ, and the check says so.
+    from stellarpop.serving import predict
+
+    with pytest.raises(calibration.CalibrationError, match="not the model's"):
+        recalibrate.check_same_means(predict.model_dir(None), str(new), [str(root / "Split-eval" / "data.gz")])

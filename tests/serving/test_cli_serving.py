@@ -17,7 +17,7 @@ from stellarpop.pipeline.cli import app
 from stellarpop.serving.server import LocalServer
 from stellarpop.transforms import features as F
 
-VALUES = list(F.LABEL_KEYS + F.LABEL_ERR_KEYS)
+VALUES = list(F.LABEL_KEYS + F.LABEL_ERR_KEYS) + [F.OOD_SCORE]
 
 
 def _predict(args: list[str]) -> pd.DataFrame:
@@ -39,6 +39,7 @@ def test_predict_over_grpc_writes_the_local_table(base_path, bundled, tmp_path):
     assert list(served.columns) == list(local.columns) and len(served) == 2
     np.testing.assert_allclose(served[VALUES].to_numpy(), local[VALUES].to_numpy(), rtol=1e-5)
     assert served["quality"].fillna("").tolist() == local["quality"].fillna("").tolist()
+    assert served[F.OOD_FLAG].tolist() == local[F.OOD_FLAG].tolist() == [False, False]  # real galaxies: in domain
 
 
 @pytest.mark.parametrize("args, message", [
@@ -79,8 +80,9 @@ def test_stream_command_predicts_what_lands_and_refuses_bad_arguments(base_path,
     import shutil
 
     shutil.copy(bundled["NGC3522"], watch / "a.fits")
+    # 8 s: on a loaded machine, loading the model and the first window take several seconds.
     result = CliRunner().invoke(app, ["stream", "--watch", str(watch), "--model-base-path", str(base_path), "-o", str(out),
-                                      "--stop-after", "4", "--window", "2", "--poll", "0.5"])
+                                      "--stop-after", "8", "--window", "2", "--poll", "0.5"])
     assert result.exit_code == 0, result.output
     from stellarpop.serving import stream_io
 

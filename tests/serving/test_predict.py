@@ -52,3 +52,15 @@ def test_rows_use_the_models_preparation_and_its_selection(bundled, tmp_path):
     masked_window = Preparation(norm_centre=9500.0)  # beyond the model grid: nothing to normalise
     rows = pred.predict_files(files, _Recorder(masked_window))
     assert all("normalisation window" in r["error"] for r in rows)
+
+
+def test_rows_carry_the_out_of_domain_score_and_flag(bundled):
+    files = sorted(str(p) for p in bundled.values())
+    rows = pred.predict_files(files, pred.Predictor(None))
+    for row in rows:
+        # Real SDSS galaxies like the training mocks: a finite score under the flag's threshold.
+        assert math.isfinite(row[F.OOD_SCORE]) and 0 < row[F.OOD_SCORE] and row[F.OOD_FLAG] is False, row["file"]
+    # A model without the outputs (an older export) leaves them empty, not made up.
+    row = pred.predict_files(files[:1], _Recorder(Preparation()))[0]
+    assert math.isnan(row[F.OOD_SCORE]) and row[F.OOD_FLAG] is None
+    assert list(pred.TABLE_COLUMNS).index(F.OOD_FLAG) == list(pred.TABLE_COLUMNS).index(F.OOD_SCORE) + 1

@@ -27,7 +27,7 @@ from stellarpop.serving import predict, stream, stream_io, stream_model, stream_
 from stellarpop.serving.stream_io import FileRecord
 from stellarpop.transforms import features as F
 
-VALUES = list(F.LABEL_KEYS) + list(F.LABEL_ERR_KEYS)
+VALUES = list(F.LABEL_KEYS) + list(F.LABEL_ERR_KEYS) + [F.OOD_SCORE]
 
 
 @pytest.fixture(scope="module")
@@ -125,13 +125,15 @@ def test_files_landing_give_rows_and_dead_letters(tmp_path, real_files):
     rows = stream_io.read_predictions(str(out))
     assert list(rows.columns) == stream_io.STREAM_COLUMNS
     assert sorted(rows["file"]) == sorted(str(watch / f.name) for f in real_files)
-    assert set(rows["model_version"]) == {2} and (rows["error"].isna() | (rows["error"] == "")).all()
+    shipped = int(os.path.basename(predict.model_dir(predict.REPO_MODELS + "/default")))
+    assert set(rows["model_version"]) == {shipped} and (rows["error"].isna() | (rows["error"] == "")).all()
     expected = {Path(r["file"]).name: r for r in predict.predict_files(
         [str(f) for f in real_files], predict.Predictor(predict.REPO_MODELS + "/default"))}
     for row in rows.to_dict("records"):
         want = expected[Path(row["file"]).name]
         assert row["spec_id"] == want["spec_id"]
         np.testing.assert_allclose([row[k] for k in VALUES], [want[k] for k in VALUES], rtol=1e-5)
+        assert row[F.OOD_FLAG] == want[F.OOD_FLAG]
     dead = {Path(d["file"]).name: d for d in stream_io.read_dead_letters(str(out))}
     assert set(dead) == {"corrupt.fits", "truncated.fits", "noise_table.fits"}
     assert "truncated" in dead["truncated.fits"]["reason"]
