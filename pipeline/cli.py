@@ -284,16 +284,17 @@ def predict(
         rows.append({"file": m.file, "error": f"{m.file}: {m.message}"})
     pred.write_table(rows, str(output))
     table = Table(title=f"predict: {len(rows)} rows in {time.time() - started:.1f} s -> {output}")
-    for col in ("spec_id", "z", "log_age", "mh", "ebv", "vd", "quality / error"):
+    for col in ("spec_id", "z", "log_age", "mh", "ebv", "vd", "ood", "quality / error"):
         table.add_column(col)
     for row in rows[:show]:
         if row.get("error"):
-            table.add_row(str(row.get("spec_id") or Path(row["file"]).name), "", "", "", "", "", f"[red]{row['error']}[/red]")
+            table.add_row(str(row.get("spec_id") or Path(row["file"]).name), *[""] * 6, f"[red]{row['error']}[/red]")
             continue
         table.add_row(
             row["spec_id"], f"{row['z']:.4f}",
             *(f"{row[k]:.3f}+-{row[k + '_err']:.3f}" for k in ("log_age", "mh", "ebv")),
-            f"{row['vd']:.0f}+-{row['vd_err']:.0f}", row["quality"],
+            f"{row['vd']:.0f}+-{row['vd_err']:.0f}", f"{row[F.OOD_SCORE]:.2f}" + (" [red]FLAG[/red]" if row[F.OOD_FLAG] else ""),
+            row["quality"],
         )
     # Piped output defaults to 80 columns, which would cut the values short.
     Console(stderr=True, width=max(console.width, 140)).print(table)
