@@ -21,7 +21,7 @@ split-conformal 68.27% quantile of ``|prediction - label| / sigma`` over the hel
 value with ``label_source: ppxf``), and about as many on new spectra like them; intervals
 widen where the network is out of its depth. The choice was measured (docs/model_card.md,
 "Calibration"): with the scale alone, SDSS-like mocks were covered 0.74-0.78; with the
-widening 0.67-0.71, and sky-dominated spectra 0.80-0.81 instead of 0.56-0.65.
+widening 0.67-0.71, and sky-dominated spectra 0.79-0.81 instead of 0.56-0.65.
 
 The score and flag are fitted on the training split, the flag and scales on the eval split
 (which only early stopping has seen); non-finite rows are left out and counted.
