@@ -14,9 +14,9 @@ methods, each fitted on ``--calibration-set`` (held-out mocks of the training di
 - ``scale``: one split-conformal factor per label on the raw sigma;
 - ``widen+scale`` (the export's): sigma x sqrt(max(1, ood_score)), then the conformal factor.
 
-``--stress N`` adds N SDSS-like mocks (seed 77) per set of :data:`STRESS`, nuisances far
-beyond the training's (simulated in process); ``--real`` adds the score of the real SDSS
-spectra of ``benchmarks/real_sdss.py``.
+``--stress N`` adds N SDSS-like mocks (seed 77) per set of ``components/nuisances.py``
+``STRESS``, nuisances far beyond the training's (simulated in process); ``--real`` adds
+the score of the real SDSS spectra of ``benchmarks/real_sdss.py``.
 """
 
 from __future__ import annotations
@@ -32,17 +32,10 @@ from stellarpop.serving import predict as pred
 from stellarpop.transforms import features as F
 
 METHODS = ("raw", "scale", "widen+scale")
-STRESS = {  # components/nuisances.py fields over the 'realistic' preset the model was trained with
-    "in domain (realistic)": "realistic",
-    "calibration errors 25%+15%": {"preset": "realistic", "calib_rms": 0.25, "calib_plate_rms": 0.15},
-    "sky-dominated": {"preset": "realistic", "sky_line_rms": 1.0, "sky_cont_rms": 0.3, "sky_shift_pix": 0.5},
-    "template mismatch x7": {"preset": "realistic", "template_rms": 0.2, "line_depth_rms": 0.4},
-}
-
-
 def stress_sets(n: int, preparation, seed: int = 77) -> dict[str, tuple[list[bytes], dict]]:
-    """{name: (serialized Examples, parsed with truth)} of ``n`` mocks per :data:`STRESS` set."""
+    """{name: (serialized Examples, parsed with truth)} of ``n`` mocks per ``nuisances.STRESS`` set."""
     from stellarpop.components import examples, priors, spectra, templates
+    from stellarpop.components.nuisances import STRESS
     from stellarpop.components.instrument import Instrument
     from stellarpop.components.mock_example_gen import job as sim_job
 
@@ -74,12 +67,10 @@ def residuals(out: dict, parsed: dict) -> np.ndarray:
 
 
 def fit_methods(out: dict, parsed: dict, calib: dict) -> dict[str, np.ndarray]:
-    """{method: (4,) factor on its sigma} fitted on the calibration set."""
+    """{method: (4,) factor on its sigma} fitted on the calibration set (a score of 0: no widening)."""
     z = np.abs(residuals(out, parsed)) / raw_sigma(out, calib)
-    widened = z / C.widening(out[F.OOD_SCORE])[:, None]
-    return {"raw": np.ones(len(F.LABEL_KEYS)),
-            "scale": np.array([C.conformal_quantile(z[:, i]) for i in range(z.shape[1])]),
-            "widen+scale": np.array([C.conformal_quantile(widened[:, i]) for i in range(z.shape[1])])}
+    scales = {"scale": C.interval_scales(z, np.zeros(len(z))), "widen+scale": C.interval_scales(z, out[F.OOD_SCORE])}
+    return {"raw": np.ones(len(F.LABEL_KEYS))} | {m: np.array([s[k] for k in F.LABEL_KEYS]) for m, s in scales.items()}
 
 
 def describe(out: dict, parsed: dict | None, calib: dict, factors: dict | None) -> dict:

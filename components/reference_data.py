@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,20 @@ log = logging.getLogger(__name__)
 PPXF_SDIST = "ppxf==8.2.6"
 PPXF_SDIST_FILE = "ppxf-8.2.6.tar.gz"
 PPXF_SDIST_SHA256 = "e51249d28f12eb41c6dce325a17c7bd554b546e73de930a59f7b29b02f35c8c3"
+
+
+@dataclass(frozen=True)
+class Package:
+    """A file fetched from the package registry with pip, pinned by its SHA-256."""
+
+    spec: str  # pip requirement, e.g. "ppxf==8.2.6"
+    file: str  # the file pip writes
+    sha256: str
+    binary: bool  # a wheel (--only-binary) or a source distribution (--no-binary)
+    what: str  # for the log line and the error
+
+
+PPXF = Package(PPXF_SDIST, PPXF_SDIST_FILE, PPXF_SDIST_SHA256, binary=False, what="source distribution, templates and spectra")
 
 
 class ReferenceDataError(RuntimeError):
@@ -83,32 +98,37 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def ppxf_sdist() -> Path:
-    """Path of the verified ppxf 8.2.6 source archive, downloading it with pip if needed."""
-    target = cache_dir() / PPXF_SDIST_FILE
-    if target.exists() and sha256(target) == PPXF_SDIST_SHA256:
+def fetch(package: Package) -> Path:
+    """Path of the verified ``package`` file in the cache, downloading it with pip if needed."""
+    target = cache_dir() / package.file
+    if target.exists() and sha256(target) == package.sha256:
         return target
-    with locked("sdist"):
-        if target.exists() and sha256(target) == PPXF_SDIST_SHA256:  # another process fetched it
+    with locked(f"fetch-{package.file}"):
+        if target.exists() and sha256(target) == package.sha256:  # another process fetched it
             return target
-        _download(target)
+        _download(package, target)
     return target
 
 
-def _download(target: Path) -> None:
+def ppxf_sdist() -> Path:
+    """Path of the verified ppxf 8.2.6 source archive, downloading it with pip if needed."""
+    return fetch(PPXF)
+
+
+def _download(package: Package, target: Path) -> None:
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:", PPXF_SDIST, "-d", tmp]
-        log.info("fetching %s (source distribution, templates and spectra) from the package registry into %s",
-                 PPXF_SDIST, target.parent)
+        kind = ["--only-binary", ":all:"] if package.binary else ["--no-binary", ":all:"]
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", *kind, package.spec, "-d", tmp]
+        log.info("fetching %s (%s) from the package registry into %s", package.spec, package.what, target.parent)
         proc = subprocess.run(cmd, capture_output=True, text=True)
-        got = Path(tmp) / PPXF_SDIST_FILE
+        got = Path(tmp) / package.file
         if proc.returncode != 0 or not got.exists():
             raise ReferenceDataError(
-                f"cannot obtain {PPXF_SDIST} (source distribution) from the package registry and it is not "
-                f"in the cache {target.parent}: {proc.stderr.strip()[-500:]}"
+                f"cannot obtain {package.spec} ({package.what}) from the package registry and it is not "
+                f"in the cache {target.parent}: {' '.join(proc.stderr.split())[-500:]}"
             )
-        if sha256(got) != PPXF_SDIST_SHA256:
-            raise ReferenceDataError(f"{PPXF_SDIST_FILE} from the registry does not match its pinned SHA-256")
+        if sha256(got) != package.sha256:
+            raise ReferenceDataError(f"{package.file} from the registry does not match its pinned SHA-256 {package.sha256[:12]}...")
         os.replace(got, target)
 
 

@@ -151,23 +151,23 @@ def build_emiles(out: Path, lam_range=DEFAULT_LAM_RANGE) -> Path:
         templates[:, i, j] = fits.getdata(f)[keep]
         masses[i, j] = _mass_for(masses_table, metal, age)
     lam = lam_all[keep]
+    settings = {"source": reference_data.PPXF_SDIST, "source_sha256": reference_data.PPXF_SDIST_SHA256,
+                "files": EMILES_GLOB, "imf_slope": IMF_SLOPE, "lam_range": list(lam_range)}
+    return write_library(out, Library(templates, lam, emiles_fwhm(lam), ages, metals, masses), settings)
+
+
+def write_library(out: Path, lib: Library, settings: dict) -> Path:
+    """Write ``lib`` as an sps_lib .npz at ``out`` and its sidecar JSON (``settings`` plus the
+    file's SHA-256), each renamed into place whole; see :func:`verified`."""
 
     def write_npz(tmp: Path) -> None:
         with open(tmp, "wb") as fh:  # a file object: numpy would otherwise append ".npz" to the name
-            np.savez_compressed(fh, templates=templates, lam=lam, fwhm=emiles_fwhm(lam), ages=ages, metals=metals,
-                                masses=masses)
+            np.savez_compressed(fh, **{f.name: getattr(lib, f.name) for f in dataclasses.fields(lib)})
 
     reference_data.write_atomic(out, write_npz)
-    meta = {
-        "source": reference_data.PPXF_SDIST,
-        "source_sha256": reference_data.PPXF_SDIST_SHA256,
-        "files": EMILES_GLOB,
-        "imf_slope": IMF_SLOPE,
-        "lam_range": list(lam_range),
-        "sha256": reference_data.sha256(out),
-    }
+    meta = {**settings, "sha256": reference_data.sha256(out)}
     reference_data.write_atomic(_sidecar(out), lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
-    log.info("built %s: %d ages x %d metals, %d pixels", out, ages.size, metals.size, lam.size)
+    log.info("built %s: %d ages x %d metals, %d pixels", out, lib.ages.size, lib.metals.size, lib.lam.size)
     return out
 
 
@@ -183,11 +183,11 @@ def library_path(path: str | Path | None = None) -> Path:
             raise TemplateError(f"{path}: no such template library")
         return path
     out = reference_data.cache_dir() / LIBRARY_FILE
-    if _verified(out):
+    if verified(out):
         return out
     # One process builds; the others wait for the lock and then find the finished library.
     with reference_data.locked("templates"):
-        if _verified(out):
+        if verified(out):
             return out
         if out.exists():
             log.warning("%s does not match its recorded SHA-256: rebuilding", out)
@@ -198,15 +198,17 @@ def library_path(path: str | Path | None = None) -> Path:
             raise TemplateError(f"no template library: {exc}") from None
 
 
-def _verified(out: Path) -> bool:
-    """The library and its sidecar exist and agree (both are renamed into place whole)."""
+def verified(out: Path, settings: dict | None = None) -> bool:
+    """The library and its sidecar exist and agree (both are renamed into place whole), and
+    the sidecar records ``settings`` (those of the build wanted now), if given."""
     side = _sidecar(out)
     if not (out.exists() and side.exists()):
         return False
     try:
-        return json.loads(side.read_text()).get("sha256") == reference_data.sha256(out)
+        meta = json.loads(side.read_text())
     except (ValueError, OSError):
         return False
+    return all(meta.get(k) == v for k, v in (settings or {}).items()) and meta.get("sha256") == reference_data.sha256(out)
 
 
 def load_library(path: str | Path | None = None) -> Library:

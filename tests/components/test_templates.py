@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from ppxf import sps_util
@@ -61,6 +63,6 @@ def test_user_library_and_checks(tmp_path):
 
 def test_clear_error_when_neither_registry_nor_cache_has_it(tmp_path, monkeypatch):
     monkeypatch.setenv("STELLARPOP_CACHE", str(tmp_path))
-    monkeypatch.setattr(reference_data, "PPXF_SDIST", "ppxf==0.0.0.dev0")  # no such release
+    monkeypatch.setattr(reference_data, "PPXF", dataclasses.replace(reference_data.PPXF, spec="ppxf==0.0.0.dev0"))  # no such release
     with pytest.raises(templates.TemplateError, match="cannot obtain ppxf==0.0.0.dev0"):
         templates.library_path()
