@@ -3,7 +3,7 @@ and built into the exported graph (``export.export_model``).
 
 **Out-of-domain score.** The network's penultimate features (the input of its ``head``
 layer: for ``default``, the layer-normalised pooled rest-frame and observed views and z,
-289 values) are modelled as one Gaussian fitted to up to ``max_train`` training spectra
+225 values) are modelled as one Gaussian fitted to up to ``max_train`` training spectra
 (a seeded sample of the files; covariance shrunk towards a scaled identity by the
 Ledoit-Wolf formula, which matters when there are few spectra per dimension).
 A spectrum's squared Mahalanobis distance from it, divided by the median of the held-out
@@ -20,8 +20,9 @@ split-conformal 68.27% quantile of ``|prediction - label| / sigma`` over the hel
 (Lei et al. 2018): at least 68.27% of those intervals hold the label (the truth, or pPXF's
 value with ``label_source: ppxf``), and about as many on new spectra like them; intervals
 widen where the network is out of its depth. The choice was measured (docs/model_card.md,
-"Calibration"): with the scale alone, SDSS-like mocks were covered 0.74-0.78; with the
-widening 0.67-0.71, and sky-dominated spectra 0.79-0.81 instead of 0.56-0.65.
+"Calibration"): for the shipped model, with the scale alone SDSS-like mocks were covered
+0.72-0.84; with the widening 0.67-0.80, and sky-dominated spectra 0.72-0.83 instead of
+0.43-0.60.
 
 The score and flag are fitted on the training split, the flag and scales on the eval split
 (which only early stopping has seen); non-finite rows are left out and counted.

@@ -25,7 +25,7 @@ from typing import Callable
 import tensorflow as tf
 import tf_keras as keras
 
-from stellarpop.pipeline.rest_frame import RestFrame
+from stellarpop.pipeline import rest_frame
 from stellarpop.transforms import features as F
 from stellarpop.transforms import preprocessing as P
 
@@ -307,9 +307,9 @@ def _gaussian_heads(features: tf.Tensor, head_units: int, dropout: float, head_s
     learning_rate=1e-3,
 )
 def default(
-    stem: int = 16,
-    stem_kernel: int = 7,
-    stage_channels: tuple[int, ...] = (16, 24, 32, 48, 64, 96),
+    merge: int = 4,
+    stem: int = 24,
+    stage_channels: tuple[int, ...] = (24, 32, 48, 64),
     kernel: int = 3,
     obs_patch: int = 32,
     obs_embed: int = 24,
@@ -320,35 +320,67 @@ def default(
     """Rest-frame view at full resolution for the kinematics and populations, observed view
     for what lives in the observed frame (sky, instrument), and z; Gaussian heads.
 
-    - Rest view (:class:`~stellarpop.pipeline.rest_frame.RestFrame`, 4864 pixels of 69 km/s): a full-resolution
-      convolution (``stem`` channels, ``stem_kernel`` = 7 pixels, +-207 km/s: a line of
-      sigma 50-300 km/s convolved with SDSS's ~65 km/s LSF is 1.2-4.5 pixels wide), then
-      residual stages that each halve the length by merging pairs of positions (lossless)
-      before projecting (4864 -> 2432 ... -> 76 positions with the default six stages).
-    - Observed view: the patch embedding of :func:`patch`, smaller (32-pixel patches), for
-      sky residuals, the instrument's throughput and masks.
+    Two channels per pixel: flux and weight = (1 - mask) (1 - noise / NOISE_CLIP), which is
+    0 where a pixel is masked, has no information or is padding.
+
+    - Rest view (:class:`~stellarpop.pipeline.rest_frame.RestFrame`: a window of 3776 pixels
+      of 69 km/s that holds the observed range at any z): groups of ``merge`` pixels side by
+      side (a lossless reshape), then a convolution over three groups (``stem`` channels; 12
+      pixels, +-414 km/s, each pixel with its own weights, so a line of sigma 50-300 km/s,
+      1.2-4.5 pixels wide after SDSS's LSF, keeps its width), then residual stages that
+      each halve the length by merging pairs of positions before projecting (944 -> 472 ...
+      -> 59 positions with the default four stages). The total stride, ``merge * 2 **
+      stages`` (64), is the window's alignment.
+    - Observed view: patches of ``obs_patch`` pixels of both channels, embedded linearly,
+      then ``obs_stage_channels`` stages, for sky residuals, the instrument's throughput and masks.
     - Head: both views pooled (average and max) with z, layer-normalised, a dense layer,
       the means and the log-variances (Gaussian NLL, as :func:`patch`).
 
+    This replaced (version 4) a rest view with a 7-pixel stem at every rest pixel of a fixed
+    4864-pixel grid and six stages (16-96 channels), three input channels: 2.4x the time per
+    spectrum (docs/model_card.md has both).
+
     Parameters
     ----------
-    stem, stem_kernel : channels and width (pixels) of the full-resolution convolution
+    merge : rest pixels per position of the stem
+    stem : channels of the stem convolution
     stage_channels : channels of the rest-frame stages
     kernel : kernel size of the residual convolutions
-    obs_patch, obs_embed, obs_stage_channels : the observed view (see :func:`patch`)
+    obs_patch, obs_embed, obs_stage_channels : the observed view
     head_units : width of the dense layer
     dropout : dropout before the heads
     """
     inputs = {k: keras.Input(shape=(F.N_PIXELS,), name=k) for k in (P.FLUX_XF, P.MASK_XF, P.NOISE_XF)}
     inputs[P.Z_XF] = keras.Input(shape=(), name=P.Z_XF)
-    observed = _observed_channels(inputs)
-    rest = RestFrame(name="rest_frame")((observed, inputs[P.Z_XF]))
-    rest = keras.layers.Conv1D(stem, stem_kernel, padding="same", name="rest_stem")(rest)
+    good = keras.layers.Rescaling(-1.0, offset=1.0, name="good")(inputs[P.MASK_XF])
+    precision = keras.layers.Rescaling(-1.0 / P.NOISE_CLIP, offset=1.0, name="precision")(inputs[P.NOISE_XF])
+    channels = (inputs[P.FLUX_XF], keras.layers.Multiply(name="weight")([good, precision]))
+    align = merge * 2 ** len(stage_channels)
+    n_rest = rest_frame.window_length(align)
+    rest = rest_frame.RestFrame(n_rest, align, name="rest_frame")((*channels, inputs[P.Z_XF]))
+    rest = keras.layers.Reshape((n_rest // merge, 2 * merge), name="rest_groups")(rest)
+    rest = keras.layers.Conv1D(stem, 3, padding="same", name="rest_stem")(rest)
     rest = _stages(rest, stage_channels, kernel, prefix="rest_", merge_first=True)
-    obs = _patch_stages(observed, obs_patch, obs_embed, obs_stage_channels, kernel, prefix="obs_")
+    obs = _observed_patches(channels, obs_patch, obs_embed, len(obs_stage_channels))
+    obs = _stages(obs, obs_stage_channels, kernel, prefix="obs_", merge_first=False)
     z = keras.layers.Reshape((1,), name="z_feature")(inputs[P.Z_XF])
     features = keras.layers.Concatenate(name="features")([_pool(rest, "rest_"), _pool(obs, "obs_"), z])
     # The two views' pooled activations differ in scale by the depth of their stacks; layer
     # normalisation (the same in training and inference) puts them on one footing.
     features = keras.layers.LayerNormalization(name="features_norm")(features)
     return keras.Model(inputs, _gaussian_heads(features, head_units, dropout, head_scale=0.01), name="default")
+
+
+def _observed_patches(channels, patch: int, embed: int, stages: int) -> tf.Tensor:
+    """Each (B, N_PIXELS) channel zero-padded to a multiple of ``patch * 2**(stages - 1)``
+    (so that every stage after the first can halve the length) and cut into patches of
+    ``patch`` pixels, the patches of all channels side by side, embedded linearly:
+    (B, positions, embed)."""
+    length = padded_length(F.N_PIXELS, patch * 2 ** (stages - 1))
+    pad = length - F.N_PIXELS
+    pieces = []
+    for i, channel in enumerate(channels):
+        x = keras.layers.Reshape((F.N_PIXELS, 1), name=f"obs_channel{i}")(channel)
+        x = keras.layers.ZeroPadding1D((pad // 2, pad - pad // 2), name=f"obs_pad{i}")(x)
+        pieces.append(keras.layers.Reshape((length // patch, patch), name=f"obs_patches{i}")(x))
+    return keras.layers.Conv1D(embed, 1, name="obs_embed")(keras.layers.Concatenate(name="obs_stack")(pieces))

@@ -10,13 +10,14 @@ it as PNG. Nothing here reads a run.
   S/N_r, redshift or BPT class, candidate and baseline (Figs. 5-7);
 - :func:`zscore_figure`: residual / predicted 1-sigma per parameter against a unit
   Gaussian, with the fraction inside 1 sigma (68% coverage);
-- the loss curve (Fig. 3) is the Trainer's own :func:`stellarpop.pipeline.trainer.plot_loss_curve`.
+- :func:`plot_loss_curve`: training and validation loss per epoch (Fig. 3), which the
+  Trainer also writes beside its checkpoints.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -169,5 +170,24 @@ def zscore_figure(residuals: Mapping[str, np.ndarray], errors: Mapping[str, np.n
         else:
             ax.text(0.5, 0.5, "no predicted errors", transform=ax.transAxes, ha="center")
         ax.set_xlabel(f"(pred - label) / err, {key}")
+    fig.tight_layout()
+    return fig
+
+
+def plot_loss_curve(record: Mapping[str, Any], title: str = "") -> Figure:
+    """Training and validation loss per epoch (the paper's Fig. 3), best epoch marked."""
+    fig = _figure(6, 4)
+    ax = fig.add_subplot()
+    history = record["history"]
+    for key, label in (("loss", "training"), ("val_loss", "validation")):
+        if key in history:
+            values = history[key]
+            ax.plot(range(1, len(values) + 1), values, marker="o", ms=3, label=label)
+    if record.get("best_epoch"):
+        ax.axvline(record["best_epoch"], color="grey", ls=":", label=f"best (epoch {record['best_epoch']})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"loss ({record['loss']})" if record.get("loss") else "loss")
+    ax.set_title(title)
+    ax.legend()
     fig.tight_layout()
     return fig

@@ -145,9 +145,7 @@ def training_section(record: dict | None, out_dir: str) -> str:
     """The loss curves (the paper's Fig. 3) and the history per epoch."""
     if record is None:
         return section("training", "Training", '<p class="note">No history.json in the Trainer\'s model_run.</p>')
-    from stellarpop.pipeline.trainer import plot_loss_curve  # the Trainer's own figure
-
-    name = figs.save(plot_loss_curve(record, title=f"{record.get('config', {}).get('model', '')} model"),
+    name = figs.save(figs.plot_loss_curve(record, title=f"{record.get('config', {}).get('model', '')} model"),
                      os.path.join(out_dir, "loss_curve.png"))
     history = record.get("history", {})
     keys = sorted(history, key=lambda k: (k.startswith("val_"), k))

@@ -15,6 +15,8 @@ epochs             20             maximum epochs (the paper: 100)
 batch_size         32             (the paper's)
 learning_rate      None           Adam learning rate; None: the model's (paper 1e-4,
                                   default 1e-3)
+lr_schedule        "constant"     or "cosine": epoch e (0-based) at learning_rate x
+                                  (1 + cos(pi e / epochs)) / 2
 patience           5              early stopping on val_loss; the best epoch is exported
 seed               0              ``keras.utils.set_random_seed`` and the shuffle seed
 preprocessing      (defaults)     the ``transforms.config.PreprocessingConfig`` that
@@ -55,6 +57,7 @@ import dataclasses
 import functools
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -63,8 +66,6 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from stellarpop.components import config_codec
 from stellarpop.pipeline import calibration, models
@@ -105,6 +106,7 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 32
     learning_rate: float | None = None
+    lr_schedule: str = "constant"
     patience: int = 5
     seed: int = 0
     preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
@@ -127,6 +129,10 @@ class TrainConfig:
         models.get(config.model)
         return config
 
+    def __post_init__(self):
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"trainer config: lr_schedule {self.lr_schedule!r} is not one of {sorted(LR_SCHEDULES)}")
+
     @property
     def spec(self) -> models.ModelSpec:
         return models.get(self.model)
@@ -134,6 +140,17 @@ class TrainConfig:
     @property
     def lr(self) -> float:
         return float(self.learning_rate or self.spec.learning_rate)
+
+    def epoch_lr(self, epoch: int) -> float:
+        """The learning rate of epoch ``epoch`` (0-based): a function of the epoch alone, so a
+        resumed training continues the schedule where it stopped."""
+        return LR_SCHEDULES[self.lr_schedule](self.lr, epoch, self.epochs)
+
+
+LR_SCHEDULES = {
+    "constant": lambda lr, epoch, epochs: lr,
+    "cosine": lambda lr, epoch, epochs: lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs)),
+}
 
 
 # --- input pipeline ----------------------------------------------------------------------------
@@ -181,7 +198,7 @@ def input_fn(
     feature_keys : transformed features to keep (default: all but the labels)
     shuffle, seed, repeat, shuffle_buffer : ordering of the examples
     cache : transform once and keep the kept features in memory (about 61 kB per spectrum
-        for the default model's three channels); then shuffling acts on transformed
+        for the three transformed channels the default model reads); then shuffling acts on transformed
         examples. Only a full first pass fills the cache (``train_steps`` None).
     file_seed : read the files in an order shuffled with this seed (not sorted): the first
         N examples are then a sample of every file, e.g. of every span (calibration)
@@ -283,7 +300,8 @@ def train(
         )
         model.fit(
             continue_data_order(train_ds, resumed_from, steps, state.batches), validation_data=eval_ds,
-            epochs=config.epochs, initial_epoch=resumed_from, callbacks=[state, tensorboard], verbose=2,
+            epochs=config.epochs, initial_epoch=resumed_from, verbose=2,
+            callbacks=[keras.callbacks.LearningRateScheduler(config.epoch_lr), state, tensorboard],
             steps_per_epoch=steps, validation_steps=eval_steps or None,
         )
     val = state.history.get("val_loss", [])
@@ -327,31 +345,13 @@ def warm_start(model: keras.Model, config: TrainConfig, base_model: str | None) 
 # --- run outputs and entry point ---------------------------------------------------------------
 
 
-def plot_loss_curve(record: Mapping[str, Any], title: str = "") -> Figure:
-    """Training and validation loss per epoch (the paper's Fig. 3), best epoch marked."""
-    fig = Figure(figsize=(6, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    history = record["history"]
-    for key, label in (("loss", "training"), ("val_loss", "validation")):
-        if key in history:
-            values = history[key]
-            ax.plot(range(1, len(values) + 1), values, marker="o", ms=3, label=label)
-    if record.get("best_epoch"):
-        ax.axvline(record["best_epoch"], color="grey", ls=":", label=f"best (epoch {record['best_epoch']})")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(f"loss ({record['loss']})" if record.get("loss") else "loss")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    return fig
-
-
 def write_run_outputs(model_run_dir: str, record: Mapping[str, Any]) -> None:
     """``history.json`` and ``loss_curve.png`` in the run directory."""
     tf.io.gfile.makedirs(model_run_dir)
     with tf.io.gfile.GFile(os.path.join(model_run_dir, "history.json"), "w") as f:
         json.dump(record, f, indent=1)
+    from stellarpop.pipeline.report_figures import plot_loss_curve  # not at import: it loads TFMA
+
     fig = plot_loss_curve(record, title=f"{record['config']['model']} model")
     with tf.io.gfile.GFile(os.path.join(model_run_dir, "loss_curve.png"), "wb") as f:
         fig.savefig(f, format="png")

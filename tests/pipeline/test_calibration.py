@@ -129,6 +129,7 @@ def test_ood_score_rises_on_spectra_the_model_should_not_trust(stressed):
     for name in ("calibration errors 25%+15%", "sky-dominated"):
         out = stressed[name]
         assert np.median(out[F.OOD_SCORE]) > 2 * np.median(base[F.OOD_SCORE]), name
-        assert out[F.OOD_FLAG].mean() >= 0.1, name
+        # The flag fires at least five times as often as on in-domain spectra (1% by construction).
+        assert out[F.OOD_FLAG].mean() >= 5 * max(base[F.OOD_FLAG].mean(), 0.01), name
         # ... and the intervals widen with it.
         assert np.median(out[F.VD + "_err"]) > 1.1 * np.median(base[F.VD + "_err"]), name

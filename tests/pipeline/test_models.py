@@ -147,12 +147,12 @@ def test_rest_frame_view_puts_a_line_at_its_rest_wavelength_with_the_same_width_
     """A Gaussian line of sigma 150 km/s at 5175 A rest lands on the rest pixel of 5175 A
     and is 150 / 69.03 pixels wide at every redshift; rest pixels outside the observed range
     are 0 in every channel."""
-    grid, rest = F.model_grid(), rest_frame.rest_grid()
+    grid, rest = F.model_grid(), rest_frame.rest_grid(z)
     centre, sigma_kms = 5175.0 * (1 + z), 150.0
     sigma_a = centre * sigma_kms / 299792.458
     line = np.exp(-0.5 * ((grid - centre) / sigma_a) ** 2).astype(np.float32)
-    channels = np.stack([line, np.ones_like(line), np.ones_like(line)], axis=-1)[None]
-    out = rest_frame.RestFrame()((tf.constant(channels), tf.constant([z], tf.float32))).numpy()[0]
+    out = rest_frame.RestFrame()((line[None], np.ones_like(line)[None], tf.constant([z], tf.float32))).numpy()[0]
+    assert out.shape == (rest_frame.N_REST, 2)
     flux = out[:, 0]
     peak = np.argmax(flux)
     assert abs(rest[peak] - 5175.0) < 1.2  # within one rest pixel
@@ -163,20 +163,36 @@ def test_rest_frame_view_puts_a_line_at_its_rest_wavelength_with_the_same_width_
     # Linear interpolation of 1-A samples adds ~(1/sqrt(12)) A of width in quadrature.
     expected = np.hypot(sigma_kms / SDSS_VELSCALE, (1 / np.sqrt(12)) / (5175.0 * 1e-4 * np.log(10)))
     assert width_pix == pytest.approx(expected, rel=0.06)
-    covered = (rest * (1 + z) >= grid[0]) & (rest * (1 + z) <= grid[-1])
+    covered = (rest * (1 + z) >= grid[0]) & (rest * (1 + z) < grid[-1])
     assert np.all(out[~covered] == 0) and np.all(out[covered][:, 1] == pytest.approx(1.0))
 
 
+@pytest.mark.parametrize("z", [0.0, 0.0123, 0.1, 0.3, 0.45])
+def test_rest_frame_window_holds_the_observed_range_and_is_aligned(z):
+    """The window starts on a multiple of ALIGN rest pixels below the first observed pixel
+    and reaches past the last: the whole spectrum is seen at any z, each line at the same
+    phase of the network's total stride."""
+    start = rest_frame.window_start(z)
+    assert start % rest_frame.ALIGN == 0
+    rest = rest_frame.rest_grid(z) * (1 + z)
+    assert rest[0] <= F.GRID_START and rest[-1] >= F.model_grid()[-1]
+    assert rest_frame.window_length(rest_frame.ALIGN) == rest_frame.N_REST
+    assert M.build("default").get_layer("rest_frame").output_shape[1] == rest_frame.N_REST
+    with pytest.raises(ValueError, match="cannot hold"):
+        rest_frame.RestFrame(n_rest=3000)
+
+
 def test_rest_frame_view_is_differentiable_and_batched():
-    x = tf.constant(np.random.default_rng(3).random((2, F.N_PIXELS, 3)), tf.float32)
+    rng = np.random.default_rng(3)
+    x = [tf.constant(rng.random((2, F.N_PIXELS)), tf.float32) for _ in range(2)]
     z = tf.constant([0.01, 0.2])
     with tf.GradientTape() as tape:
         tape.watch(x)
-        out = rest_frame.RestFrame()((x, z))
+        out = rest_frame.RestFrame()((*x, z))
         total = tf.reduce_sum(out)
-    assert out.shape == (2, rest_frame.N_REST, 3)
-    grad = tape.gradient(total, x).numpy()
-    # Every observed pixel inside the rest grid's reach contributes (weights sum ~ pixel ratio).
+    assert out.shape == (2, rest_frame.N_REST, 2)
+    grad = tape.gradient(total, x[0]).numpy()
+    # Every observed pixel inside the window's reach contributes (weights sum ~ pixel ratio).
     assert np.all(np.isfinite(grad)) and grad[0].sum() > 0
-    single = rest_frame.RestFrame()((x[1:], z[1:])).numpy()
+    single = rest_frame.RestFrame()((x[0][1:], x[1][1:], z[1:])).numpy()
     np.testing.assert_allclose(single[0], out.numpy()[1], rtol=1e-6)

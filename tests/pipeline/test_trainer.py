@@ -250,6 +250,13 @@ def test_config_and_steps():
         trainer.TrainConfig.from_custom_config({"unrelated": 0})
     assert resume.steps_per_epoch(None, 5) is None and resume.steps_per_epoch(0, 5) is None
     assert resume.steps_per_epoch(101, 10) == 11
+    cosine = trainer.TrainConfig(epochs=4, lr_schedule="cosine")
+    assert [cosine.epoch_lr(e) for e in range(4)] == pytest.approx([1e-3, 0.8536e-3, 0.5e-3, 0.1464e-3], rel=1e-3)
+    assert trainer.TrainConfig(epochs=4).epoch_lr(3) == 1e-3
+    with pytest.raises(ValueError, match="lr_schedule 'step' is not one of \\['constant', 'cosine'\\]"):
+        trainer.TrainConfig.from_custom_config({"lr_schedule": "step"})
+    with pytest.raises(ValueError, match="lr_schedule 'step'"):
+        trainer.TrainConfig(lr_schedule="step")
 
 
 class Killed(Exception):
@@ -257,8 +264,10 @@ class Killed(Exception):
 
 
 def test_a_killed_training_resumes_to_the_uninterrupted_result(data, tmp_path, monkeypatch):
-    """Same weights, optimizer, data order and dropout masks: the histories are identical."""
-    config = trainer.TrainConfig(model="default", epochs=3, batch_size=16, seed=2, patience=5, cache=True)
+    """Same weights, optimizer, learning-rate schedule, data order and dropout masks: the
+    histories are identical."""
+    config = trainer.TrainConfig(model="default", epochs=3, batch_size=16, seed=2, patience=5, cache=True,
+                                 lr_schedule="cosine")
     args = (str(data["root"] / "Split-train" / "*"), str(data["root"] / "Split-eval" / "*"),
             tft.TFTransformOutput(data["transform_dir"]))
     _, whole = trainer.train(config, *args, str(tmp_path / "whole"), state_dir=str(tmp_path / "whole-state"))
@@ -275,6 +284,7 @@ def test_a_killed_training_resumes_to_the_uninterrupted_result(data, tmp_path, m
     _, resumed = trainer.train(config, *args, str(tmp_path / "resumed"), state_dir=str(tmp_path / "state"))
     assert resumed["resumed_from_epoch"] == 1 and whole["resumed_from_epoch"] == 0
     assert resumed["history"] == whole["history"]
+    assert whole["history"]["lr"] == pytest.approx([config.epoch_lr(e) for e in range(3)])
     assert (resumed["best_epoch"], resumed["best_val_loss"]) == (whole["best_epoch"], whole["best_val_loss"])
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from make_test_data import SAME_PREDICTION
 from stellarpop.pipeline.cli import app
 from stellarpop.serving.server import LocalServer
 from stellarpop.transforms import features as F
@@ -37,7 +38,7 @@ def test_predict_over_grpc_writes_the_local_table(base_path, bundled, tmp_path):
     finally:
         server.stop()
     assert list(served.columns) == list(local.columns) and len(served) == 2
-    np.testing.assert_allclose(served[VALUES].to_numpy(), local[VALUES].to_numpy(), rtol=1e-5)
+    np.testing.assert_allclose(served[VALUES].to_numpy(), local[VALUES].to_numpy(), **SAME_PREDICTION)
     assert served["quality"].fillna("").tolist() == local["quality"].fillna("").tolist()
     assert served[F.OOD_FLAG].tolist() == local[F.OOD_FLAG].tolist() == [False, False]  # real galaxies: in domain
 

@@ -28,6 +28,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from make_test_data import SAME_PREDICTION
 from stellarpop.serving.client import Client, ServingError
 from stellarpop.serving.server import LocalServer, parse_labels
 
@@ -48,7 +49,7 @@ def wait_for(condition, timeout_s: float = 30.0, what: str = "condition"):
 def assert_matches(out: dict, reference: dict, rows=slice(None)):
     assert sorted(out) == sorted(reference)
     for key, values in reference.items():
-        np.testing.assert_allclose(np.asarray(out[key]).reshape(-1), values[rows], rtol=0, atol=1e-5, err_msg=key)
+        np.testing.assert_allclose(np.asarray(out[key]).reshape(-1), values[rows], err_msg=key, **SAME_PREDICTION)
 
 
 @pytest.fixture(scope="module")

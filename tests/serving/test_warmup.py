@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
+from make_test_data import SAME_PREDICTION
 from stellarpop.serving import requests as serving_requests
 from stellarpop.serving import warmup
 
@@ -44,7 +45,7 @@ def test_replay_answers_like_the_model(tmp_path, examples, reference, add_versio
     model = tf.saved_model.load(str(export))
     out = serving_requests.run_request(model, warmup.read_warmup(str(export))[0])
     for key, values in reference.items():
-        np.testing.assert_allclose(out[key].reshape(-1), values, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(out[key].reshape(-1), values, **SAME_PREDICTION)
 
 
 def test_no_warmup_file(tmp_path):
