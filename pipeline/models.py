@@ -245,14 +245,19 @@ def patch(
 def _observed_channels(inputs: dict) -> tf.Tensor:
     """(B, N_PIXELS, 3): flux, good = 1 - mask, precision = 1 - noise / NOISE_CLIP, so that
     zero padding reads as "no data" in all three channels."""
-    channels = {
-        "flux": inputs[P.FLUX_XF],
-        "good": keras.layers.Rescaling(-1.0, offset=1.0, name="good")(inputs[P.MASK_XF]),
-        "precision": keras.layers.Rescaling(-1.0 / P.NOISE_CLIP, offset=1.0, name="precision")(inputs[P.NOISE_XF]),
-    }
+    channels = {"flux": inputs[P.FLUX_XF], **_good_and_precision(inputs)}
     return keras.layers.Concatenate(name="stack")(
         [keras.layers.Reshape((F.N_PIXELS, 1), name=f"{k}_channel")(v) for k, v in channels.items()]
     )
+
+
+def _good_and_precision(inputs: dict) -> dict[str, tf.Tensor]:
+    """good = 1 - mask and precision = 1 - noise / NOISE_CLIP: 0 where a pixel is masked or
+    has no information, as zero padding reads."""
+    return {
+        "good": keras.layers.Rescaling(-1.0, offset=1.0, name="good")(inputs[P.MASK_XF]),
+        "precision": keras.layers.Rescaling(-1.0 / P.NOISE_CLIP, offset=1.0, name="precision")(inputs[P.NOISE_XF]),
+    }
 
 
 def _stages(x: tf.Tensor, stage_channels: tuple[int, ...], kernel: int, prefix: str, merge_first: bool) -> tf.Tensor:
@@ -352,9 +357,7 @@ def default(
     """
     inputs = {k: keras.Input(shape=(F.N_PIXELS,), name=k) for k in (P.FLUX_XF, P.MASK_XF, P.NOISE_XF)}
     inputs[P.Z_XF] = keras.Input(shape=(), name=P.Z_XF)
-    good = keras.layers.Rescaling(-1.0, offset=1.0, name="good")(inputs[P.MASK_XF])
-    precision = keras.layers.Rescaling(-1.0 / P.NOISE_CLIP, offset=1.0, name="precision")(inputs[P.NOISE_XF])
-    channels = (inputs[P.FLUX_XF], keras.layers.Multiply(name="weight")([good, precision]))
+    channels = (inputs[P.FLUX_XF], keras.layers.Multiply(name="weight")(list(_good_and_precision(inputs).values())))
     align = merge * 2 ** len(stage_channels)
     n_rest = rest_frame.window_length(align)
     rest = rest_frame.RestFrame(n_rest, align, name="rest_frame")((*channels, inputs[P.Z_XF]))

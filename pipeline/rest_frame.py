@@ -86,8 +86,8 @@ class RestFrame(keras.layers.Layer):
         left = tf.floor(pos)
         weight = pos - left
         inside = (left >= 0) & (left <= F.N_PIXELS - 2)
-        # Scalar gathers from the flattened batch (row offsets added to the indices): about
-        # twice as fast on CPU as gathering rows with batch_dims.
+        # Scalar gathers from the flattened batch (row offsets added to the indices): ~40%
+        # less time on CPU than gathering rows with batch_dims (22 against 35 ms per 512).
         index = tf.cast(tf.clip_by_value(left, 0, F.N_PIXELS - 2), tf.int32)
         index += F.N_PIXELS * tf.range(tf.shape(z)[0])[:, None]
         views = []
