@@ -127,6 +127,7 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Random seed (recorded with the output).")] = 0,
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder: examples/ and sim_config.json.")] = Path("runs/simulate"),
     mode: Annotated[str, typer.Option(help="Priors: 'sdss' (like the paper's sample), 'broad', or 'wide' (the real sample's range: z 0.002-0.3 weighted to low z, sigma 50-500 km/s, S/N_r 3-100; for training).")] = "sdss",
+    sdss_fraction: Annotated[float, typer.Option(help="With --mode wide or broad: this share drawn from the 'sdss' priors instead.")] = 0.0,
     nuisances: Annotated[str, typer.Option(help="Instrument and model nuisances: 'none' or 'realistic' (calibration, LSF, wavelength, sky, masked gaps, template mismatch; components/nuisances.py).")] = "none",
     shard_size: Annotated[int, typer.Option(min=1, help="Spectra per shard (the unit of resume).")] = 1000,
     fits_files: Annotated[bool, typer.Option("--fits", help="Also write SDSS spec-lite FITS files (examples/fits/).")] = False,
@@ -143,7 +144,7 @@ def simulate(
 
     library = existing(library, "--library")
     with about("--mode"):
-        priors = Priors(mode=mode)
+        priors = Priors(mode=mode, sdss_fraction=sdss_fraction)
     with about("--nuisances"):
         config = job.SimConfig(
             n=n, seed=seed, priors=priors, nuisances=nuisances, shard_size=shard_size, write_fits=fits_files,

@@ -163,7 +163,7 @@ class PipelineConfig:
         if source == "simulate":
             from stellarpop.components.mock_example_gen.job import SimConfig
 
-            ex.pop("mode", None)
+            priors(ex)
             config_codec.from_dict(SimConfig, ex, "examples")
         elif set(ex) - known[source]:
             raise ValueError(f"examples: unknown keys {sorted(set(ex) - known[source])} for source {source} "
@@ -206,6 +206,14 @@ class PipelineConfig:
         root = os.path.abspath(self.root)
         serving = os.path.abspath(self.serving_dir) if self.serving_dir else os.path.join(root, "serving", self.name)
         return dataclasses.replace(self, root=root, serving_dir=serving)
+
+
+def priors(examples: dict):
+    """The simulate source's :class:`Priors`, taking ``mode`` and ``sdss_fraction`` out of
+    ``examples`` (its other keys are SimConfig's)."""
+    from stellarpop.components.priors import Priors
+
+    return Priors(mode=examples.pop("mode", "sdss"), sdss_fraction=examples.pop("sdss_fraction", 0.0))
 
 
 def recorded_preparation(examples_dir: str) -> Preparation | None:

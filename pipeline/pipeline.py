@@ -49,7 +49,6 @@ from stellarpop.components.mock_example_gen import job as sim_job
 from stellarpop.components.mock_example_gen.component import MockExampleGen
 from stellarpop.components.ppxf_labeler import job as label_job
 from stellarpop.components.ppxf_labeler.component import PpxfLabeler
-from stellarpop.components.priors import Priors
 from stellarpop.pipeline import configs, eval_config, export, trainer
 from stellarpop.pipeline.spans import latest_analyzer_cache, latest_blessed_model, span_window
 from stellarpop.transforms import features as F
@@ -179,7 +178,7 @@ def _examples_node(cfg: configs.PipelineConfig, span: int | None = None):
     source = ex.pop("source", "simulate")
     preparation = cfg.preprocessing().preparation
     if source == "simulate":
-        gen = MockExampleGen(sim_job.SimConfig(priors=Priors(mode=ex.pop("mode", "sdss")), preparation=preparation, **ex))
+        gen = MockExampleGen(sim_job.SimConfig(priors=configs.priors(ex), preparation=preparation, **ex))
         return stamp(gen, code_fingerprint(MockExampleGen.__module__), files_fingerprint(ex))
     if source == "ingest":  # the input files: FileBasedExampleGen's driver fingerprints them
         pattern = ex.pop("pattern", "*")
