@@ -144,6 +144,8 @@ def simulate(
 
     library = existing(library, "--library")
     with about("--mode"):
+        priors = Priors(mode=mode)
+    with about("--sdss-fraction"):
         priors = Priors(mode=mode, sdss_fraction=sdss_fraction)
     with about("--nuisances"):
         config = job.SimConfig(

@@ -479,6 +479,26 @@ def test_wide_priors_cover_the_real_sample():
         assert abs(got - p) <= 4 * math.sqrt(p * (1 - p) / len(draws)), (name, got, p)
 
 
+def test_sdss_fraction_mixes_the_sdss_priors_into_wide():
+    """sdss_fraction 0.4: 40% of the galaxies from the sdss priors (old, metal-rich passive
+    ones, sigma down to 30 km/s), within 4 binomial errors; 0 leaves wide's draws unchanged;
+    refused out of [0, 1] and with sdss priors."""
+    def draws(fraction, n=3000):
+        return [priors.draw_params(np.random.default_rng([7, i]), priors.Priors(mode="wide", sdss_fraction=fraction))
+                for i in range(n)]
+
+    assert draws(0.0, 50) == [priors.draw_params(np.random.default_rng([7, i]), priors.Priors(mode="wide")) for i in range(50)]
+    wide, mixed = draws(0.0), draws(0.4)
+    # Passive sdss galaxies (45%) all began more than 9 Gyr ago (z < 0.3); wide's at any time.
+    old = [np.mean([p.galaxy_class == "passive" and p.components[0].start > 9.0 for p in d]) for d in (wide, mixed)]
+    expected = 0.6 * old[0] + 0.4 * 0.45
+    assert abs(old[1] - expected) <= 4 * math.sqrt(expected * (1 - expected) / len(mixed)), (old, expected)
+    assert min(p.sigma for p in mixed) < 50 <= min(p.sigma for p in wide)
+    for bad in ({"mode": "wide", "sdss_fraction": 1.5}, {"mode": "sdss", "sdss_fraction": 0.2}):
+        with pytest.raises(ValueError, match="sdss_fraction"):
+            priors.Priors(**bad)
+
+
 def test_same_seed_gives_identical_bytes_with_nuisances(prep, instrument):
     def one(seed):
         d = _draws(N.Nuisances.realistic(), seed + 1)[seed]

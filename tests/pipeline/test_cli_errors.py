@@ -31,7 +31,8 @@ def tmp(tmp_path):
     for name, text in {
         "bad.yaml": "name: [unclosed\n", "list.yaml": "- a\n- b\n", "unknown.yaml": "nmae: x\n",
         "trainer_window.yaml": "trainer: {norm_centre: 5500}\n",
-        "examples_typo.yaml": "examples: {source: simulate, nn: 5}\n", "label_typo.yaml": "label: {fit: {gas: 1}}\n", "preparation.yaml": "preparation: {norm_half_width: 0}\n",
+        "examples_typo.yaml": "examples: {source: simulate, nn: 5}\n",
+        "sdss_fraction.yaml": "examples: {source: simulate, mode: sdss, sdss_fraction: 0.5}\n", "label_typo.yaml": "label: {fit: {gas: 1}}\n", "preparation.yaml": "preparation: {norm_half_width: 0}\n",
         "wrongtype.yaml": "workers: many\n", "afile.txt": "text\n", "cat.csv": "plate,mjd,fiber\n266,51630,1\n",
     }.items():
         (tmp_path / name).write_text(text)
@@ -61,6 +62,8 @@ CASES = [
     (["run-pipeline", "--config", "{tmp}/trainer_window.yaml"], 2,
      "--config {tmp}/trainer_window.yaml: trainer config: unknown keys ['norm_centre']"),
     (["run-pipeline", "--config", "{tmp}/examples_typo.yaml"], 2, "--config {tmp}/examples_typo.yaml: examples: unknown keys ['nn']"),
+    (["run-pipeline", "--config", "{tmp}/sdss_fraction.yaml"], 2, "--config {tmp}/sdss_fraction.yaml: priors sdss_fraction is in [0, 1] "
+     "and only for broad or wide priors, not 0.5 with sdss"),
     (["run-pipeline", "--config", "{tmp}/label_typo.yaml"], 2, "--config {tmp}/label_typo.yaml: label.fit: unknown keys ['gas']"),
     (["run-pipeline", "--config", "pipeline/demo.yaml", "--span", "3"], 2, "--span 3: the config has no `spans`"),
     (["run-pipeline", "--config", "{tmp}/preparation.yaml"], 2,
@@ -83,6 +86,8 @@ CASES = [
     (["simulate", "--shard-size", "0", "-o", "{tmp}/out"], 2, "'--shard-size'"),
     (["simulate", "--workers", "0", "-o", "{tmp}/out"], 2, "'--workers'"),
     (["simulate", "--mode", "flat", "-o", "{tmp}/out"], 2, "--mode priors mode is one of ('sdss', 'broad', 'wide'), not 'flat'"),
+    (["simulate", "--sdss-fraction", "0.5", "-o", "{tmp}/out"], 2,
+     "--sdss-fraction priors sdss_fraction is in [0, 1] and only for broad or wide priors, not 0.5 with sdss"),
     (["simulate", "--nuisances", "some", "-o", "{tmp}/out"], 2, "--nuisances nuisances preset is 'none' or 'realistic', not 'some'"),
     (["simulate", "--library", "{tmp}/no.npz", "-o", "{tmp}/out"], 2, "--library {tmp}/no.npz: no such file"),
     (["simulate", "--library", "{tmp}/empty", "-o", "{tmp}/out"], 2, "--library {tmp}/empty: a folder, not a file"),
