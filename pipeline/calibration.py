@@ -96,7 +96,7 @@ def embedding_model(model: keras.Model) -> keras.Model | None:
 
 def collect(fm: keras.Model, batches: Iterable, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """(outputs (N, 8), scaled labels (N, 4), embeddings (N, D), rows dropped) of up to
-    ``limit`` examples of ``batches`` ((inputs, labels) as ``trainer.input_fn`` gives), the
+    ``limit`` examples of ``batches`` ((inputs, labels) as ``inputs.input_fn`` gives), the
     rows with a non-finite value left out."""
     outs, labels, embs, n = [], [], [], 0
     predict = tf.function(lambda x: fm(x, training=False))

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from stellarpop.pipeline import calibration, export, models, trainer
+from stellarpop.pipeline import calibration, export, inputs, models, trainer
 from stellarpop.transforms import features as F
 
 CHECK_EXAMPLES = 256
@@ -54,7 +54,7 @@ def check_arguments(model, transform_graph, train: Sequence[str], eval_: Sequenc
         raise FileNotFoundError(f"--transform-graph {transform_graph}: not a Transform output (no transform_fn/)")
     for option, patterns in (("--train", train), ("--eval", eval_)):
         try:
-            trainer.matching_files(patterns)
+            inputs.matching_files(patterns)
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"{option} {exc}") from exc
     if os.path.exists(output):
@@ -80,9 +80,9 @@ def recalibrate(model_dir: str, transform_graph: str, train: Sequence[str], eval
     model = models.build(info["architecture"], **(info.get("hparams") or {}))
     digest = export.restore_weights(model, model_dir, info["architecture"], info.get("hparams"))
     tto = tft.TFTransformOutput(transform_graph)
-    train_files, eval_files = trainer.matching_files(train), trainer.matching_files(eval_)
+    train_files, eval_files = inputs.matching_files(train), inputs.matching_files(eval_)
     seed = (info.get("training") or {}).get("seed") or 0
-    batches = [trainer.input_fn(f, tto, trainer.CALIBRATION_BATCH, feature_keys=spec.inputs, file_seed=seed)
+    batches = [inputs.input_fn(f, tto, trainer.CALIBRATION_BATCH, feature_keys=spec.inputs, file_seed=seed)
                for f in (train_files, eval_files)]
     calib = calibration.fit(model, *batches)
     info = {**info, "calibration": calib.info(),

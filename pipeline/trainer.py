@@ -17,6 +17,8 @@ learning_rate      None           Adam learning rate; None: the model's (paper 1
                                   default 1e-3)
 lr_schedule        "constant"     or "cosine": epoch e (0-based) at learning_rate x
                                   (1 + cos(pi e / epochs)) / 2
+nll_beta           0.0            > 0: beta-NLL (``models.gaussian_nll``) for a model that
+                                  predicts variances; 0: its plain loss
 patience           5              early stopping on val_loss; the best epoch is exported
 seed               0              ``keras.utils.set_random_seed`` and the shuffle seed
 preprocessing      (defaults)     the ``transforms.config.PreprocessingConfig`` that
@@ -62,13 +64,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
 from stellarpop.components import config_codec
 from stellarpop.pipeline import calibration, models
+from stellarpop.pipeline.inputs import input_fn, matching_files, read_label_ranges
 from stellarpop.pipeline.export import (
     add_warmup,
     export_model,
@@ -86,7 +88,6 @@ from stellarpop.pipeline.resume import (
     resume_state_dir,
     steps_per_epoch,
 )
-from stellarpop.transforms import features as F
 from stellarpop.transforms import preprocessing as P
 from stellarpop.transforms.config import PreprocessingConfig
 
@@ -94,7 +95,6 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = os.path.join("checkpoints", "best")
 BOOKKEEPING_KEYS = (RESUME_DIR_KEY,) + P.BOOKKEEPING_KEYS
-TRANSFORM_BATCH = 256  # examples per TFT-layer call when caching
 CALIBRATION_BATCH = 256
 
 
@@ -107,6 +107,7 @@ class TrainConfig:
     batch_size: int = 32
     learning_rate: float | None = None
     lr_schedule: str = "constant"
+    nll_beta: float = 0.0
     patience: int = 5
     seed: int = 0
     preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
@@ -132,10 +133,21 @@ class TrainConfig:
     def __post_init__(self):
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"trainer config: lr_schedule {self.lr_schedule!r} is not one of {sorted(LR_SCHEDULES)}")
+        if self.nll_beta and not (0.0 < self.nll_beta <= 1.0 and self.spec.predicts_variance):
+            raise ValueError(f"trainer config: nll_beta {self.nll_beta!r} is in [0, 1] and only for a model "
+                             f"that predicts a variance, not {self.model!r}")
 
     @property
     def spec(self) -> models.ModelSpec:
         return models.get(self.model)
+
+    @property
+    def loss(self):
+        """The model's loss; with ``nll_beta``, the beta-NLL."""
+        def beta_nll(y_true, y_pred):
+            return models.gaussian_nll(y_true, y_pred, beta=self.nll_beta)
+
+        return beta_nll if self.nll_beta else self.spec.loss
 
     @property
     def lr(self) -> float:
@@ -153,92 +165,6 @@ LR_SCHEDULES = {
 }
 
 
-# --- input pipeline ----------------------------------------------------------------------------
-
-
-def matching_files(file_pattern: str | Sequence[str]) -> list[str]:
-    patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
-    files = sorted(f for p in patterns for f in tf.io.gfile.glob(p))
-    if not files:
-        raise FileNotFoundError(f"no files match {patterns}")
-    return files
-
-
-def split_labels(
-    transformed: Mapping[str, tf.Tensor], feature_keys: Sequence[str] | None = None
-) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
-    """(model inputs, labels (B, 4) in ``LABEL_KEYS`` order) from the TFT layer's output.
-
-    ``feature_keys`` None keeps every transformed feature that is not a label.
-    """
-    labels = tf.stack([transformed[k] for k in P.LABEL_XF_KEYS], axis=1)
-    keys = feature_keys or [k for k in transformed if k not in P.LABEL_XF_KEYS]
-    return {k: transformed[k] for k in keys}, labels
-
-
-def input_fn(
-    file_pattern: str | Sequence[str],
-    tf_transform_output: tft.TFTransformOutput,
-    batch_size: int,
-    feature_keys: Sequence[str] | None = None,
-    shuffle: bool = False,
-    seed: int | None = None,
-    repeat: bool = False,
-    shuffle_buffer: int = 2048,
-    cache: bool = False,
-    file_seed: int | None = None,
-) -> tf.data.Dataset:
-    """Raw gzipped tf.Examples -> batches of (transformed inputs, scaled labels).
-
-    Parameters
-    ----------
-    file_pattern : glob(s) of GZIP TFRecord files of raw examples (TFX ``train_files``)
-    tf_transform_output : the Transform component's graph
-    batch_size : examples per batch (the last batch may be smaller)
-    feature_keys : transformed features to keep (default: all but the labels)
-    shuffle, seed, repeat, shuffle_buffer : ordering of the examples
-    cache : transform once and keep the kept features in memory (about 61 kB per spectrum
-        for the three transformed channels the default model reads); then shuffling acts on transformed
-        examples. Only a full first pass fills the cache (``train_steps`` None).
-    file_seed : read the files in an order shuffled with this seed (not sorted): the first
-        N examples are then a sample of every file, e.g. of every span (calibration)
-
-    Returns
-    -------
-    Dataset of ({key: Tensor (B, ...)}, Tensor (B, 4) float32)
-    """
-    files = matching_files(file_pattern)
-    if file_seed is not None:
-        files = [files[i] for i in np.random.default_rng(file_seed).permutation(len(files))]
-    records = tf.data.TFRecordDataset(files, compression_type="GZIP")
-    raw_spec = tf_transform_output.raw_feature_spec()
-    tft_layer = tf_transform_output.transform_features_layer()
-
-    def transform(serialized):
-        return split_labels(tft_layer(tf.io.parse_example(serialized, raw_spec)), feature_keys)
-
-    if cache:
-        records = records.batch(TRANSFORM_BATCH).map(transform, num_parallel_calls=tf.data.AUTOTUNE).unbatch().cache()
-    if shuffle:
-        records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        records = records.repeat()
-    batches = records.batch(batch_size)
-    if not cache:
-        batches = batches.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
-    return batches.prefetch(tf.data.AUTOTUNE)
-
-
-def read_label_ranges(
-    file_pattern: str | Sequence[str], tf_transform_output: tft.TFTransformOutput
-) -> dict[str, list[float]]:
-    """{label: [min, max]} of the transform graph, read off one example's TFT outputs."""
-    serialized = next(iter(tf.data.TFRecordDataset(matching_files(file_pattern), compression_type="GZIP").batch(1)))
-    raw = tf.io.parse_example(serialized, tf_transform_output.raw_feature_spec())
-    out = tf_transform_output.transform_features_layer()(raw)
-    return {k: [float(out[key][0]) for key in P.range_keys(k)] for k in F.LABEL_KEYS}
-
-
 # --- training ----------------------------------------------------------------------------------
 
 
@@ -246,7 +172,7 @@ def compile_model(config: TrainConfig) -> keras.Model:
     """The configured model, compiled with its loss, Adam, and the MSE of the means."""
     model = models.build(config.model, **config.hparams)
     model.compile(
-        optimizer=keras.optimizers.Adam(config.lr), loss=config.spec.loss, metrics=[models.mean_mse]
+        optimizer=keras.optimizers.Adam(config.lr), loss=config.loss, metrics=[models.mean_mse]
     )
     return model
 
@@ -315,7 +241,7 @@ def train(
         "best_val_loss": None if best is None else val[best],
         "seconds": state.seconds,
         "resumed_from_epoch": resumed_from,
-        "loss": getattr(spec.loss, "__name__", str(spec.loss)),
+        "loss": config.loss.__name__,
         "config": dataclasses.asdict(config),
         "warm_start_from": warm_from,
         "warm_start_skipped": skipped,

@@ -21,7 +21,7 @@ from tfx_bsl.public import tfxio
 
 from stellarpop.components import examples
 from stellarpop.components.spectra import Spectrum
-from stellarpop.pipeline import export, models, resume, trainer
+from stellarpop.pipeline import export, inputs, models, resume, trainer
 from stellarpop.transforms import features as F
 from stellarpop.transforms import preprocessing as P
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
@@ -188,13 +188,13 @@ def test_run_outputs(trained):
 def test_input_fn_yields_selected_inputs_and_scaled_labels(data):
     output = tft.TFTransformOutput(data["transform_dir"])
     files = str(data["root"] / "Split-train" / "*")
-    features, labels = next(iter(trainer.input_fn(files, output, batch_size=N_TRAIN, feature_keys=[P.FLUX_XF])))
+    features, labels = next(iter(inputs.input_fn(files, output, batch_size=N_TRAIN, feature_keys=[P.FLUX_XF])))
     assert list(features) == [P.FLUX_XF] and features[P.FLUX_XF].shape == (N_TRAIN, F.N_PIXELS)
     # Every training label is scaled into [0, 1], the extremes exactly onto 0 and 1.
     np.testing.assert_allclose(labels.numpy().min(axis=0), 0.0, atol=1e-6)
     np.testing.assert_allclose(labels.numpy().max(axis=0), 1.0, atol=1e-6)
     first = {k: data["mocks"][0][1][k] for k in F.LABEL_KEYS}
-    ranges = trainer.read_label_ranges(files, output)
+    ranges = inputs.read_label_ranges(files, output)
     want = [(first[k] - ranges[k][0]) / (ranges[k][1] - ranges[k][0]) for k in F.LABEL_KEYS]
     np.testing.assert_allclose(labels.numpy()[0], want, rtol=1e-5)
 
@@ -203,8 +203,8 @@ def test_cached_input_fn_gives_the_same_batches(data):
     output = tft.TFTransformOutput(data["transform_dir"])
     files = str(data["root"] / "Split-eval" / "*")
     keys = models.get("default").inputs
-    plain = list(trainer.input_fn(files, output, batch_size=5, feature_keys=keys))
-    cached = trainer.input_fn(files, output, batch_size=5, feature_keys=keys, cache=True)
+    plain = list(inputs.input_fn(files, output, batch_size=5, feature_keys=keys))
+    cached = inputs.input_fn(files, output, batch_size=5, feature_keys=keys, cache=True)
     for _ in range(2):  # the second pass reads the cache
         batches = list(cached)
         assert [b[1].shape[0] for b in batches] == [5, 5, 5, 1]
@@ -257,6 +257,24 @@ def test_config_and_steps():
         trainer.TrainConfig.from_custom_config({"lr_schedule": "step"})
     with pytest.raises(ValueError, match="lr_schedule 'step'"):
         trainer.TrainConfig(lr_schedule="step")
+
+
+def test_nll_beta_weights_the_nll_by_the_predicted_variance():
+    """nll_beta 0 keeps the model's loss; 0.5 is gaussian_nll with beta 0.5, whose gradient
+    with respect to a mean is that of the plain NLL times the variance ** 0.5; refused for a
+    model without variances and out of (0, 1]."""
+    assert trainer.TrainConfig().loss is models.gaussian_nll
+    config = trainer.TrainConfig.from_custom_config({"nll_beta": 0.5})
+    y = tf.constant([[0.2, 0.4, 0.6, 0.8]])
+    pred = tf.Variable([[0.3, 0.1, 0.6, 0.9, -2.0, -4.0, 0.0, -6.0]])
+    with tf.GradientTape(persistent=True) as tape:
+        plain, weighted = models.gaussian_nll(y, pred), config.loss(y, pred)
+    assert float(weighted) == pytest.approx(float(models.gaussian_nll(y, pred, beta=0.5)))
+    ratio = tape.gradient(weighted, pred)[0, :4] / tape.gradient(plain, pred)[0, :4]
+    np.testing.assert_allclose(ratio.numpy()[[0, 1, 3]], np.exp(0.5 * np.array([-2.0, -4.0, -6.0])), rtol=1e-5)
+    for bad in ({"nll_beta": 1.5}, {"nll_beta": -0.5}, {"nll_beta": 0.5, "model": "paper"}):
+        with pytest.raises(ValueError, match="nll_beta"):
+            trainer.TrainConfig.from_custom_config(bad)
 
 
 class Killed(Exception):
