@@ -148,18 +148,14 @@ def simulate(
     with about("--sdss-fraction"):
         priors = Priors(mode=mode, sdss_fraction=sdss_fraction)
     with about("--nuisances"):
-        config = job.SimConfig(
-            n=n, seed=seed, priors=priors, nuisances=nuisances, shard_size=shard_size, write_fits=fits_files,
-            library=str(library or ""),
-        )
+        config = job.SimConfig(n=n, seed=seed, priors=priors, nuisances=nuisances, shard_size=shard_size,
+                               write_fits=fits_files, library=str(library or ""))
     output = output_folder(output)
     args = beam_args(beam_arg, workers)
     summary, elapsed = run_job(
         output, n, f"Simulating {n} spectra (seed {seed}, {mode} priors, nuisances {nuisances}) into {output / 'examples'}",
-        lambda progress_dir: sim_run.run_standalone(
-            str(output), dataclasses.replace(config, progress_dir=progress_dir), args, restart
-        ),
-    )
+        lambda progress_dir: sim_run.run_standalone(str(output), dataclasses.replace(config, progress_dir=progress_dir),
+                                                    args, restart))
     table = Table(title=f"simulate: {sum(summary['splits'].values())} spectra in {elapsed:.1f} s")
     table.add_column("split / class")
     table.add_column("count", justify="right")
