@@ -61,7 +61,8 @@ _YAML_TYPES = {
 class PipelineConfig:
     """One pipeline run, read from a YAML file (``stellarpop run-pipeline --config``).
 
-    ``examples.source`` is ``simulate`` (MockExampleGen with ``simulate``), ``ingest``
+    ``examples.source`` is ``simulate`` (MockExampleGen with ``simulate``: SimConfig's keys,
+    and the priors' ``mode`` and ``sdss_fraction``), ``ingest``
     (FitsExampleGen over ``inputs``) or ``import`` (an existing Examples folder with
     Split-* subfolders, e.g. a ``stellarpop simulate`` output, imported without copying).
     ``label_source`` is ``truth`` (simulated data) or ``ppxf`` (adds the PpxfLabeler).
