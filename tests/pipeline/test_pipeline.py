@@ -157,6 +157,14 @@ def test_code_fingerprints_follow_the_imports(edit_source):
     assert changed("stellarpop.transforms.features") == set(modules)
 
 
+def test_simulate_source_takes_the_priors_mode_and_sdss_fraction(tmp_path):
+    cfg = dataclasses.replace(_tiny(str(tmp_path)), examples={**_tiny("").examples, "mode": "wide", "sdss_fraction": 0.25})
+    cfg.check_examples()
+    gen = {n.id: n for n in pipeline_lib.create_pipeline(cfg, "schema.pbtxt").components}["MockExampleGen"]
+    priors = json.loads(gen.exec_properties["sim_config"])["priors"]
+    assert priors["mode"] == "wide" and priors["sdss_fraction"] == 0.25
+
+
 def test_cache_keys_hold_code_files_and_schema(tmp_path):
     library = tmp_path / "library.npz"
     library.write_bytes(b"templates")
