@@ -219,7 +219,7 @@ def _training_nodes(cfg: configs.PipelineConfig, examples, schema, analyzer_cach
         schema=schema,
         preprocessing_fn=configs.PREPROCESSING_FN,
         materialize=False,
-        disable_statistics=True,  # StatisticsGen has them, sampled; see the model card (memory)
+        disable_statistics=True,  # StatisticsGen has them (sampled); over all 80k mocks: 17 GB, killed
         analyzer_cache=analyzer_cache,
         custom_config={**preprocessing, CODE_FINGERPRINT: code_fingerprint(_module(configs.PREPROCESSING_FN))},
     )
