@@ -70,7 +70,12 @@ class SimConfig:
         return -(-self.n // self.shard_size)
 
     def to_json(self) -> str:
-        return config_codec.to_json(self)
+        """Canonical JSON; ``priors.sdss_fraction`` 0 is left out, as it draws what was drawn
+        before the field existed: records and cache keys of earlier runs still match."""
+        raw = json.loads(config_codec.to_json(self))
+        if not self.priors.sdss_fraction:
+            del raw["priors"]["sdss_fraction"]
+        return json.dumps(raw, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "SimConfig":

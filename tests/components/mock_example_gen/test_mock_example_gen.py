@@ -80,6 +80,10 @@ def test_config_round_trips_and_records_its_split_scheme():
     assert job.SimConfig(n=5, seed=7, nuisances="none") == plain
     with pytest.raises(ValueError):
         job.SimConfig(n=5, seed=7, nuisances="strong")
+    # sdss_fraction 0 draws as before the field existed: left out, so earlier records still match.
+    assert "sdss_fraction" not in wide.to_json()
+    mixed = dataclasses.replace(wide, priors=priors.Priors(mode="wide", sdss_fraction=0.33))
+    assert json.loads(mixed.to_json())["priors"]["sdss_fraction"] == 0.33 and job.SimConfig.from_json(mixed.to_json()) == mixed
 
 
 def test_nuisances_off_is_the_plain_simulation(inst_prep):
