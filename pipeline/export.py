@@ -142,7 +142,7 @@ def model_info(config: Any, label_ranges: Mapping[str, Sequence[float]], record:
 def training_summary(config: Any, record: Mapping[str, Any]) -> dict:
     summary = {
         k: record.get(k)
-        for k in ("best_epoch", "best_val_loss", "seconds", "initial_weights_sha256", "warm_start_skipped")
+        for k in ("best_epoch", "best_val_loss", "monitor", "seconds", "initial_weights_sha256", "warm_start_skipped")
     }
     summary.update(seed=config.seed, epochs_run=len(record["history"].get("loss", [])))
     return summary

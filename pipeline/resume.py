@@ -97,12 +97,13 @@ class EpochState(keras.callbacks.Callback):
     Keras' BackupAndRestore would restore weights, optimizer and epoch, but not
     EarlyStopping's or ModelCheckpoint's counters, which start afresh in every ``fit``:
     here both decisions are functions of the recorded history (:func:`should_stop`,
-    :func:`best_epoch`), and the best weights are the best epoch's checkpoint.
+    :func:`best_epoch`), and the best weights are the best epoch's checkpoint. ``monitor``
+    is the history key both decisions read.
     """
 
-    def __init__(self, state_dir: str, patience: int):
+    def __init__(self, state_dir: str, patience: int, monitor: str = "val_loss"):
         super().__init__()
-        self.state_dir, self.patience = state_dir, patience
+        self.state_dir, self.patience, self.monitor = state_dir, patience, monitor
         path = os.path.join(state_dir, STATE_FILE)
         state = json.loads(tf.io.gfile.GFile(path).read()) if tf.io.gfile.exists(path) else {}
         self.history: dict[str, list[float]] = state.get("history", {})
@@ -114,7 +115,7 @@ class EpochState(keras.callbacks.Callback):
         return len(self.history.get("loss", []))
 
     def finished(self, epochs: int) -> bool:
-        return self.epochs_done >= epochs or should_stop(self.history.get("val_loss", []), self.patience)
+        return self.epochs_done >= epochs or should_stop(self.history.get(self.monitor, []), self.patience)
 
     def _prefix(self, epoch: int) -> str:
         return os.path.join(self.state_dir, f"epoch-{epoch}")
@@ -144,13 +145,13 @@ class EpochState(keras.callbacks.Callback):
         with tf.io.gfile.GFile(path + ".part", "w") as f:
             json.dump({"history": self.history, "seconds": self.seconds, "batches": self.batches}, f)
         tf.io.gfile.rename(path + ".part", path, overwrite=True)
-        val = self.history.get("val_loss", [])
+        val = self.history.get(self.monitor, [])
         best = best_epoch(val)
         keep = {self._prefix(epoch + 1), self._prefix(-1 if best is None else best + 1)}
         for name in tf.io.gfile.glob(os.path.join(self.state_dir, "epoch-*")):
             if name.rsplit(".", 1)[0] not in keep:
                 tf.io.gfile.remove(name)
-        if "val_loss" in (logs or {}) and should_stop(val, self.patience):
+        if self.monitor in (logs or {}) and should_stop(val, self.patience):
             self.model.stop_training = True
 
 

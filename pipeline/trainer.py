@@ -19,7 +19,8 @@ lr_schedule        "constant"     or "cosine": epoch e (0-based) at learning_rat
                                   (1 + cos(pi e / epochs)) / 2
 nll_beta           0.0            > 0: beta-NLL (``models.gaussian_nll``) for a model that
                                   predicts variances; 0: its plain loss
-patience           5              early stopping on val_loss; the best epoch is exported
+patience           5              early stopping on val_loss (with nll_beta: on the plain NLL,
+                                  val_gaussian_nll); the best epoch is exported
 seed               0              ``keras.utils.set_random_seed`` and the shuffle seed
 preprocessing      (defaults)     the ``transforms.config.PreprocessingConfig`` that
                                   Transform ran with (label source, preparation with the
@@ -150,6 +151,12 @@ class TrainConfig:
         return beta_nll if self.nll_beta else self.spec.loss
 
     @property
+    def monitor(self) -> str:
+        """What early stopping and the best epoch read: beta-NLL's value is no measure of
+        progress (its weights shrink with the variances it predicts), the plain NLL is."""
+        return "val_gaussian_nll" if self.nll_beta else "val_loss"
+
+    @property
     def lr(self) -> float:
         return float(self.learning_rate or self.spec.learning_rate)
 
@@ -172,7 +179,8 @@ def compile_model(config: TrainConfig) -> keras.Model:
     """The configured model, compiled with its loss, Adam, and the MSE of the means."""
     model = models.build(config.model, **config.hparams)
     model.compile(
-        optimizer=keras.optimizers.Adam(config.lr), loss=config.loss, metrics=[models.mean_mse]
+        optimizer=keras.optimizers.Adam(config.lr), loss=config.loss,
+        metrics=[models.mean_mse] + ([models.gaussian_nll] if config.nll_beta else []),
     )
     return model
 
@@ -193,7 +201,8 @@ def train(
 
     Returns
     -------
-    model, {'history': {metric: [per epoch]}, 'best_epoch': 1-based, 'best_val_loss',
+    model, {'history': {metric: [per epoch]}, 'best_epoch': 1-based, 'best_val_loss' and 'monitor'
+    (the history key early stopping and the best epoch read, and its best value),
     'seconds' (of training, every execution's), 'resumed_from_epoch' (epochs found done),
     'loss': the loss function's name, 'config', 'warm_start_from' (``base_model`` if its
     weights were restored, else None), 'warm_start_skipped' (why not, or None),
@@ -215,7 +224,7 @@ def train(
         model = compile_model(config)
     warm_from, skipped = warm_start(model, config, base_model)
     initial_digest = weights_digest([w.numpy() for w in model.weights])
-    state = EpochState(state_dir or os.path.join(model_run_dir, "resume"), config.patience)
+    state = EpochState(state_dir or os.path.join(model_run_dir, "resume"), config.patience, config.monitor)
     resumed_from, steps = state.epochs_done, steps_per_epoch(train_steps, config.epochs)
     if resumed_from:
         log.info("resuming from epoch %d (%s)", resumed_from, state.state_dir)
@@ -230,7 +239,7 @@ def train(
             callbacks=[keras.callbacks.LearningRateScheduler(config.epoch_lr), state, tensorboard],
             steps_per_epoch=steps, validation_steps=eval_steps or None,
         )
-    val = state.history.get("val_loss", [])
+    val = state.history.get(config.monitor, [])
     best = best_epoch(val)
     if state.epochs_done:  # the best epoch's weights (the last epoch's if none was finite)
         state.restore(model, None if best is None else best + 1, weights_only=True)
@@ -238,7 +247,8 @@ def train(
     record = {
         "history": state.history,
         "best_epoch": None if best is None else best + 1,
-        "best_val_loss": None if best is None else val[best],
+        "best_val_loss": None if best is None else val[best],  # of config.monitor
+        "monitor": config.monitor,
         "seconds": state.seconds,
         "resumed_from_epoch": resumed_from,
         "loss": config.loss.__name__,

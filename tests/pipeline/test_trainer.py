@@ -306,6 +306,20 @@ def test_a_killed_training_resumes_to_the_uninterrupted_result(data, tmp_path, m
     assert (resumed["best_epoch"], resumed["best_val_loss"]) == (whole["best_epoch"], whole["best_val_loss"])
 
 
+def test_beta_nll_training_stops_and_picks_on_the_plain_nll(data, tmp_path):
+    """beta-NLL's value shrinks with the predicted variances, so it says nothing of progress
+    (a first run stopped at epoch 11 and exported epoch 1): with nll_beta, early stopping and
+    the best epoch read the plain Gaussian NLL on the eval split."""
+    config = trainer.TrainConfig(model="default", epochs=3, batch_size=16, seed=2, patience=5, nll_beta=0.5)
+    _, record = trainer.train(config, str(data["root"] / "Split-train" / "*"), str(data["root"] / "Split-eval" / "*"),
+                              tft.TFTransformOutput(data["transform_dir"]), str(tmp_path / "run"),
+                              state_dir=str(tmp_path / "state"))
+    nll = record["history"]["val_gaussian_nll"]
+    assert record["monitor"] == "val_gaussian_nll" and record["loss"] == "beta_nll" and len(nll) == 3
+    assert record["best_epoch"] == int(np.argmin(nll)) + 1 and record["best_val_loss"] == min(nll)
+    assert trainer.TrainConfig().monitor == "val_loss"
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_early_stopping_and_best_epoch_follow_keras(seed):
     """should_stop and best_epoch decide from the history as EarlyStopping and
