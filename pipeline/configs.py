@@ -214,7 +214,8 @@ def priors(examples: dict):
     ``examples`` (its other keys are SimConfig's)."""
     from stellarpop.components.priors import Priors
 
-    return Priors(mode=examples.pop("mode", "sdss"), sdss_fraction=examples.pop("sdss_fraction", 0.0))
+    raw = {"mode": examples.pop("mode", "sdss"), "sdss_fraction": examples.pop("sdss_fraction", 0.0)}
+    return config_codec.from_dict(Priors, raw, "examples")
 
 
 def recorded_preparation(examples_dir: str) -> Preparation | None:

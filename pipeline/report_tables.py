@@ -151,7 +151,7 @@ def training_section(record: dict | None, out_dir: str) -> str:
     keys = sorted(history, key=lambda k: (k.startswith("val_"), k))
     epochs = max((len(v) for v in history.values()), default=0)
     rows = [(i + 1, *(num(history[k][i], 5) if i < len(history[k]) else "-" for k in keys)) for i in range(epochs)]
-    facts = (f"<p>Best epoch {esc(record.get('best_epoch'))} (validation loss {num(record.get('best_val_loss'), 5)}), "
+    facts = (f"<p>Best epoch {esc(record.get('best_epoch'))} ({esc(record.get('monitor', 'val_loss'))} {num(record.get('best_val_loss'), 5)}), "
              f"{epochs} epochs, {num(record.get('seconds'), 1)} s of training, loss {esc(record.get('loss', '?'))}"
              f", resumed from epoch {esc(record.get('resumed_from_epoch', 0))}.</p>")
     return section("training", "Training", facts + image(name, "loss curves") + table(("epoch", *keys), rows))

@@ -1,8 +1,8 @@
-"""TFX Trainer module: ``run_fn``, the input pipeline and the training loop.
+"""TFX Trainer module: ``run_fn`` and the training loop.
 
 Transform runs without materialisation, so the Trainer reads the RAW examples (gzipped
-TFRecords) and applies the transform graph itself, through the TFT layer, in ``tf.data``.
-The same TFT layer is attached to the exported model: a client sends raw tf.Examples
+TFRecords) and applies the transform graph itself, through the TFT layer, in ``tf.data``
+(:mod:`stellarpop.pipeline.inputs`). The same TFT layer is attached to the exported model: a client sends raw tf.Examples
 (``components.examples.to_example``, no labels) and gets the labels in physical units.
 
 ``custom_config`` (unknown keys are errors):
@@ -134,9 +134,10 @@ class TrainConfig:
     def __post_init__(self):
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"trainer config: lr_schedule {self.lr_schedule!r} is not one of {sorted(LR_SCHEDULES)}")
-        if self.nll_beta and not (0.0 < self.nll_beta <= 1.0 and self.spec.predicts_variance):
-            raise ValueError(f"trainer config: nll_beta {self.nll_beta!r} is in [0, 1] and only for a model "
-                             f"that predicts a variance, not {self.model!r}")
+        if not 0.0 <= self.nll_beta <= 1.0:
+            raise ValueError(f"trainer config: nll_beta {self.nll_beta!r} is not in [0, 1]")
+        if self.nll_beta and not self.spec.predicts_variance:
+            raise ValueError(f"trainer config: nll_beta is for a model that predicts variances, not {self.model!r}")
 
     @property
     def spec(self) -> models.ModelSpec:

@@ -71,7 +71,7 @@ class SimConfig:
 
     def to_json(self) -> str:
         """Canonical JSON; ``priors.sdss_fraction`` 0 is left out, as it draws what was drawn
-        before the field existed: records and cache keys of earlier runs still match."""
+        before the field existed: the records of earlier simulations still match (resume)."""
         raw = json.loads(config_codec.to_json(self))
         if not self.priors.sdss_fraction:
             del raw["priors"]["sdss_fraction"]

@@ -320,6 +320,15 @@ def test_beta_nll_training_stops_and_picks_on_the_plain_nll(data, tmp_path):
     assert trainer.TrainConfig().monitor == "val_loss"
 
 
+def test_epoch_state_stops_on_its_monitor(tmp_path):
+    """The same history stops a training that watches the plain NLL (no better for 2 epochs)
+    and not one that watches the beta-NLL loss (still improving)."""
+    history = {"loss": [0.0] * 4, "val_loss": [-0.05, -0.06, -0.07, -0.08], "val_gaussian_nll": [-1.0, -1.2, -1.1, -1.15]}
+    (tmp_path / resume.STATE_FILE).write_text(json.dumps({"history": history, "seconds": 1.0}))
+    assert resume.EpochState(str(tmp_path), patience=2, monitor="val_gaussian_nll").finished(epochs=10)
+    assert not resume.EpochState(str(tmp_path), patience=2).finished(epochs=10)
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_early_stopping_and_best_epoch_follow_keras(seed):
     """should_stop and best_epoch decide from the history as EarlyStopping and
