@@ -175,7 +175,8 @@ def zscore_figure(residuals: Mapping[str, np.ndarray], errors: Mapping[str, np.n
 
 
 def plot_loss_curve(record: Mapping[str, Any], title: str = "") -> Figure:
-    """Training and validation loss per epoch (the paper's Fig. 3), best epoch marked."""
+    """Training and validation loss per epoch (the paper's Fig. 3), best epoch marked; the
+    quantity early stopping read, on its own axis, where it is not the loss (beta-NLL)."""
     fig = _figure(6, 4)
     ax = fig.add_subplot()
     history = record["history"]
@@ -183,11 +184,18 @@ def plot_loss_curve(record: Mapping[str, Any], title: str = "") -> Figure:
         if key in history:
             values = history[key]
             ax.plot(range(1, len(values) + 1), values, marker="o", ms=3, label=label)
+    monitor, axes = record.get("monitor", "val_loss"), [ax]
+    if monitor != "val_loss" and monitor in history:
+        axes.append(ax.twinx())
+        axes[1].plot(range(1, len(history[monitor]) + 1), history[monitor], color="C2", marker="s", ms=3,
+                     label=f"{monitor} (early stopping, right)")
+        axes[1].set_ylabel(monitor)
     if record.get("best_epoch"):
         ax.axvline(record["best_epoch"], color="grey", ls=":", label=f"best (epoch {record['best_epoch']})")
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"loss ({record['loss']})" if record.get("loss") else "loss")
     ax.set_title(title)
-    ax.legend()
+    handles = [h for a in axes for h in a.get_legend_handles_labels()[0]]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=8)
     fig.tight_layout()
     return fig

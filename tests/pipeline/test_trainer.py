@@ -318,6 +318,10 @@ def test_beta_nll_training_stops_and_picks_on_the_plain_nll(data, tmp_path):
     assert record["monitor"] == "val_gaussian_nll" and record["loss"] == "beta_nll" and len(nll) == 3
     assert record["best_epoch"] == int(np.argmin(nll)) + 1 and record["best_val_loss"] == min(nll)
     assert trainer.TrainConfig().monitor == "val_loss"
+    from stellarpop.pipeline.report_figures import plot_loss_curve
+
+    assert len(plot_loss_curve(record).axes) == 2  # the plain NLL on its own axis
+    assert len(plot_loss_curve({**record, "monitor": "val_loss"}).axes) == 1
 
 
 def test_epoch_state_stops_on_its_monitor(tmp_path):
