@@ -2,8 +2,9 @@
 
 Transform runs without materialisation, so the Trainer reads the RAW examples (gzipped
 TFRecords) and applies the transform graph itself, through the TFT layer, in ``tf.data``
-(:mod:`stellarpop.pipeline.inputs`). The same TFT layer is attached to the exported model: a client sends raw tf.Examples
-(``components.examples.to_example``, no labels) and gets the labels in physical units.
+(:mod:`stellarpop.pipeline.inputs`). The same TFT layer is attached to the exported model:
+a client sends raw tf.Examples (``components.examples.to_example``, no labels) and gets the
+labels in physical units.
 
 ``custom_config`` (unknown keys are errors):
 
