@@ -17,13 +17,28 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+# Field metadata: the field is left out of ``to_json`` while it holds its default. For a field
+# added later whose default does what was done before it existed: older records still match.
+RECORDED_IF_SET = "recorded_if_set"
+
 
 def to_json(config: Any, omit: Iterable[str] = ()) -> str:
-    """``config`` (a dataclass) as canonical JSON, without the top-level keys in ``omit``."""
+    """``config`` (a dataclass) as canonical JSON, without the top-level keys in ``omit`` and
+    the :data:`RECORDED_IF_SET` fields at their defaults (at any depth)."""
     raw = dataclasses.asdict(config)
     for key in omit:
         raw.pop(key, None)
+    _drop_defaults(config, raw)
     return json.dumps(raw, sort_keys=True)
+
+
+def _drop_defaults(config: Any, raw: dict) -> None:
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.metadata.get(RECORDED_IF_SET) and value == f.default:
+            raw.pop(f.name, None)
+        elif dataclasses.is_dataclass(value) and isinstance(raw.get(f.name), dict):
+            _drop_defaults(value, raw[f.name])
 
 
 def _tuples(value: Any) -> Any:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.cosmology import Planck18
 
+from stellarpop.components import config_codec
 from stellarpop.components.bpt import CLASSES, bpt_region, kauffmann03, kewley01
 
 
@@ -78,7 +79,8 @@ class Priors:
     snr_range: tuple[float, float] = (3.0, 80.0)
     sigma_range: tuple[float, float] = (30.0, 400.0)
     ebv_max: float = 0.8
-    sdss_fraction: float = 0.0
+    # 0 draws what was drawn before the field existed: left out of records (resume still matches)
+    sdss_fraction: float = dataclasses.field(default=0.0, metadata={config_codec.RECORDED_IF_SET: True})
 
     def __post_init__(self):
         if self.mode not in MODES:

@@ -70,12 +70,7 @@ class SimConfig:
         return -(-self.n // self.shard_size)
 
     def to_json(self) -> str:
-        """Canonical JSON; ``priors.sdss_fraction`` 0 is left out, as it draws what was drawn
-        before the field existed: the records of earlier simulations still match (resume)."""
-        raw = json.loads(config_codec.to_json(self))
-        if not self.priors.sdss_fraction:
-            del raw["priors"]["sdss_fraction"]
-        return json.dumps(raw, sort_keys=True)
+        return config_codec.to_json(self)
 
     @classmethod
     def from_json(cls, text: str) -> "SimConfig":
