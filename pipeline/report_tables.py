@@ -291,10 +291,12 @@ def model_vs_truth_tables(result: dict) -> str:
     out = table(("field", "value"), facts, 2) + "<h4>Model - truth (clipped)</h4>" + table(header, rows)
     versus = result.get("versus_ppxf")
     if versus:
-        vrows = [(k, *(num(versus[k][who][i], figs.DECIMALS[k] + 1, i == 0) for who in ("model", "ppxf") for i in (0, 1)))
+        # model - pPXF: recorded since 2026-11-26, absent from older results
+        vrows = [(k, *(num(versus[k][who][i], figs.DECIMALS[k] + 1, i == 0) for who in ("model", "ppxf") for i in (0, 1)),
+                  num((versus[k].get("model_minus_ppxf") or [math.nan, math.nan])[1], figs.DECIMALS[k] + 1))
                  for k in F.LABEL_KEYS if k in versus]
         out += (f"<h4>Model and pPXF against truth on the same {esc(versus.get('n'))} mocks</h4>"
-                + table(("parameter", "model mean", "model sigma", "pPXF mean", "pPXF sigma"), vrows))
+                + table(("parameter", "model mean", "model sigma", "pPXF mean", "pPXF sigma", "model - pPXF sigma"), vrows))
     return out
 
 

@@ -257,3 +257,12 @@ def test_a_headless_browser_renders_the_report(reports, tmp_path):
     with Image.open(shot) as im:
         pixels = np.asarray(im.convert("L"), float)
     assert im.size == (1400, 3000) and pixels.std() > 10  # not a blank page
+
+
+def test_versus_ppxf_table_shows_model_minus_ppxf_when_recorded(tmp_path):
+    versus = {"n": 7, **{k: {"model": [0.01, 0.0456], "ppxf": [0.02, 0.0789]} for k in F.LABEL_KEYS}}
+    versus[F.MH]["model_minus_ppxf"] = [0.0, 0.1234]
+    path = tmp_path / "model_vs_truth.json"
+    path.write_text(json.dumps({"n_test": 7, "table": {}, "versus_ppxf": versus}))
+    html = tables.benchmark_section([str(path)])
+    assert "model - pPXF sigma" in html and "0.1234" in html and "same 7 mocks" in html
