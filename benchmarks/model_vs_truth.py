@@ -86,15 +86,24 @@ def versus_ppxf(predictor: pred.Predictor, ppxf_dir: str) -> dict:
         labels = label_job.read_checkpoints(folder)
     ids = parsed[F.SPEC_ID]
     have = np.array([i in labels and labels[i].ok for i in ids])
-    res = {"n": int(have.sum()), "groups": {}}
     fits = {k: np.array([getattr(labels[i], k) for i, h in zip(ids, have) if h]) for k in F.LABEL_KEYS}
-    for name, sel in groups(parsed[F.SNR_R][have], parsed[F.BPT_CLASS][have]).items():
+    keys = [F.SNR_R, F.BPT_CLASS, *(F.TRUTH_PREFIX + k for k in F.LABEL_KEYS)]
+    return compare_with_ppxf({key: np.asarray(parsed[key])[have] for key in keys}, {k: out[k][have] for k in F.LABEL_KEYS}, fits)
+
+
+def compare_with_ppxf(parsed: dict[str, np.ndarray], model: dict[str, np.ndarray], fits: dict[str, np.ndarray]) -> dict:
+    """Model - truth, pPXF - truth and model - pPXF (each clipped mean and std) per label, over
+    all spectra and per group (``groups``), for spectra aligned in the three arguments.
+
+    Model - pPXF is what ``benchmarks/real_sdss.py`` measures on real spectra, where no truth
+    is known; a model exactly at the truth would score pPXF's own scatter there.
+    """
+    res = {"n": int(len(parsed[F.SNR_R])), "groups": {}}
+    for name, sel in groups(parsed[F.SNR_R], parsed[F.BPT_CLASS]).items():
         row = {"n": int(sel.sum())}
         for k in F.LABEL_KEYS:
-            truth, model, p = parsed[F.TRUTH_PREFIX + k][have][sel], out[k][have][sel], fits[k][sel]
-            # model - pPXF is what benchmarks/real_sdss.py measures on real spectra; a model
-            # exactly at the truth would score pPXF's own scatter there
-            row[k] = {"model": clipped(model - truth), "ppxf": clipped(p - truth), "model_minus_ppxf": clipped(model - p)}
+            truth, m, p = parsed[F.TRUTH_PREFIX + k][sel], model[k][sel], fits[k][sel]
+            row[k] = {"model": clipped(m - truth), "ppxf": clipped(p - truth), "model_minus_ppxf": clipped(m - p)}
         res["groups"][name] = row
     res.update({k: res["groups"]["all"][k] for k in F.LABEL_KEYS})
     return res
