@@ -88,7 +88,8 @@ def versus_ppxf(predictor: pred.Predictor, ppxf_dir: str) -> dict:
     have = np.array([i in labels and labels[i].ok for i in ids])
     fits = {k: np.array([getattr(labels[i], k) for i, h in zip(ids, have) if h]) for k in F.LABEL_KEYS}
     keys = [F.SNR_R, F.BPT_CLASS, *(F.TRUTH_PREFIX + k for k in F.LABEL_KEYS)]
-    return compare_with_ppxf({key: np.asarray(parsed[key])[have] for key in keys}, {k: out[k][have] for k in F.LABEL_KEYS}, fits)
+    return compare_with_ppxf({key: np.asarray(parsed[key])[have] for key in keys},
+                             {k: out[k][have] for k in F.LABEL_KEYS}, fits)
 
 
 def compare_with_ppxf(parsed: dict[str, np.ndarray], model: dict[str, np.ndarray], fits: dict[str, np.ndarray]) -> dict:
