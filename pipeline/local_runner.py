@@ -20,6 +20,7 @@ import tensorflow as tf
 from tfx import v1 as tfx
 
 from stellarpop.components.fits_example_gen import component as fits_component
+from stellarpop.components.scratch import scratch_tempdir
 from stellarpop.pipeline import configs
 from stellarpop.pipeline.pipeline import create_pipeline, resume_dir, write_schema
 
@@ -93,5 +94,6 @@ def run(
         beam_pipeline_args=args,
         span=span,
     )
-    tfx.orchestration.LocalDagRunner().run(pipeline)
+    with scratch_tempdir():
+        tfx.orchestration.LocalDagRunner().run(pipeline)
     return cfg

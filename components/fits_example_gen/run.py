@@ -27,6 +27,7 @@ from tfx.utils import proto_utils
 from stellarpop.components.fits_example_gen import component, job
 from stellarpop.components.fits_example_gen.component import INGEST_CONFIG_KEY, Executor
 from stellarpop.components.progress import ResumeError
+from stellarpop.components.scratch import scratch_tempdir
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,8 @@ def run_standalone(
         INGEST_CONFIG_KEY: config.to_json(),
     }
     context = BaseBeamExecutor.Context(beam_pipeline_args=beam_pipeline_args or [], tmp_dir=os.path.join(out_dir, ".tmp"))
-    Executor(context).Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]}, exec_properties)
+    with scratch_tempdir():
+        Executor(context).Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]}, exec_properties)
     return job.read_summary(examples.uri)
 
 

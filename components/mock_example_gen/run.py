@@ -12,6 +12,7 @@ from tfx.types import standard_artifacts
 from stellarpop.components.mock_example_gen import job
 from stellarpop.components.mock_example_gen.component import EXAMPLES_KEY, SIM_CONFIG_KEY, Executor
 from stellarpop.components.progress import ResumeError
+from stellarpop.components.scratch import scratch_tempdir
 
 
 def run_standalone(out_dir: str, config: job.SimConfig, beam_pipeline_args: list[str], restart: bool = False) -> dict:
@@ -34,5 +35,6 @@ def run_standalone(out_dir: str, config: job.SimConfig, beam_pipeline_args: list
     context = base_beam_executor.BaseBeamExecutor.Context(
         beam_pipeline_args=beam_pipeline_args, tmp_dir=os.path.join(out_dir, ".tmp")
     )
-    Executor(context).Do({}, {EXAMPLES_KEY: [examples]}, {SIM_CONFIG_KEY: config.to_json()})
+    with scratch_tempdir():
+        Executor(context).Do({}, {EXAMPLES_KEY: [examples]}, {SIM_CONFIG_KEY: config.to_json()})
     return job.read_summary(examples_dir)

@@ -11,6 +11,7 @@ from tfx.dsl.components.base import base_beam_executor
 
 from stellarpop.components.ppxf_labeler import job
 from stellarpop.components.ppxf_labeler.component import Executor, record_files
+from stellarpop.components.scratch import scratch_tempdir
 
 NO_EXAMPLES = "no tf.Example TFRecords (expected an examples/ folder with Split-* subfolders, or TFRecord files)"
 
@@ -73,5 +74,6 @@ def run_standalone(
     context = base_beam_executor.BaseBeamExecutor.Context(
         beam_pipeline_args=beam_pipeline_args, tmp_dir=os.path.join(out_dir, ".tmp")
     )
-    executor = Executor(context)
-    return job.run(executor._make_beam_pipeline, splits, examples_dir, ckpt_dir, config)
+    with scratch_tempdir():
+        executor = Executor(context)
+        return job.run(executor._make_beam_pipeline, splits, examples_dir, ckpt_dir, config)

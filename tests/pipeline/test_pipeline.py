@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import os
+import tempfile
 import time
 
 import pytest
@@ -38,10 +39,24 @@ def _tiny(root: str) -> configs.PipelineConfig:
 
 
 @pytest.fixture(scope="module")
-def pushed(tmp_path_factory):
+def system_tmp(tmp_path_factory):
+    """The temporary folder of the run in ``pushed``, a folder of the test's own."""
+    return tmp_path_factory.mktemp("system-tmp")
+
+
+@pytest.fixture(scope="module")
+def pushed(tmp_path_factory, system_tmp):
     root = str(tmp_path_factory.mktemp("pipeline"))
-    cfg = local_runner.run(_tiny(root), beam_pipeline_args=["--runner=DirectRunner"])
-    return cfg
+    saved, tempfile.tempdir = tempfile.tempdir, str(system_tmp)
+    try:
+        return local_runner.run(_tiny(root), beam_pipeline_args=["--runner=DirectRunner"])
+    finally:
+        tempfile.tempdir = saved
+
+
+def test_a_run_leaves_nothing_in_the_temporary_folder(pushed, system_tmp):
+    # TFX builds a 42 MB package of itself in a new temporary folder at each Beam component.
+    assert os.listdir(system_tmp) == []
 
 
 def test_every_component_ran_and_the_model_was_pushed(pushed):

@@ -7,6 +7,7 @@ import dataclasses
 import glob
 import json
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -169,17 +170,22 @@ def test_component_in_local_dag_runner(tmp_path):
     assert len(_records(art.uri)) == 6
 
 
-def test_cli_simulate_and_refuse_other_config(tmp_path):
-    args = ["simulate", "--n", "5", "--seed", "7", "--shard-size", "5", "-o", str(tmp_path), "--beam-arg=--runner=DirectRunner"]
+def test_cli_simulate_and_refuse_other_config(tmp_path, monkeypatch):
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    out = tmp_path / "run"
+    args = ["simulate", "--n", "5", "--seed", "7", "--shard-size", "5", "-o", str(out), "--beam-arg=--runner=DirectRunner"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "sim_config.json").read_text())["seed"] == 7
+    assert list(system_tmp.iterdir()) == []  # not TFX's package of itself (components.scratch)
+    assert json.loads((out / "sim_config.json").read_text())["seed"] == 7
     again = CliRunner().invoke(app, [*args[:4], "8", *args[5:]])
     assert again.exit_code == 2 and "another configuration" in again.output
     # A run recorded before the split scheme was (an old split hash) is not resumed either.
-    recorded = json.loads((tmp_path / "sim_config.json").read_text())
+    recorded = json.loads((out / "sim_config.json").read_text())
     del recorded["split"]
-    (tmp_path / "sim_config.json").write_text(json.dumps(recorded, sort_keys=True))
+    (out / "sim_config.json").write_text(json.dumps(recorded, sort_keys=True))
     old = CliRunner().invoke(app, args)
     assert old.exit_code == 2 and "another configuration" in old.output
 
