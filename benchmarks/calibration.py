@@ -2,7 +2,7 @@
 the interval methods compared (the ablation behind ``pipeline/calibration.py``'s choice).
 
     .venv/bin/python benchmarks/calibration.py --model serving/models/default \
-        --calibration-set runs/train-mixed-160k/examples/Split-eval \
+        --calibration-set runs/train-mixed-320k/examples/Split-eval \
         --set sdss=runs/mocks-sdss-20k/examples/Split-test --set bc03=runs/bench-bc03/mocks/examples/Split-* \
         --real --out runs/bench-calibration.json
 

@@ -2,7 +2,7 @@
 their ratio holds on a shared, noisy machine.
 
     .venv/bin/python benchmarks/speed.py --test runs/mocks-sdss-20k/examples/Split-test \
-        v5=path/to/export v6=serving/models/default/6
+        v6=path/to/export v7=serving/models/default/7
 
 Spectra per second from serialized Examples through ``serving_default`` (batch 512), each
 model timed ``--rounds`` times for ``--seconds`` in turn; the best round is kept. Prints the

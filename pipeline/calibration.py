@@ -20,9 +20,9 @@ split-conformal 68.27% quantile of ``|prediction - label| / sigma`` over the hel
 (Lei et al. 2018): at least 68.27% of those intervals hold the label (the truth, or pPXF's
 value with ``label_source: ppxf``), and about as many on new spectra like them; intervals
 widen where the network is out of its depth. The choice was measured (docs/model_card.md,
-"Calibration"): for the shipped model (version 6), with the scale alone SDSS-like mocks
-were covered 0.70-0.81; with the widening 0.62-0.75, and sky-dominated spectra 0.76-0.83
-instead of 0.50-0.53.
+"Calibration"): for the shipped model (version 7), with the scale alone SDSS-like mocks
+were covered 0.71-0.79; with the widening 0.64-0.73, and sky-dominated spectra 0.78-0.83
+instead of 0.54-0.57.
 
 The score and flag are fitted on the training split, the flag and scales on the eval split
 (which only early stopping has seen); non-finite rows are left out and counted.

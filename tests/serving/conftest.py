@@ -19,7 +19,7 @@ from make_test_data import REAL_SDSS
 from stellarpop.serving import predict
 from stellarpop.transforms import features as F
 
-SHIPPED = os.path.join(predict.REPO_MODELS, predict.DEFAULT_MODEL, "6")  # TF Serving layout: <base>/6/
+SHIPPED = os.path.join(predict.REPO_MODELS, predict.DEFAULT_MODEL, "7")  # TF Serving layout: <base>/7/
 
 
 def serialized_examples(paths: list[str], model_path: str = SHIPPED) -> list[bytes]:
