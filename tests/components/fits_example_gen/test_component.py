@@ -17,6 +17,7 @@ from tfx.types import artifact_utils
 
 from stellarpop.components import examples as ex_lib
 from stellarpop.components.fits_example_gen import component, job, run
+from stellarpop.components.scratch import scratch_tempdir
 from stellarpop.transforms import features as F
 
 
@@ -96,7 +97,8 @@ def test_component_in_local_dag_runner(tmp_path, bundled, dr7_file):
         metadata_connection_config=metadata.sqlite_metadata_connection_config(db),
         beam_pipeline_args=["--direct_num_workers=1"],
     )
-    LocalDagRunner().run(p)
+    with scratch_tempdir():  # TFX builds a 42 MB package of itself there
+        LocalDagRunner().run(p)
     with metadata.Metadata(metadata.sqlite_metadata_connection_config(db)) as m:
         arts = m.store.get_artifacts_by_type("Examples")
         assert len(arts) == 1

@@ -21,6 +21,7 @@ from stellarpop.components import config_codec, examples, instrument, nuisances,
 from stellarpop.components.instrument import Instrument
 from stellarpop.components.fits_example_gen import job as ingest_job
 from stellarpop.components.mock_example_gen import component, job
+from stellarpop.components.scratch import scratch_tempdir
 from stellarpop.pipeline.cli import app
 from stellarpop.transforms import features as F
 
@@ -161,7 +162,8 @@ def test_component_in_local_dag_runner(tmp_path):
         metadata_connection_config=metadata.sqlite_metadata_connection_config(db),
         beam_pipeline_args=["--direct_num_workers=1"],
     )
-    LocalDagRunner().run(p)
+    with scratch_tempdir():  # TFX builds a 42 MB package of itself there
+        LocalDagRunner().run(p)
     with metadata.Metadata(metadata.sqlite_metadata_connection_config(db)) as m:
         [art] = m.store.get_artifacts_by_type("Examples")
         assert art.custom_properties["num_examples"].int_value == 6

@@ -19,6 +19,7 @@ from tfx.types import standard_artifacts, artifact_utils
 from stellarpop.components import examples, ppxf_fit
 from stellarpop.components.mock_example_gen import job as sim_job
 from stellarpop.components.ppxf_labeler import component, job, run
+from stellarpop.components.scratch import scratch_tempdir
 from stellarpop.pipeline import configs
 from stellarpop.transforms import features as F
 
@@ -131,10 +132,11 @@ def test_executor_labels_an_examples_artefact(mocks, tmp_path):
     labelled = standard_artifacts.Examples()
     labelled.uri = str(tmp_path / "labelled")
     ckpt = str(tmp_path / "ckpt")
-    ex = component.Executor(component.base_beam_executor.BaseBeamExecutor.Context(
-        beam_pipeline_args=["--runner=DirectRunner"], tmp_dir=str(tmp_path / "tmp")))
-    ex.Do({component.EXAMPLES_KEY: [source]}, {component.LABELLED_KEY: [labelled]},
-          {component.LABEL_CONFIG_KEY: FAST.to_json(), component.CHECKPOINT_DIR_KEY: ckpt})
+    with scratch_tempdir():  # TFX builds a 42 MB package of itself there
+        ex = component.Executor(component.base_beam_executor.BaseBeamExecutor.Context(
+            beam_pipeline_args=["--runner=DirectRunner"], tmp_dir=str(tmp_path / "tmp")))
+        ex.Do({component.EXAMPLES_KEY: [source]}, {component.LABELLED_KEY: [labelled]},
+              {component.LABEL_CONFIG_KEY: FAST.to_json(), component.CHECKPOINT_DIR_KEY: ckpt})
     assert artifact_utils.decode_split_names(labelled.split_names) == ["train", "eval", "test"]
     n = labelled.get_int_custom_property("num_examples")
     assert n + labelled.get_int_custom_property("num_below_min_vd") + labelled.get_int_custom_property("num_failed_fits") == N
