@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 UV_VERSION := 0.13.9
 
-.PHONY: install demo test test-slow test-all clean
+.PHONY: install demo test test-slow test-all lint clean
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "stellarpop needs Python 3.10 (e.g. pyenv install 3.10)"; exit 1; }
@@ -38,6 +38,11 @@ test-slow: install
 
 test-all: install
 	$(BIN)/python -m pytest
+
+# The linter and formatter (ruff.toml): what CI checks before anything runs.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

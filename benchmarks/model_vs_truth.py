@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 from ppxf_vs_truth import clipped, groups, labeller_fitter, real_files, real_spectra  # benchmarks/, beside this script
 
+from stellarpop.components.portable import portable
 from stellarpop.components import examples
 from stellarpop.components.ppxf_labeler import job as label_job
 from stellarpop.serving import predict as pred
@@ -164,7 +165,7 @@ def main() -> None:
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as fh:
-            json.dump(result, fh, indent=2, default=float)
+            json.dump(portable(result), fh, indent=2, default=float)
 
 
 if __name__ == "__main__":

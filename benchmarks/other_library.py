@@ -31,6 +31,7 @@ import numpy as np
 from model_vs_truth import accuracy, load, predict_all  # benchmarks/, beside this script
 from ppxf_vs_truth import clipped, machine
 
+from stellarpop.components.portable import portable
 from stellarpop.components import bc03, ppxf_fit, priors, reference_data, templates
 from stellarpop.components.mock_example_gen import job as sim_job
 from stellarpop.components.mock_example_gen import run as sim_run
@@ -161,7 +162,7 @@ def main() -> None:
     }
     print_table(result)
     with open(os.path.join(out, RESULT_FILE), "w") as fh:
-        json.dump(result, fh, indent=2, default=float)
+        json.dump(portable(result), fh, indent=2, default=float)
     print(f"wrote {os.path.join(out, RESULT_FILE)}")
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from stellarpop.components.portable import portable
 from stellarpop.components import bpt, examples, ppxf_fit, priors, readers, reference_data, spectra, templates
 from stellarpop.components.instrument import Instrument
 from stellarpop.components.mock_example_gen import run as sim_run
@@ -113,7 +114,7 @@ def write_result(out: str, result: dict, before: dict) -> None:
     print("load before:", before["uptime"], "\nload after: ", result["machine_after"]["uptime"])
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as fh:
-        json.dump(result, fh, indent=1)
+        json.dump(portable(result), fh, indent=1)
 
 
 def real_files() -> list[str]:
@@ -172,7 +173,7 @@ def main() -> None:
         "seconds_per_fit_one_core": per_fit, "table": table, "real": real,
     }
     with open(os.path.join(labelled, "ppxf_vs_truth.json"), "w") as fh:
-        json.dump(result, fh, indent=2)
+        json.dump(portable(result), fh, indent=2)
 
     print(f"pPXF minus truth, {args.n} SDSS-like mocks (seed {args.seed}), gas components {args.gas_components}; "
           f"{summary['failed']} failed fits")

@@ -32,6 +32,7 @@ import tensorflow as tf
 from ppxf_vs_truth import SHARED_REAL_SDSS, clipped, labeller_fitter, real_files  # benchmarks/, beside this script
 from threadpoolctl import threadpool_limits
 
+from stellarpop.components.portable import portable
 from stellarpop.components import examples, ppxf_fit
 from stellarpop.components.fits_example_gen import job as ingest_job
 from stellarpop.components.ppxf_labeler import job as label_job
@@ -192,7 +193,7 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     result = {**meta, "fit_config": json.loads(fitter.config.to_json()), "files": files, "rows": rows, **summary}
     with open(os.path.join(args.out, "real_sdss.json"), "w") as fh:
-        json.dump(result, fh, indent=2, default=float)
+        json.dump(portable(result), fh, indent=2, default=float)
     print(f"wrote {os.path.join(args.out, 'real_sdss.json')}")
 
 

@@ -392,6 +392,9 @@ def serve(
 
 
 def main() -> None:
+    from stellarpop.components import quiet_shutdown
+
+    quiet_shutdown.install()  # this process's own TensorFlow objects at exit
     app()
 
 

@@ -15,6 +15,7 @@ PIPELINE_NAME = "stellarpop"
 # is allowed too.
 SPAN_SPEC = "{SPAN"
 DATE_SPECS = ("{YYYY}", "{MM}", "{DD}")
+QUIET_SHUTDOWN_PLUGIN = "stellarpop.components.quiet_shutdown"
 
 
 def local_beam_args(workers: int | None = None) -> list[str]:
@@ -31,6 +32,8 @@ def local_beam_args(workers: int | None = None) -> list[str]:
         "--runner=DirectRunner",
         "--direct_running_mode=multi_processing",
         f"--direct_num_workers={workers}",
+        # each worker installs the filter of TensorFlow's one known shutdown message
+        f"--beam_plugins={QUIET_SHUTDOWN_PLUGIN}",
     ]
 
 

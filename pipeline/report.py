@@ -358,15 +358,15 @@ def write_report(
     stats = example_statistics(predictions)
     sections = [
         tables.blessing_section(run, threshold_checks(evaluation), evaluation.validation),
-        tables.model_section(run, _model_info(run.model)),
+        tables.model_section(run, _model_info(run.model), evaluation),
         tables.training_section(_history(run.model_run), out_dir),
         tables.accuracy_section(evaluation, predictions, out_dir),
         *(tables.slice_section(evaluation, key, *SLICE_NAMES.get(key, (key, key)), out_dir) for key in F.SLICE_KEYS),
         tables.uncertainty_section(predictions, stats, out_dir),
-        tables.benchmark_section(find_benchmarks(run_root, benchmarks)),
+        tables.benchmark_section(find_benchmarks(run_root, benchmarks), run_root),
         tables.executions_section(run),
     ]
-    page = tables.page(f"stellarpop run report: {os.path.abspath(run_root)}", sections)
+    page = tables.page(f"stellarpop run report: {os.path.basename(os.path.abspath(run_root))}", sections)
     path = os.path.join(out_dir, "index.html")
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(page)

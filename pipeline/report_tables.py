@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
 
 from stellarpop.components import bpt
+from stellarpop.components.portable import portable_path
 from stellarpop.pipeline import metrics
 from stellarpop.pipeline import report_figures as figs
 from stellarpop.transforms import features as F
@@ -112,7 +113,7 @@ def blessing_section(run: RunArtifacts, checks: list[dict], validation) -> str:
     pushed = run.pushed
     if pushed.get("pushed"):
         body.append(f"<p>Pushed as version {esc(pushed.get('pushed_version', '?'))} to "
-                    f"<code>{esc(pushed.get('pushed_destination', '?'))}</code>.</p>")
+                    f"<code>{esc(_where(pushed.get('pushed_destination', '?'), run.run_root))}</code>.</p>")
     else:
         body.append(f"<p>{'Not pushed' if pushed else 'No Pusher execution read this blessing'}.</p>")
     return section("blessing", "Blessing", "\n".join(body))
@@ -131,14 +132,76 @@ def _leaf(value: Any) -> str:
     return ", ".join(map(str, value)) if isinstance(value, list) else json.dumps(value) if isinstance(value, dict) else str(value)
 
 
-def model_section(run: RunArtifacts, info: dict) -> str:
-    """The model's own description (``model_info.json``) and where it and its baseline are."""
+def _where(path: str, run_root: str) -> str:
+    """A path as the report shows it: relative to the run folder (``RUN/...``) or to the
+    checkout, never the machine's own folders."""
+    return portable_path(path, {"RUN": run_root}) if path else path
+
+
+def _by_kind_rows(evaluation: Evaluation) -> list[tuple]:
+    """Per BPT class of the test split: N and clipped mean / sigma of each label."""
+    rows = []
+    for value in slice_values(evaluation.candidate, F.BPT_CLASS):
+        m = evaluation.candidate.get(((F.BPT_CLASS, value),), {})
+        row = [bin_label(F.BPT_CLASS, value), num(m.get(metrics.metric_name("example_count", F.LOG_AGE)), 0)]
+        for key in F.LABEL_KEYS:
+            d = figs.DECIMALS[key] + 1
+            row.append(f"{num(m.get(metrics.metric_name('clipped_mean', key)), d, True)} / "
+                       f"{num(m.get(metrics.metric_name('clipped_std', key)), d)}")
+            row.append(num(m.get(metrics.metric_name("coverage68", key)), 2))
+        rows.append(row)
+    return rows
+
+
+def _calibration_rows(calibration: dict) -> list[tuple]:
+    scale, before, after = (calibration.get(k, {}) for k in ("interval_scale", "eval_coverage_before",
+                                                              "eval_coverage_after"))
+    return [(key, num(scale.get(key), 3), num(before.get(key), 3), num(after.get(key), 3))
+            for key in F.LABEL_KEYS if key in scale]
+
+
+def model_section(run: RunArtifacts, info: dict, evaluation: Evaluation) -> str:
+    """The model as a model card: what it is, what it was trained on, its figures by kind of
+    galaxy on the run's test split, its calibration; all of ``model_info.json`` folded below."""
     same = run.baseline_model and run.baseline_model == run.model
-    rows = [("model", run.model), ("baseline model", "the candidate itself (a re-run after its push)" if same
-                                   else run.baseline_model or "none")]
-    rows += [(k, _leaf(v)) for k, v in flatten(info)]
-    note = "" if info else '<p class="note">The model has no assets.extra/model_info.json.</p>'
-    return section("model", "Model", note + table(("field", "value"), rows, 2))
+    baseline = ("the candidate itself (a re-run after its push)" if same
+                else _where(run.baseline_model, run.run_root) or "none")
+    if not info:
+        return section("model", "Model", '<p class="note">The model has no assets.extra/model_info.json.</p>'
+                       + table(("field", "value"), [("model", _where(run.model, run.run_root)),
+                                                    ("baseline model", baseline)], 2))
+    training, grid = info.get("training", {}), info.get("wavelength_grid", {})
+    units = {k: v.get("unit", "") for k, v in info.get("labels", {}).items()}
+    what = (f"<p>The <b>{esc(info.get('architecture', '?'))}</b> network of stellarpop "
+            f"{esc(info.get('stellarpop_version', '?'))}: it reads the {esc(grid.get('frame', '?'))} spectrum on "
+            f"{esc(grid.get('n_pixels', '?'))} pixels from {num(grid.get('start'), 0)} A in steps of "
+            f"{num(grid.get('step'), 1)} A, normalised at {num(info.get('normalisation_window', {}).get('centre'), 0)} A, "
+            f"and predicts {esc(', '.join(f'{k} ({unit})' for k, unit in units.items()))}"
+            f"{' with a 1-sigma error each' if info.get('predicts_variance') else ''}, an out-of-domain score "
+            "and flag.</p>")
+    trained = (f"<p>Trained on <code>{esc(_where(run.examples, run.run_root))}</code> with "
+               f"<b>{esc(info.get('label_source', '?'))}</b> labels"
+               f"{', warm-started from ' + esc(_where(str(info['warm_start_from']), run.run_root)) if info.get('warm_start_from') else ''}: "
+               f"{esc(training.get('epochs_run', '?'))} epochs (best {esc(training.get('best_epoch', '?'))}, "
+               f"{esc(training.get('monitor', 'val_loss'))} {num(training.get('best_val_loss'), 4)}), "
+               f"{num(training.get('seconds'), 0)} s, seed {esc(training.get('seed', '?'))}. "
+               f"Model: <code>{esc(_where(run.model, run.run_root))}</code>; baseline: {esc(baseline)}.</p>")
+    kind_rows = _by_kind_rows(evaluation)
+    header = ["kind (BPT class)", "N"] + [c for k in F.LABEL_KEYS for c in (f"{k} mean / sigma", f"{k} cov68")]
+    by_kind = ("<h3>By kind of galaxy (the run's test split)</h3>"
+               f'<p class="note">{SLICE_NOTE} cov68: the share of examples whose label lies within the '
+               "predicted 1-sigma interval.</p>" + (table(header, kind_rows) if kind_rows
+                                                    else "<p>No BPT slices in the evaluation.</p>"))
+    cal = info.get("calibration") or {}
+    calibration = "<h3>Calibration</h3>" + (
+        (f'<p>{esc(cal.get("method", ""))}. Fitted on {esc(cal.get("n_eval", "?"))} evaluation examples; '
+         f"out-of-domain threshold {num(cal.get('ood_threshold'), 2)} (the {num(cal.get('flag_quantile'), 2)} "
+         f"quantile), flagging {num(100 * cal.get('eval_flagged', math.nan), 1)}% of them.</p>"
+         + table(("output", "interval scale", "68% coverage before", "after"), _calibration_rows(cal)))
+        if cal else "<p>Not calibrated: the intervals are the network's own.</p>")
+    metadata = ('<details><summary>All of <code>model_info.json</code></summary>'
+                + table(("field", "value"), [(k, _leaf(v)) for k, v in flatten(info)], 2) + "</details>")
+    return section("model", "Model", what + trained + by_kind + calibration + metadata)
 
 
 def training_section(record: dict | None, out_dir: str) -> str:
@@ -306,7 +369,7 @@ def generic_tables(result: Any) -> str:
     return table(("key", "value"), rows, 2)
 
 
-def benchmark_section(paths: Sequence[str]) -> str:
+def benchmark_section(paths: Sequence[str], run_root: str = "") -> str:
     """One subsection per benchmark result file, rendered by what it holds."""
     if not paths:
         return section("benchmarks", "Benchmarks", '<p class="note">No benchmark results: write them to '
@@ -322,5 +385,5 @@ def benchmark_section(paths: Sequence[str]) -> str:
             continue
         render = (real_sdss_tables if isinstance(result, dict) and "net_minus_ppxf" in result
                   else model_vs_truth_tables if isinstance(result, dict) and "table" in result else generic_tables)
-        parts.append(f"<h3>{esc(os.path.basename(path))}</h3><p class=\"note\">{esc(path)}</p>" + render(result))
+        parts.append(f"<h3>{esc(os.path.basename(path))}</h3><p class=\"note\">{esc(_where(path, run_root))}</p>" + render(result))
     return section("benchmarks", "Benchmarks", "\n".join(parts))

@@ -28,6 +28,14 @@ from stellarpop.components.spectra import Spectrum, SpectrumError
 DR7_SPEC_CLN = {0: "UNKNOWN", 1: "STAR", 2: "GALAXY", 3: "QSO", 4: "QSO", 5: "SKY", 6: "STAR", 7: "GALAXY"}
 DR7_SUBCLASS = {4: "HIZ_QSO", 6: "STAR_LATE", 7: "GAL_EM"}
 
+def _object_id(value) -> str:
+    """SPECOBJ's object id as text: DR12 files hold BESTOBJID as five integers (run, rerun,
+    camcol, field, id), written ``run-rerun-camcol-field-id``; later releases one integer."""
+    if np.ndim(value) > 0:
+        return "-".join(str(int(v)) for v in np.ravel(value))
+    return text(value)
+
+
 def sdss_spec_id(plate: int, mjd: int, fiber: int) -> str:
     return f"{plate:04d}-{mjd:05d}-{fiber:04d}"
 
@@ -179,7 +187,7 @@ def read_sdss_spec(hdul: fits.HDUList, path: str, bad_bits=DEFAULT_BAD_BITS) -> 
 
     plate, mjd, fiber = int(get("PLATE")), int(get("MJD")), int(get("FIBERID"))
     ra, dec = num(get("PLUG_RA")), num(get("PLUG_DEC"))
-    objid = text(get("BESTOBJID", "")) or text(get("OBJID", ""))
+    objid = _object_id(get("BESTOBJID", "")) or _object_id(get("OBJID", ""))
     if objid.strip("0 ") == "" or objid.startswith("-"):
         objid = ""
     sn = get("SN_MEDIAN", None)

@@ -113,7 +113,11 @@ def _real_files() -> list[Path]:
     return sorted(REAL_SDSS.glob("spec-*.fits")) if REAL_SDSS.is_dir() else []
 
 
-@pytest.mark.parametrize("path", _real_files(), ids=lambda p: p.stem)
+NO_SHARED = pytest.mark.skipif(not REAL_SDSS.is_dir(), reason="shared/real-sdss is not beside the checkout")
+
+
+@NO_SHARED
+@pytest.mark.parametrize("path", _real_files() or [None], ids=lambda p: p.stem if p else "none")
 def test_reader_class_of_the_shared_real_files(path):
     expected, _ = _expected_from_spzline(path)
     assert readers.read_spectrum(path).bpt_class == expected
@@ -121,7 +125,7 @@ def test_reader_class_of_the_shared_real_files(path):
     assert expected == "passive"
 
 
-@pytest.mark.skipif(not REAL_SDSS.is_dir(), reason="shared/real-sdss is not beside the checkout")
+@NO_SHARED
 def test_the_shared_real_files_are_there():
     assert len(_real_files()) == 8
 

@@ -41,6 +41,49 @@ def source_file() -> Path:
     return Path(next(p for p in readers.bundled_spectra() if p.endswith(SOURCE)))
 
 
+def sdist_galaxy() -> Path:
+    """NGC4636 (SDSS DR12 spec file) from the ppxf 8.2.6 source distribution, which the
+    project fetches from the package registry into its cache: a third real galaxy that every
+    clone has, ../shared or not."""
+    from stellarpop.components import reference_data
+
+    return reference_data.ppxf_sdist_members("spectra/NGC4636_SDSS_DR12.fits")[0]
+
+
+def refibered(source: Path, out: Path, fiber: int, scale: float) -> Path:
+    """A copy of a real spec file as another fibre of its plate: its own spectrum id and
+    object id, the flux (and its errors) scaled by ``scale``. A distinct, readable, predictable
+    file for tests that need more files than the real ones a clone has."""
+
+    def edit(hdul):
+        row = hdul["SPECOBJ"].data
+        row["FIBERID"] = fiber
+        if "BESTOBJID" in row.columns.names:
+            row["BESTOBJID"] = f"9{fiber:017d}"
+        coadd = hdul["COADD"].data
+        coadd["flux"] = coadd["flux"] * scale
+        coadd["ivar"] = coadd["ivar"] / scale**2
+
+    with fits.open(source) as hdul:
+        hdul = fits.HDUList([h.copy() for h in hdul[:4]])
+    edit(hdul)
+    hdul.writeto(out, overwrite=True)
+    return out
+
+
+def real_spectrum_files(outdir: Path, at_least: int) -> list[Path]:
+    """Real SDSS spectrum files: the 2 inside ppxf, NGC4636 of its source distribution and the
+    plate-266 files of ../shared/real-sdss where it is beside the checkout; topped up to
+    ``at_least`` with :func:`refibered` copies of those (written to ``outdir``) on a clone
+    without ../shared."""
+    files = [Path(p) for p in readers.bundled_spectra()] + [sdist_galaxy()] + sorted(REAL_SDSS.glob("*.fits"))
+    real = list(files)
+    for i in range(max(0, at_least - len(files))):
+        source = real[i % len(real)]
+        files.append(refibered(source, outdir / f"refibered-{i}-{source.name}", fiber=900 + i, scale=1.5 + i))
+    return files
+
+
 def _modified(out: Path, edit) -> Path:
     """Copy the source spectrum with ``edit(hdul)`` applied."""
     with fits.open(source_file()) as hdul:

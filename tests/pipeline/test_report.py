@@ -29,6 +29,7 @@ from stellarpop.transforms import features as F
 from stellarpop.transforms import preprocessing as P
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+SHIPPED_INFO = DOCS.parent / "serving" / "models" / "default" / "7" / "assets.extra" / "model_info.json"
 BROWSERS = ("chromium", "chromium-browser", "chromium-headless-shell", "google-chrome", "google-chrome-stable")
 
 
@@ -150,6 +151,30 @@ def test_artefact_paths_follow_a_moved_run_root(tmp_path):
     assert report._local("/gone/elsewhere", str(moved)) == "/gone/elsewhere"
 
 
+def test_model_section_reads_as_a_model_card(tmp_path):
+    """What the model is, what it was trained on, figures by kind of galaxy, calibration, and
+    the metadata folded away; paths relative to the run folder, none of this machine's."""
+    info = json.loads((SHIPPED_INFO).read_text())
+    root = tmp_path / "my-run"
+    run = report.RunArtifacts(str(root), "e", "b", True, str(root / "artifacts" / "Trainer" / "model" / "7"),
+                              str(root / "artifacts" / "Transform" / "examples" / "3"))
+    by_kind = {((F.BPT_CLASS, c),): {metrics.metric_name("example_count", F.LOG_AGE): 10.0 + i,
+                                     **{metrics.metric_name("clipped_std", k): 0.1 * (i + 1) for k in F.LABEL_KEYS},
+                                     **{metrics.metric_name("coverage68", k): 0.68 for k in F.LABEL_KEYS}}
+               for i, c in enumerate(("passive", "star-forming"))}
+    evaluation = report.Evaluation(by_kind, {}, eval_config.make_eval_config(dict(zip(F.LABEL_KEYS, F.TRUTH_KEYS))),
+                                   tfma.ValidationResult(validation_ok=True))
+    html = tables.model_section(run, info, evaluation)
+    assert "By kind of galaxy" in html and "Calibration" in html and "<details>" in html
+    rows = {r[0]: r for r in _rows(html.split("<details>")[0]) if r}
+    assert rows["passive"][1] == "10" and rows["star-forming"][2].endswith("/ 0.2000")
+    assert rows["vd"][1] == f"{info['calibration']['interval_scale']['vd']:.3f}"
+    assert "RUN/artifacts/Trainer/model/7" in html and str(tmp_path) not in html
+    assert "truth</b> labels" in html and "default</b> network" in html
+    folded = html.split("<details>")[1]
+    assert "calibration.ood_threshold" in folded and "wavelength_grid.n_pixels" in folded
+
+
 def test_a_folder_that_is_not_a_run_is_refused(tmp_path):
     with pytest.raises(report.ReportError, match="metadata.sqlite"):
         report.write_report(str(tmp_path), str(tmp_path / "out"))
@@ -195,6 +220,9 @@ def test_report_of_a_run(reports, which):
     checks = _rows(_section_html(page, "blessing"))[1:]
     assert len(checks) == (4 if which == "first" else 8) and all(row[5] == "passed" for row in checks)
     assert ("No blessed baseline" in page) == (which == "first")
+    model = parsed.sections["model"]
+    assert "By kind of galaxy" in model and "Calibration" in model and "<details>" in _section_html(page, "model")
+    assert cfg.root not in page and os.path.abspath(cfg.root) not in page  # paths relative to the run
 
 
 @pytest.mark.slow

@@ -6,7 +6,6 @@ knows the reading and preparation API."""
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from make_test_data import REAL_SDSS
+from make_test_data import real_spectrum_files
 
 from stellarpop.serving import predict
 from stellarpop.transforms import features as F
@@ -30,18 +29,18 @@ def serialized_examples(paths: list[str], model_path: str = SHIPPED) -> list[byt
     return [s for _, s in (predict.prepare_file(str(p), preparation) for p in paths) if s is not None]
 
 
-def spectrum_files() -> list[str]:
-    """The SDSS spectra shipped in ppxf, plus the real SDSS files of the shared folder."""
-    from stellarpop.components import readers
-
-    return [str(p) for p in readers.bundled_spectra()] + sorted(glob.glob(os.path.join(REAL_SDSS, "*.fits")))
+@pytest.fixture(scope="session")
+def spectrum_files(tmp_path_factory) -> list[Path]:
+    """Real SDSS spectrum files, at least 5 on any clone (see
+    :func:`make_test_data.real_spectrum_files`)."""
+    return real_spectrum_files(tmp_path_factory.mktemp("real-spectra"), at_least=5)
 
 
 @pytest.fixture(scope="session")
-def examples() -> list[bytes]:
-    """Serialized Examples of every real spectrum available (2 to 10)."""
-    found = serialized_examples(spectrum_files())
-    assert len(found) >= 2, "no real SDSS spectra could be prepared"
+def examples(spectrum_files) -> list[bytes]:
+    """Serialized Examples of every real spectrum available (at least 5)."""
+    found = serialized_examples([str(p) for p in spectrum_files])
+    assert len(found) >= 5, "fewer than 5 real SDSS spectra could be prepared"
     return found
 
 

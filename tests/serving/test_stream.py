@@ -20,9 +20,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_stream import TestStream as BeamTestStream  # not "Test*": pytest would collect it
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
-from make_test_data import REAL_SDSS, SAME_PREDICTION
+from make_test_data import SAME_PREDICTION
 
-from stellarpop.components import readers
 from stellarpop.serving import predict, stream, stream_io, stream_model, stream_run
 from stellarpop.serving.stream_io import FileRecord
 from stellarpop.transforms import features as F
@@ -31,9 +30,9 @@ VALUES = list(F.LABEL_KEYS) + list(F.LABEL_ERR_KEYS) + [F.OOD_SCORE]
 
 
 @pytest.fixture(scope="module")
-def real_files() -> list[Path]:
-    """The 2 spectra inside ppxf and the 8 of the shared folder (all predictable)."""
-    return [Path(p) for p in readers.bundled_spectra()] + sorted(REAL_SDSS.glob("*.fits"))
+def real_files(spectrum_files) -> list[Path]:
+    """Real SDSS spectrum files, at least 5 (all predictable)."""
+    return spectrum_files
 
 
 def land(source: Path, folder: Path, name: str | None = None) -> Path:
