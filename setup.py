@@ -1,6 +1,6 @@
 """Installs the project folders as one distribution, ``stellarpop``.
 
-The top-level folders (components/, pipeline/, transforms/, serving/) become the
+The top-level folders (schema/, components/, pipeline/, transforms/, serving/) become the
 sub-packages ``stellarpop.components`` and so on, so nothing with a generic name such as
 ``pipeline`` lands in site-packages. Dependencies are pinned in requirements.lock; the
 ranges below only say what the code needs.
@@ -8,7 +8,7 @@ ranges below only say what the code needs.
 
 from setuptools import find_packages, setup
 
-FOLDERS = ("components", "pipeline", "transforms", "serving")
+FOLDERS = ("schema", "components", "pipeline", "transforms", "serving")
 
 packages = [f"stellarpop.{p}" for p in find_packages(include=[f"{f}*" for f in FOLDERS])]
 

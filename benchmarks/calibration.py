@@ -1,5 +1,5 @@
 """How a calibrated export's intervals and out-of-domain score behave on sets of spectra, and
-the interval methods compared (the ablation behind ``pipeline/calibration.py``'s choice).
+the interval methods compared (the ablation behind ``pipeline/training/calibration.py``'s choice).
 
     .venv/bin/python benchmarks/calibration.py --model serving/models/default \
         --calibration-set runs/train-mixed-320k/examples/Split-eval \
@@ -27,9 +27,9 @@ import numpy as np
 from model_vs_truth import load, predict_all  # benchmarks/, beside this script
 from ppxf_vs_truth import machine, write_result
 
-from stellarpop.pipeline import calibration as C
+from stellarpop.pipeline.training import calibration as C
 from stellarpop.serving import predict as pred
-from stellarpop.transforms import features as F
+from stellarpop.schema import features as F
 
 METHODS = ("raw", "scale", "widen+scale")
 def stress_sets(n: int, preparation, seed: int = 77) -> dict[str, tuple[list[bytes], dict]]:
@@ -37,9 +37,10 @@ def stress_sets(n: int, preparation, seed: int = 77) -> dict[str, tuple[list[byt
     from stellarpop.components import examples, priors, spectra, templates
     from stellarpop.components.nuisances import STRESS
     from stellarpop.components.instrument import Instrument
+    from stellarpop.components import readers
     from stellarpop.components.mock_example_gen import job as sim_job
 
-    inst = Instrument.from_files()
+    inst = readers.instrument_from_files()
     prep = templates.prepare(templates.load_library(), inst)
     out = {}
     for name, nuisances in STRESS.items():

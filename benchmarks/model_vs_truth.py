@@ -16,7 +16,7 @@ the same spectra, on real SDSS spectra, and its prediction speed.
 - Speed: spectra per second from serialized Examples through ``serving_default``.
 
 ``--out RUN_ROOT/benchmarks/model_vs_truth.json`` puts the result where the run's report
-(``pipeline/report.py``) shows it.
+(``pipeline/report/run_report.py``) shows it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from stellarpop.components.portable import portable
 from stellarpop.components import examples
 from stellarpop.components.ppxf_labeler import job as label_job
 from stellarpop.serving import predict as pred
-from stellarpop.transforms import features as F
+from stellarpop.schema import features as F
 
 
 def load(folder_glob: str, limit: int | None = None) -> tuple[list[bytes], dict[str, np.ndarray]]:

@@ -39,7 +39,7 @@ from stellarpop.components.ppxf_labeler import job as label_job
 from stellarpop.components.ppxf_labeler import run as label_run
 from stellarpop.pipeline import configs
 from stellarpop.serving import predict as pred
-from stellarpop.transforms import features as F
+from stellarpop.schema import features as F
 
 RESULT_FILE = "other_library.json"
 NUISANCES = "realistic"

@@ -30,8 +30,8 @@ from stellarpop.components.mock_example_gen import job as sim_job
 from stellarpop.components.ppxf_labeler import run as label_run
 from stellarpop.components.ppxf_labeler import job as label_job
 from stellarpop.pipeline import configs
-from stellarpop.pipeline.metrics import sigma_clipped_mean_std
-from stellarpop.transforms import features as F
+from stellarpop.pipeline.evaluation.metrics import sigma_clipped_mean_std
+from stellarpop.schema import features as F
 
 
 def clipped(d: np.ndarray) -> tuple[float, float]:
@@ -92,7 +92,7 @@ def time_fits(examples_dir: str, fitter: ppxf_fit.Fitter, n: int) -> float:
 def labeller_fitter(fit: ppxf_fit.FitConfig | None = None) -> ppxf_fit.Fitter:
     """The labelling job's fitter (as ``FitSpectra.setup``): ``fit`` or the default settings."""
     cfg = label_job.LabelConfig() if fit is None else label_job.LabelConfig(fit=fit)
-    inst = Instrument.from_files(cfg.instrument_files or None)
+    inst = readers.instrument_from_files(cfg.instrument_files or None)
     return ppxf_fit.Fitter(templates.load_library(cfg.fit.library or None), inst, cfg.fit)
 
 

@@ -13,7 +13,7 @@ wheel and NGC4636 of the ppxf 8.2.6 sdist. Printed: one row per spectrum; VD - V
 mean and std, the paper's metric) beside the paper's numbers and issue 10's targets; the
 two repeat pairs as difference / combined 1-sigma. Only fits with status ``ok`` count for
 pPXF. Everything goes to ``OUT/real_sdss.json`` with the model's path and metadata;
-``--out RUN_ROOT/benchmarks`` puts it where the run's report (``pipeline/report.py``) shows it.
+``--out RUN_ROOT/benchmarks`` puts it where the run's report (``pipeline/report/run_report.py``) shows it.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from stellarpop.components import examples, ppxf_fit
 from stellarpop.components.fits_example_gen import job as ingest_job
 from stellarpop.components.ppxf_labeler import job as label_job
 from stellarpop.serving import predict as pred
-from stellarpop.transforms import features as F
+from stellarpop.schema import features as F
+from stellarpop.schema import model_contract as contract
 
 PAIRS = (("0266-51602-0166", "0266-51630-0174"), ("0266-51602-0526", "0266-51630-0525"))  # same galaxy, two nights
 PAPER = {"log_age": 0.11, "mh": 0.11, "ebv": 0.018, "vd": 31.0}  # network minus pPXF, clipped std (the paper)
@@ -167,7 +168,7 @@ def print_summary(rows: list[dict], s: dict) -> None:
 
 def model_meta(predictor: pred.Predictor) -> dict:
     """The model's folder, its version (the numbered folder's name) and its model_info.json."""
-    info_path = Path(predictor.path, F.MODEL_INFO_FILE)
+    info_path = Path(predictor.path, contract.MODEL_INFO_FILE)
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     return {"model": predictor.path, "model_version": os.path.basename(predictor.path.rstrip("/")), "model_info": info}
 

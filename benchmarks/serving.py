@@ -32,8 +32,9 @@ import typer
 from ppxf_vs_truth import SHARED_REAL_SDSS, machine, write_result  # benchmarks/, beside this script
 
 from stellarpop.serving import predict
-from stellarpop.transforms import features as F
+from stellarpop.schema import features as F
 from stellarpop.serving.client import Client
+from stellarpop.schema import model_contract as contract
 
 DEFAULT_BASE = os.path.join(predict.REPO_MODELS, predict.DEFAULT_MODEL)
 
@@ -44,7 +45,7 @@ def spectra_examples(model_path: str) -> list[bytes]:
     from stellarpop.components import readers
 
     files = [str(p) for p in readers.bundled_spectra()] + sorted(glob.glob(os.path.join(SHARED_REAL_SDSS, "*.fits")))
-    with open(os.path.join(model_path, F.MODEL_INFO_FILE)) as fh:
+    with open(os.path.join(model_path, contract.MODEL_INFO_FILE)) as fh:
         preparation = predict.preparation_of(json.load(fh))
     return [s for _, s in (predict.prepare_file(f, preparation) for f in files) if s is not None]
 

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from stellarpop.components.spectra import Spectrum
-from stellarpop.transforms import features as F
+from stellarpop.schema import features as F
 
 
 def to_example(

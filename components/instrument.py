@@ -12,12 +12,11 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from astropy import constants
 
-from stellarpop.transforms import features as F
+from stellarpop.schema import features as F
 
 C_KMS = float(constants.c.to_value("km/s"))  # 299792.458
 FWHM_PER_SIGMA = 2 * math.sqrt(2 * math.log(2))
@@ -62,10 +61,32 @@ def pixel_boxes_kms(lam_obs: np.ndarray, velscale: float = SDSS_VELSCALE) -> np.
     return np.sqrt(native**2 + grid**2 + velscale**2 / 12)
 
 
+def pixel_edges(wave: np.ndarray) -> np.ndarray:
+    """Pixel edges of a grid of pixel centres.
+
+    Geometric midpoints for a grid uniform in log(lambda) (SDSS), arithmetic ones otherwise.
+
+    Parameters
+    ----------
+    wave : ndarray, shape (L,), strictly increasing, > 0
+
+    Returns
+    -------
+    ndarray, shape (L + 1,)
+    """
+    dlog = np.diff(np.log(wave))
+    if np.allclose(dlog, dlog[0], rtol=1e-4, atol=0):
+        mid = np.sqrt(wave[1:] * wave[:-1])
+        return np.concatenate(([wave[0] ** 2 / mid[0]], mid, [wave[-1] ** 2 / mid[-1]]))
+    mid = 0.5 * (wave[1:] + wave[:-1])
+    return np.concatenate(([2 * wave[0] - mid[0]], mid, [2 * wave[-1] - mid[-1]]))
+
+
 @dataclass(frozen=True)
 class Instrument:
     """SDSS as its files record it: the coadd grid, a sky spectrum, the LSF width and the
-    relative throughput (see :meth:`from_files`)."""
+    relative throughput (measured from real files by
+    :func:`stellarpop.components.readers.sdss.instrument_from_files`)."""
 
     loglam: np.ndarray  # (P,) log10 vacuum Angstrom
     sky: np.ndarray  # (P,) 1e-17 erg/s/cm^2/A
@@ -79,8 +100,6 @@ class Instrument:
     @functools.cached_property
     def edges(self) -> np.ndarray:
         """Pixel edges (Angstrom) of the coadd grid."""
-        from stellarpop.components.spectra import pixel_edges  # spectra imports this module
-
         return pixel_edges(10.0**self.loglam)
 
     @functools.cached_property
@@ -92,33 +111,3 @@ class Instrument:
     def bright_sky(self) -> np.ndarray:
         """Pixels on the strongest 0.5% of sky-line flux: flagged BRIGHTSKY, as SDSS does."""
         return self.sky_lines > np.percentile(self.sky_lines, 99.5)
-
-    @classmethod
-    def from_files(cls, paths: Sequence[str] | None = None) -> "Instrument":
-        """Sky, line-spread width and relative throughput of real SDSS spec files (default:
-        the ones bundled with ppxf), on SDSS's grid.
-
-        The throughput follows from the noise: counts are flux times throughput T, so the
-        variance is (flux + sky) / T up to a constant, and T ~ (flux + sky) * ivar. Its median
-        over files, smoothed over 51 pixels and normalised to 1 in the r band, carries the
-        blue fall-off and the dichroic step near 5900 A. The sky is SDSS's sky model per
-        fibre (1e-17 erg/s/cm^2/A), the LSF its WDISP (sigma, pixels).
-        """
-        from stellarpop.components.readers import sdss  # I/O; the readers import this module
-
-        grid = sdss_loglam()
-        wave = 10.0**grid
-        r_band = (wave > R_BAND[0]) & (wave < R_BAND[1])
-        skies, wdisps, thrus = [], [], []
-        for path in list(paths) if paths else sdss.bundled_spectra():
-            cols = sdss.coadd_columns(str(path), ("loglam", "sky", "wdisp"))
-            good = (cols["wdisp"] > 0) & (cols["ivar"] > 0)
-            loglam = cols["loglam"].astype(float)[good]
-            skies.append(np.interp(grid, loglam, cols["sky"][good]))
-            wdisps.append(np.interp(grid, loglam, cols["wdisp"][good]))
-            counts = (cols["flux"] + cols["sky"])[good] * cols["ivar"][good]
-            thru = np.convolve(np.interp(grid, loglam, counts), np.ones(51) / 51, mode="same")
-            thrus.append(thru / np.median(thru[r_band]))
-        thru = np.median(thrus, axis=0)
-        thru[:25], thru[-25:] = thru[25], thru[-26]  # the running mean's edges
-        return cls(grid, np.median(skies, axis=0), np.median(wdisps, axis=0), np.clip(thru, 0.05, None))

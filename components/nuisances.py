@@ -93,7 +93,7 @@ class Nuisances:
 
 
 # Spectra a model trained with 'realistic' should not trust (and one it should): nuisances far
-# beyond training's, for the out-of-domain score's test and benchmark (pipeline/calibration.py).
+# beyond training's, for the out-of-domain score's test and benchmark (pipeline/training/calibration.py).
 STRESS = {
     "in domain (realistic)": "realistic",
     "calibration errors 25%+15%": {"preset": "realistic", "calib_rms": 0.25, "calib_plate_rms": 0.15},

@@ -61,11 +61,12 @@ import numpy as np
 from ppxf import ppxf_util
 from ppxf.ppxf import ppxf
 
-from stellarpop.components import config_codec, instrument, templates
+from stellarpop.components import instrument, templates
+from stellarpop.schema import config_codec
 from stellarpop.components.dust import R_V
 from stellarpop.components.instrument import C_KMS
 from stellarpop.components.templates import Library
-from stellarpop.transforms import features as F
+from stellarpop.schema import features as F
 
 PAPER_AGES = (0.06, 0.12, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)  # Gyr
 PAPER_METALS = (-1.71, -0.71, 0.0, 0.22)

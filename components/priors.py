@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.cosmology import Planck18
 
-from stellarpop.components import config_codec
+from stellarpop.schema import config_codec
 from stellarpop.components.bpt import CLASSES, bpt_region, kauffmann03, kewley01
 
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from stellarpop.components.instrument import R_BAND
-from stellarpop.transforms import features as F
+from stellarpop.components.instrument import R_BAND, pixel_edges
+from stellarpop.schema.preparation import Preparation, Selection
+from stellarpop.schema import features as F
 
 
 
@@ -65,38 +66,6 @@ class Spectrum:
 
     def replace(self, **changes) -> "Spectrum":
         return dataclasses.replace(self, **changes)
-
-
-@dataclass(frozen=True)
-class Selection:
-    """The paper's sample cuts (Section 2.1). Each failed cut is recorded by name."""
-
-    z_min: float = F.Z_MIN
-    z_max: float = F.Z_MAX
-    snr_r_min: float = F.SNR_R_MIN
-    zwarning_zero: bool = True
-    classes: tuple[str, ...] = ("GALAXY",)  # empty: no class cut
-
-
-def pixel_edges(wave: np.ndarray) -> np.ndarray:
-    """Pixel edges of a grid of pixel centres.
-
-    Geometric midpoints for a grid uniform in log(lambda) (SDSS), arithmetic ones otherwise.
-
-    Parameters
-    ----------
-    wave : ndarray, shape (L,), strictly increasing, > 0
-
-    Returns
-    -------
-    ndarray, shape (L + 1,)
-    """
-    dlog = np.diff(np.log(wave))
-    if np.allclose(dlog, dlog[0], rtol=1e-4, atol=0):
-        mid = np.sqrt(wave[1:] * wave[:-1])
-        return np.concatenate(([wave[0] ** 2 / mid[0]], mid, [wave[-1] ** 2 / mid[-1]]))
-    mid = 0.5 * (wave[1:] + wave[:-1])
-    return np.concatenate(([2 * wave[0] - mid[0]], mid, [2 * wave[-1] - mid[-1]]))
 
 
 class Overlap:
@@ -304,25 +273,6 @@ def describe_cuts(spec: Spectrum, sel: Selection) -> str:
         "class": f"CLASS={spec.spec_class} not in {','.join(sel.classes)}",
     }
     return "; ".join(words[c] for c in spec.selection)
-
-
-@dataclass(frozen=True)
-class Preparation:
-    """How a spectrum on its native grid becomes a network input: the settings that ingest,
-    the simulator and prediction share (one owner; the pipeline gives its normalisation
-    window to Transform and the Trainer too, and the exported model records all of them).
-    """
-
-    min_coverage: float = 0.8  # fraction of the model grid the native spectrum must cover
-    norm_centre: float = F.NORM_CENTRE  # Angstrom, observed: the flux normalisation window
-    norm_half_width: float = F.NORM_HALF_WIDTH
-    selection: Selection = field(default_factory=Selection)
-
-    def __post_init__(self):
-        if not self.norm_half_width > 0:
-            raise ValueError(f"norm_half_width {self.norm_half_width:g}: the window's half width is > 0 Angstrom")
-        if not 0 < self.min_coverage <= 1:
-            raise ValueError(f"min_coverage {self.min_coverage:g}: a fraction in (0, 1]")
 
 
 def prepare(spec: Spectrum, settings: Preparation = Preparation(), overlap: Overlap | None = None) -> Spectrum:

@@ -50,7 +50,7 @@ def sky_to_object(path: str) -> float:
 
 
 def main(out: Path = Path(__file__).parent / "mocks_vs_sdss.png") -> None:
-    inst = Instrument.from_files()
+    inst = readers.instrument_from_files()
     prep = templates.prepare(templates.load_library(), inst)
     paths = real_paths()
     rng = np.random.default_rng(SEED)

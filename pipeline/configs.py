@@ -6,15 +6,11 @@ import dataclasses
 import json
 import os
 
-from stellarpop.components import config_codec
-from stellarpop.components.spectra import Preparation
+from stellarpop.schema import config_codec
+from stellarpop.schema.preparation import Preparation
 from stellarpop.transforms.config import DEFAULT_LABEL_SOURCE, PreprocessingConfig
 
 PIPELINE_NAME = "stellarpop"
-# TFX's span specs in an input pattern (tfx.components.example_gen.utils); a {SPAN:n} width
-# is allowed too.
-SPAN_SPEC = "{SPAN"
-DATE_SPECS = ("{YYYY}", "{MM}", "{DD}")
 QUIET_SHUTDOWN_PLUGIN = "stellarpop.components.quiet_shutdown"
 
 
@@ -50,7 +46,7 @@ def dataflow_beam_args(project: str, region: str, temp_location: str, setup_file
 
 # --- Module code, by dotted path (installed with the distribution; no module_file wheels) -----
 PREPROCESSING_FN = "stellarpop.transforms.preprocessing.preprocessing_fn"
-RUN_FN = "stellarpop.pipeline.trainer.run_fn"
+RUN_FN = "stellarpop.pipeline.training.trainer.run_fn"
 
 
 # The Python types a YAML value may have, by PipelineConfig field annotation.
@@ -85,7 +81,7 @@ class PipelineConfig:
     root: str = "runs/pipeline"  # pipeline root, metadata.sqlite, serving/ (pushed models)
     examples: dict = dataclasses.field(default_factory=lambda: {"source": "simulate", "n": 600, "seed": 0, "mode": "sdss"})
     label_source: str = DEFAULT_LABEL_SOURCE  # "truth" (simulated data) or "ppxf"
-    # How spectra are prepared (spectra.Preparation: min_coverage, norm_centre,
+    # How spectra are prepared (Preparation: min_coverage, norm_centre,
     # norm_half_width, selection); given to the example generator, Transform and Trainer.
     preparation: dict = dataclasses.field(default_factory=dict)
     label: dict = dataclasses.field(default_factory=dict)  # LabelConfig fields for the PpxfLabeler
@@ -144,7 +140,7 @@ class PipelineConfig:
     def check(self) -> None:
         """ValueError (one line) for settings that a stage would reject: the preparation,
         the label source, unknown trainer keys, a model name that does not exist."""
-        from stellarpop.pipeline import trainer  # TensorFlow: only when a config is checked
+        from stellarpop.pipeline.training import trainer  # TensorFlow: only when a config is checked
 
         self.check_spans()
         if "preprocessing" in self.trainer:
@@ -195,7 +191,9 @@ class PipelineConfig:
         source, pattern = self.examples.get("source", "simulate"), self.examples.get("pattern", "")
         if source != "ingest" or not self.examples.get("input_base"):
             raise ValueError(f"spans needs examples.source ingest with an input_base, not {source!r}")
-        if SPAN_SPEC not in pattern and not all(spec in pattern for spec in DATE_SPECS):
+        from stellarpop.components import spans  # TFX: only for a config with spans
+
+        if not spans.names_spans(pattern):
             raise ValueError(
                 "spans needs examples.pattern with {SPAN} or {YYYY}{MM}{DD}, e.g. 'span-{SPAN}/*', "
                 f"not {pattern!r}"

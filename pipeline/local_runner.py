@@ -19,7 +19,7 @@ import os
 import tensorflow as tf
 from tfx import v1 as tfx
 
-from stellarpop.components.fits_example_gen import component as fits_component
+from stellarpop.components import spans
 from stellarpop.components.scratch import scratch_tempdir
 from stellarpop.pipeline import configs
 from stellarpop.pipeline.pipeline import create_pipeline, resume_dir, write_schema
@@ -29,26 +29,9 @@ def metadata_path(cfg: configs.PipelineConfig) -> str:
     return os.path.join(cfg.root, "metadata.sqlite")
 
 
-def parse_span(text: str) -> int:
-    """A span as the CLI takes it: a number (``12``), or a date (``2024-05-02``) for dated
-    patterns, which TFX numbers by days since 1970-01-01. ValueError (one line) otherwise."""
-    import datetime
-
-    from tfx.components.example_gen import utils as example_gen_utils
-
-    text = text.strip()
-    if text.isdigit():
-        return int(text)
-    try:
-        day = datetime.date.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"span {text!r} is neither a number nor a date (YYYY-MM-DD)") from None
-    return example_gen_utils.date_to_span_number(day.year, day.month, day.day)
-
-
 def resolve_span(cfg: configs.PipelineConfig, span: int | None = None) -> int:
     """The span a run of ``cfg`` ingests: ``span`` if given (it must exist), else the latest
-    under ``examples.input_base``, found as FitsExampleGen's driver finds it.
+    under ``examples.input_base`` (:func:`stellarpop.components.spans.span_to_read`).
 
     Raises
     ------
@@ -57,16 +40,7 @@ def resolve_span(cfg: configs.PipelineConfig, span: int | None = None) -> int:
     """
     if not cfg.spans:
         raise ValueError(f"{cfg.name}: a span needs `spans` (the window size) and a span pattern in the config")
-    input_config = fits_component.default_input_config(cfg.examples["pattern"])
-    range_config = fits_component.static_span(span) if span is not None else None
-    try:
-        found, _, _ = fits_component.resolve_span(cfg.examples["input_base"], input_config, range_config)
-    except ValueError as exc:
-        which = f"span {span}" if span is not None else "any span"
-        raise ValueError(
-            f"no files of {which} match {cfg.examples['pattern']!r} under {cfg.examples['input_base']}: {exc}"
-        ) from exc
-    return found
+    return spans.span_to_read(cfg.examples["input_base"], cfg.examples["pattern"], span)
 
 
 def run(

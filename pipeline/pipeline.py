@@ -13,27 +13,17 @@ MLMD (TFX's ``static_range`` resolver function). What the runs of earlier spans 
 (``spans.LatestBeforeSpanStrategy``) starts the next: Transform reuses their analyzer cache,
 the Trainer starts from their latest blessed model, which is the Evaluator's baseline.
 
-Caching (``cfg.enable_cache``): TFX reuses a component's earlier outputs when its cache key
-is unchanged: pipeline name, component id, executor spec (with the Beam arguments), input
-artefacts and execution properties. Module code named by a dotted path and files named by
-a path are not in it, so this module puts fingerprints there (:func:`code_fingerprint`:
-the project source a component runs, its version and its libraries' versions;
-:func:`files_fingerprint`: data files named in the configuration): a changed module re-runs
-the components that import it, and their descendants, only.
+Caching (``cfg.enable_cache``): every node is stamped with fingerprints of the code and
+files it runs (:mod:`stellarpop.pipeline.fingerprint`), so a changed module re-runs the
+components that import it, and their descendants, only.
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import functools
 import hashlib
-import importlib.util
 import json
 import os
-from importlib import metadata as importlib_metadata
-from pathlib import Path
-from typing import Any, Iterable
 
 import tensorflow as tf
 from tensorflow_transform.tf_metadata import schema_utils
@@ -42,22 +32,23 @@ from tfx.types import standard_artifacts
 from tfx.utils import io_utils
 
 from stellarpop.components import examples as examples_lib
-from stellarpop.components import ppxf_fit, reference_data
-from stellarpop.components.fits_example_gen.component import FitsExampleGen, default_input_config, static_span
+from stellarpop.components import cache_key, ppxf_fit
+from stellarpop.components.fits_example_gen.component import FitsExampleGen, default_input_config
 from stellarpop.components.fits_example_gen.job import IngestConfig
 from stellarpop.components.mock_example_gen import job as sim_job
 from stellarpop.components.mock_example_gen.component import MockExampleGen
 from stellarpop.components.ppxf_labeler import job as label_job
 from stellarpop.components.ppxf_labeler.component import PpxfLabeler
-from stellarpop.pipeline import configs, eval_config, export, trainer
-from stellarpop.pipeline.spans import latest_analyzer_cache, latest_blessed_model, span_window
-from stellarpop.transforms import features as F
+from stellarpop.pipeline import configs, fingerprint
+from stellarpop.pipeline.evaluation import eval_config
+from stellarpop.pipeline.training import resume
+from stellarpop.components import spans
+from stellarpop.components.spans import latest_analyzer_cache, latest_blessed_model, span_window
+from stellarpop.schema import features as F
 from stellarpop.transforms import preprocessing as P
 
 SCHEMA_FILE = "schema.pbtxt"
-CODE_FINGERPRINT = "code_fingerprint"
 RESUME_DIR = "trainer_checkpoints"  # under the root: Trainer state of killed executions
-PROJECT = "stellarpop"
 
 
 def write_schema(folder: str, label_source: str) -> str:
@@ -77,100 +68,6 @@ def write_schema(folder: str, label_source: str) -> str:
     return path
 
 
-def _imported_names(path: str, package: str) -> Iterable[str]:
-    """Every module name an import statement of ``path`` may name (anywhere in the file:
-    imports inside functions count); ``from a import b`` gives ``a`` and ``a.b``."""
-    for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
-        if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            relative = "." * node.level + (node.module or "")
-            base = importlib.util.resolve_name(relative, package) if node.level else node.module
-            yield base
-            yield from (f"{base}.{alias.name}" for alias in node.names)
-
-
-def _source_file(name: str) -> str | None:
-    """The ``.py`` file of project module ``name``; None for an attribute (``a.b.func``).
-
-    ``find_spec`` imports the parent packages only (their ``__init__``), never ``name``.
-    """
-    parent = name.rpartition(".")[0]
-    parent_spec = importlib.util.find_spec(parent) if parent else None
-    if parent and (parent_spec is None or parent_spec.submodule_search_locations is None):
-        return None
-    spec = importlib.util.find_spec(name)
-    return spec.origin if spec and spec.origin and spec.origin.endswith(".py") else None
-
-
-@functools.lru_cache(maxsize=None)
-def code_fingerprint(module: str) -> str:
-    """SHA-256 of the code that ``module`` runs, for a cache key.
-
-    The source of every project module it imports, directly or not (and their packages'
-    ``__init__``), the project's version, and the versions of the other distributions
-    those modules import (a top-level name shared by several distributions, as
-    ``google``, is left out). Pinned reference data (the template library's source SHA-256
-    in ``reference_data``) is part of that source.
-    """
-    files, external, todo = {}, set(), [module]
-    while todo:
-        name = todo.pop()
-        if name in files:
-            continue
-        path = _source_file(name)
-        if path is None:
-            continue
-        files[name] = path
-        package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
-        for imported in _imported_names(path, package):
-            if imported.split(".")[0] == PROJECT:
-                parts = imported.split(".")
-                todo += [".".join(parts[:i]) for i in range(2, len(parts) + 1)]
-            else:
-                external.add(imported.split(".")[0])
-    owners = importlib_metadata.packages_distributions()
-    dists = {owners[n][0] for n in external if len(set(owners.get(n, []))) == 1}
-    versions = {PROJECT: export.package_version(), **{d: importlib_metadata.version(d) for d in dists}}
-    digest = hashlib.sha256(json.dumps(versions, sort_keys=True).encode())
-    for name in sorted(files):
-        digest.update(name.encode() + b"\0" + open(files[name], "rb").read())
-    return digest.hexdigest()
-
-
-def files_fingerprint(config: Any) -> dict[str, str]:
-    """{path: SHA-256} of the local files that ``config`` (nested dicts, lists) names, such as
-    a template library or instrument files: TFX would only see their paths."""
-    if isinstance(config, dict):
-        return {k: v for value in config.values() for k, v in files_fingerprint(value).items()}
-    if isinstance(config, (list, tuple)):
-        return {k: v for value in config for k, v in files_fingerprint(value).items()}
-    if isinstance(config, str) and config and os.path.isfile(config):
-        return {os.path.abspath(config): reference_data.sha256(Path(config))}
-    return {}
-
-
-def folder_fingerprint(folder: str) -> str:
-    """SHA-256 of the names, sizes and modification times of the files under ``folder``."""
-    paths = [os.path.join(d, f) for d, _, names in os.walk(folder) for f in names]
-    stats = sorted((os.path.relpath(p, folder), os.path.getsize(p), os.path.getmtime(p)) for p in paths)
-    return hashlib.sha256(json.dumps(stats).encode()).hexdigest()
-
-
-def stamp(node, *parts: Any):
-    """Make ``node``'s cache key depend on ``parts`` (fingerprints): as the execution
-    property ``code_fingerprint`` where the component's spec declares one, else in its
-    executor spec's ``extra_flags``, which TFX hashes into the key and no executor reads
-    (kept by local runs only: the Kubeflow V2 compiler drops them).
-    """
-    value = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-    if CODE_FINGERPRINT in node.spec.PARAMETERS:
-        node.exec_properties[CODE_FINGERPRINT] = value
-    else:
-        node.executor_spec.add_extra_flags([f"--{CODE_FINGERPRINT}={value}"])
-    return node
-
-
 def _examples_node(cfg: configs.PipelineConfig, span: int | None = None):
     """The example generator; with spans, FitsExampleGen reads span ``span`` (None: the
     latest, resolved by its driver when the run starts)."""
@@ -179,14 +76,14 @@ def _examples_node(cfg: configs.PipelineConfig, span: int | None = None):
     preparation = cfg.preprocessing().preparation
     if source == "simulate":
         gen = MockExampleGen(sim_job.SimConfig(priors=configs.priors(ex), preparation=preparation, **ex))
-        return stamp(gen, code_fingerprint(MockExampleGen.__module__), files_fingerprint(ex))
+        return fingerprint.stamp(gen, fingerprint.code_fingerprint(MockExampleGen.__module__), fingerprint.files_fingerprint(ex))
     if source == "ingest":  # the input files: FileBasedExampleGen's driver fingerprints them
         pattern = ex.pop("pattern", "*")
         gen = FitsExampleGen(
             ingest_config=IngestConfig(preparation=preparation), input_config=default_input_config(pattern),
-            range_config=static_span(span) if cfg.spans and span is not None else None, **ex,
+            range_config=spans.static_span(span) if cfg.spans and span is not None else None, **ex,
         )
-        return stamp(gen, code_fingerprint(FitsExampleGen.__module__))
+        return fingerprint.stamp(gen, fingerprint.code_fingerprint(FitsExampleGen.__module__))
     if source == "import":
         # A new artefact (and new downstream results) when the folder's files change.
         uri = os.path.abspath(ex["uri"])
@@ -195,7 +92,7 @@ def _examples_node(cfg: configs.PipelineConfig, span: int | None = None):
             artifact_type=standard_artifacts.Examples,
             properties={"split_names": json.dumps(list(F.SPLIT_NAMES), separators=(",", ":"))},
             custom_properties={"file_format": "tfrecords_gzip", "payload_format": "FORMAT_TF_EXAMPLE",
-                               "content_fingerprint": folder_fingerprint(uri)},
+                               "content_fingerprint": fingerprint.folder_fingerprint(uri)},
         ).with_id("ImportExamples")
     raise ValueError(f"examples.source is simulate, ingest or import, not {source!r}")
 
@@ -221,11 +118,11 @@ def _training_nodes(cfg: configs.PipelineConfig, examples, schema, analyzer_cach
         materialize=False,
         disable_statistics=True,  # StatisticsGen has them (sampled); over all 80k mocks: 17 GB, killed
         analyzer_cache=analyzer_cache,
-        custom_config={**preprocessing, CODE_FINGERPRINT: code_fingerprint(_module(configs.PREPROCESSING_FN))},
+        custom_config={**preprocessing, cache_key.CODE_FINGERPRINT: fingerprint.code_fingerprint(_module(configs.PREPROCESSING_FN))},
     )
     trainer_config = {
         "seed": cfg.seed, **cfg.trainer, **preprocessing,
-        CODE_FINGERPRINT: code_fingerprint(_module(configs.RUN_FN)), trainer.RESUME_DIR_KEY: resume_dir(cfg),
+        cache_key.CODE_FINGERPRINT: fingerprint.code_fingerprint(_module(configs.RUN_FN)), resume.RESUME_DIR_KEY: resume_dir(cfg),
     }
     train = tfx.components.Trainer(
         run_fn=configs.RUN_FN,
@@ -253,7 +150,7 @@ def _evaluation_nodes(cfg: configs.PipelineConfig, examples, model, baseline: tf
             label_keys=label_keys, thresholds=cfg.thresholds or None, change_thresholds=cfg.change_thresholds or None
         ),
     )
-    stamp(evaluator, code_fingerprint(eval_config.__name__))
+    fingerprint.stamp(evaluator, fingerprint.code_fingerprint(eval_config.__name__))
     pusher = tfx.components.Pusher(
         model=model,
         model_blessing=evaluator.outputs["blessing"],
@@ -293,7 +190,7 @@ def create_pipeline(
         label_cfg = label_job.LabelConfig(fit=ppxf_fit.FitConfig(**cfg.label.get("fit", {})),
                                           **{k: v for k, v in cfg.label.items() if k != "fit"})
         labeler = PpxfLabeler(examples, label_cfg, checkpoint_dir=os.path.join(cfg.root, "ppxf_checkpoints"))
-        stamp(labeler, code_fingerprint(PpxfLabeler.__module__), files_fingerprint(cfg.label))
+        fingerprint.stamp(labeler, fingerprint.code_fingerprint(PpxfLabeler.__module__), fingerprint.files_fingerprint(cfg.label))
         examples = labeler.outputs["labelled_examples"]
         nodes.append(labeler)
         producer, output_key = labeler, "labelled_examples"

@@ -30,10 +30,8 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-SIGNATURE = "serving_default"
-METADATA_SIGNATURE, METADATA_OUTPUT = "metadata", "model_info"  # the export's self-description
-INPUT_KEY = "examples"
-MODEL_NAME = "stellarpop"
+from stellarpop.schema import model_contract as contract
+
 
 
 class ServingError(OSError):
@@ -79,8 +77,8 @@ def set_model_spec(spec, model_name: str, version: int | None = None, label: str
         spec.signature_name = signature
 
 
-def predict_request(serialized: Sequence[bytes], model_name: str = MODEL_NAME, version: int | None = None,
-                    label: str | None = None, signature: str = SIGNATURE) -> predict_pb2.PredictRequest:
+def predict_request(serialized: Sequence[bytes], model_name: str = contract.MODEL_NAME, version: int | None = None,
+                    label: str | None = None, signature: str = contract.SERVING_SIGNATURE) -> predict_pb2.PredictRequest:
     """A ``PredictRequest`` for the ``serving_default`` signature (or ``signature``).
 
     Parameters
@@ -97,7 +95,7 @@ def predict_request(serialized: Sequence[bytes], model_name: str = MODEL_NAME, v
 
     request = predict_pb2.PredictRequest()
     set_model_spec(request.model_spec, model_name, version, label, signature)
-    request.inputs[INPUT_KEY].CopyFrom(tf.make_tensor_proto(list(serialized), dtype=tf.string))
+    request.inputs[contract.INPUT_KEY].CopyFrom(tf.make_tensor_proto(list(serialized), dtype=tf.string))
     return request
 
 
@@ -123,7 +121,7 @@ class Client:
     max_message_mb : largest request and response, MiB (see :func:`channel_options`)
     """
 
-    def __init__(self, target: str, model_name: str = MODEL_NAME, version: int | None = None,
+    def __init__(self, target: str, model_name: str = contract.MODEL_NAME, version: int | None = None,
                  label: str | None = None, timeout_s: float = 60.0, retries: int = 3, max_message_mb: int = 256):
         if version is not None and label:
             raise ValueError(f"ask for version {version} or label {label!r}, not both")
@@ -206,9 +204,9 @@ class Client:
         of a SavedModel, while files beside it (``assets.extra``) never reach a client."""
         # One (empty) Example: TF Serving's batching refuses empty batches and needs a batch
         # dimension; the signature ignores its input.
-        request = predict_request([b""], self.model_name, self.version, self.label, signature=METADATA_SIGNATURE)
+        request = predict_request([b""], self.model_name, self.version, self.label, signature=contract.METADATA_SIGNATURE)
         response = self._call(self._predict_stub.Predict, request)
-        value = outputs_to_arrays(response)[METADATA_OUTPUT][0]
+        value = outputs_to_arrays(response)[contract.METADATA_OUTPUT][0]
         return json.loads(value.decode() if isinstance(value, bytes) else value)
 
     def predict(self, serialized: Sequence[bytes], batch_size: int = 256) -> dict[str, np.ndarray]:

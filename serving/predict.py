@@ -6,7 +6,7 @@ one path every spectrum takes into the network. They become the same tf.Examples
 training and are sent serialized, in batches, to the exported ``serving_default``
 signature (in process, or over gRPC through ``serving.client``), which returns the four
 parameters and their calibrated 1-sigma uncertainties in physical units, ``ood_score`` and
-``ood_flag`` (``pipeline/calibration.py``; NaN and None from an export without them).
+``ood_flag`` (``pipeline/training/calibration.py``; NaN and None from an export without them).
 ``quality`` lists the
 selection cuts a spectrum fails (empty: inside the paper's sample, which the model was
 judged on). Files that cannot be read or prepared get a row with an ``error`` and no
@@ -24,9 +24,12 @@ from typing import Mapping, Protocol
 
 import numpy as np
 
-from stellarpop.components import config_codec, examples, readers
-from stellarpop.components.spectra import Preparation, SpectrumError, prepare
-from stellarpop.transforms import features as F
+from stellarpop.components import examples, readers
+from stellarpop.schema import config_codec
+from stellarpop.components.spectra import SpectrumError, prepare
+from stellarpop.schema.preparation import Preparation
+from stellarpop.schema import features as F
+from stellarpop.schema import model_contract as contract
 
 REPO_MODELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
 DEFAULT_MODEL = "default"
@@ -50,14 +53,7 @@ def output_values(out: Mapping[str, np.ndarray], i: int) -> dict:
 def model_dir(path: str | None = None) -> str:
     """A SavedModel folder: ``path`` itself, or the highest numbered version inside it (TF
     Serving layout, as the Pusher writes); default: the model shipped in serving/models."""
-    path = path or os.path.join(REPO_MODELS, DEFAULT_MODEL)
-    if os.path.exists(os.path.join(path, "saved_model.pb")):
-        return path
-    versions = [d for d in glob.glob(os.path.join(path, "*")) if os.path.basename(d).isdigit()
-                and os.path.exists(os.path.join(d, "saved_model.pb"))]
-    if not versions:
-        raise FileNotFoundError(f"{path}: neither a SavedModel nor a folder of numbered versions of one")
-    return max(versions, key=lambda d: int(os.path.basename(d)))
+    return contract.export_dir(path or os.path.join(REPO_MODELS, DEFAULT_MODEL))
 
 
 def preparation_of(info: dict) -> Preparation:
@@ -91,8 +87,8 @@ class Predictor:
 
         self.path = model_dir(self.path)
         self._model = tf.saved_model.load(self.path)
-        self._fn = self._model.signatures["serving_default"]
-        with open(os.path.join(self.path, F.MODEL_INFO_FILE)) as fh:
+        self._fn = self._model.signatures[contract.SERVING_SIGNATURE]
+        with open(os.path.join(self.path, contract.MODEL_INFO_FILE)) as fh:
             self.info = json.load(fh)
         self.preparation = preparation_of(self.info)
 
@@ -140,7 +136,7 @@ def prepare_file(path: str, preparation: Preparation) -> tuple[dict, bytes | Non
 
 def predict_files(files: list[str], model: Model, batch_size: int = 256, on_progress=None) -> list[dict]:
     """One row per file: metadata, the four values and their ``_err``, ``ood_score`` and
-    ``ood_flag`` (``pipeline/calibration.py``), ``quality``, ``error``."""
+    ``ood_flag`` (``pipeline/training/calibration.py``), ``quality``, ``error``."""
     rows: list[dict] = []
     pending: list[tuple[dict, bytes]] = []
 

@@ -13,7 +13,8 @@ import grpc
 import numpy as np
 from tensorflow_serving.apis import predict_pb2
 
-from stellarpop.serving.client import SIGNATURE
+from stellarpop.schema import model_contract as contract
+
 
 _GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}  # TensorFlow's error codes are gRPC's
 
@@ -67,7 +68,7 @@ def run_request(model, request: predict_pb2.PredictRequest, max_batch: int | Non
     """
     import tensorflow as tf
 
-    name = request.model_spec.signature_name or SIGNATURE
+    name = request.model_spec.signature_name or contract.SERVING_SIGNATURE
     if name not in model.signatures:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f'Serving signature name: "{name}" not found in signature def')
     fn = model.signatures[name]
@@ -78,7 +79,7 @@ def run_request(model, request: predict_pb2.PredictRequest, max_batch: int | Non
                            f"sent extra {sorted(sent - wanted)}, missing but required {sorted(wanted - sent)}")
     try:
         inputs = {key: _input_tensor(key, request.inputs[key], spec, max_batch) for key, spec in specs.items()}
-        if call is not None and name == SIGNATURE:
+        if call is not None and name == contract.SERVING_SIGNATURE:
             outputs = call(timeout_s=timeout_s, **inputs)
         else:
             outputs = fn(**inputs)

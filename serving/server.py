@@ -42,9 +42,10 @@ from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2, predict_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-from stellarpop.serving.client import MODEL_NAME, SIGNATURE, channel_options, set_model_spec
+from stellarpop.serving.client import channel_options, set_model_spec
 from stellarpop.serving.requests import Batcher, RequestError, one_line, run_request
-from stellarpop.serving.warmup import replay_warmup
+from stellarpop.pipeline.training.warmup import read_warmup
+from stellarpop.schema import model_contract as contract
 
 log = logging.getLogger("stellarpop.serving")
 _State = get_model_status_pb2.ModelVersionStatus.State
@@ -77,7 +78,7 @@ def signature_defs(path: str) -> dict:
     """The SignatureDef protos of a SavedModel folder (for GetModelMetadata)."""
     from tensorflow.core.protobuf import saved_model_pb2
 
-    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+    with open(os.path.join(path, contract.SAVED_MODEL_FILE), "rb") as f:
         saved = saved_model_pb2.SavedModel.FromString(f.read())
     return {k: v for k, v in saved.meta_graphs[0].signature_def.items() if not k.startswith("__")}
 
@@ -96,11 +97,21 @@ class Version:
     stamp: tuple = ()
 
 
+def replay_warmup(model, export_dir: str) -> int:
+    """Run an export's warmup requests on its loaded SavedModel through the server's own
+    request path, as TF Serving does before it reports the version AVAILABLE; returns how
+    many ran (a failing one raises :class:`RequestError`)."""
+    requests = read_warmup(export_dir)
+    for request in requests:
+        run_request(model, request)
+    return len(requests)
+
+
 class ModelStore:
     """The versions of one model under a base path: which to serve, loading (with warmup) and
     unloading them, resolving a ModelSpec, answering requests. Thread-safe."""
 
-    def __init__(self, base_path: str, model_name: str = MODEL_NAME, labels: Mapping[str, int] | str | None = None,
+    def __init__(self, base_path: str, model_name: str = contract.MODEL_NAME, labels: Mapping[str, int] | str | None = None,
                  max_batch: int = 1024, batch_wait_ms: float | None = 0.0):
         self.base_path, self.name, self.max_batch = base_path, model_name, int(max_batch)
         self.batch_wait_ms = batch_wait_ms
@@ -110,11 +121,8 @@ class ModelStore:
         self._lock = threading.Lock()
 
     def present(self) -> dict[int, str]:
-        """``{version: folder}`` of the complete versions (numeric names holding saved_model.pb)."""
-        if not os.path.isdir(self.base_path):
-            return {}
-        folders = {n: os.path.join(self.base_path, n) for n in os.listdir(self.base_path) if n.isascii() and n.isdigit()}
-        return {int(n): p for n, p in folders.items() if os.path.isfile(os.path.join(p, "saved_model.pb"))}
+        """``{version: folder}`` of the complete versions (:func:`model_contract.versions`)."""
+        return contract.versions(self.base_path)
 
     def wanted(self, present: Mapping[int, str]) -> set[int]:
         """The versions to serve: the latest plus the labelled ones."""
@@ -159,8 +167,8 @@ class ModelStore:
             log.error("%s version %d failed to load: %s", self.name, number, version.error)
             return
         version.model, self.warmup_replayed[number] = model, replayed
-        if self.batch_wait_ms is not None and SIGNATURE in model.signatures:
-            version.batcher = Batcher(model.signatures[SIGNATURE], self.max_batch, self.batch_wait_ms / 1000)
+        if self.batch_wait_ms is not None and contract.SERVING_SIGNATURE in model.signatures:
+            version.batcher = Batcher(model.signatures[contract.SERVING_SIGNATURE], self.max_batch, self.batch_wait_ms / 1000)
         version.state = AVAILABLE
         log.info("%s version %d AVAILABLE (%d warmup requests replayed)", self.name, number, replayed)
 
@@ -187,7 +195,7 @@ class ModelStore:
         version = self.resolve(request.model_spec)
         outputs = run_request(version.model, request, self.max_batch, version.batcher, timeout_s)
         response = predict_pb2.PredictResponse()
-        set_model_spec(response.model_spec, self.name, version.number, signature=request.model_spec.signature_name or SIGNATURE)
+        set_model_spec(response.model_spec, self.name, version.number, signature=request.model_spec.signature_name or contract.SERVING_SIGNATURE)
         for key, value in outputs.items():
             response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
         return response
@@ -299,7 +307,7 @@ class LocalServer:
         requests queued while the model was busy (no added latency); None: no merging
     """
 
-    def __init__(self, model_base_path: str, model_name: str = MODEL_NAME, port: int = 8500,
+    def __init__(self, model_base_path: str, model_name: str = contract.MODEL_NAME, port: int = 8500,
                  rest_port: int | None = 8501, host: str = "localhost", poll_s: float = 2.0, max_batch: int = 1024,
                  max_message_mb: int = 128, labels: Mapping[str, int] | str | None = None, workers: int = 16,
                  batch_wait_ms: float | None = 0.0):
@@ -373,7 +381,7 @@ class LocalServer:
         self.stop()
 
 
-def serve(model_base_path: str, model_name: str = MODEL_NAME, port: int = 8500, rest_port: int | None = 8501,
+def serve(model_base_path: str, model_name: str = contract.MODEL_NAME, port: int = 8500, rest_port: int | None = 8501,
           poll_s: float = 2.0, max_batch: int = 1024, labels: Mapping[str, int] | str | None = None,
           host: str = "localhost", max_message_mb: int = 128) -> None:
     """Run the stand-in until SIGINT or SIGTERM (parameters: :class:`LocalServer`); prints one

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Iterator, NamedTuple
 
 from apache_beam.io.filesystems import FileSystems
 
-from stellarpop.components.spectra import Preparation
+from stellarpop.schema.preparation import Preparation
 from stellarpop.serving import predict
 
 if TYPE_CHECKING:
@@ -46,7 +46,6 @@ PREDICTIONS, DEAD_LETTERS, LEDGER, UNCOMMITTED, RUNS = "predictions", "dead_lett
 STREAM_COLUMNS = predict.TABLE_COLUMNS + ["model_version", "landed", "predicted"]
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload")  # still being written by their producer
 SETTLE_S = 1.0  # a listed file is taken once unmodified this long (a copy under way keeps changing)
-SIGNATURE = "serving_default"
 
 
 class FileRecord(NamedTuple):

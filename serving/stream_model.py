@@ -13,19 +13,18 @@ from typing import Any, NamedTuple
 
 from apache_beam.io.filesystems import FileSystems
 
-from stellarpop.components.spectra import Preparation
+from stellarpop.schema.preparation import Preparation
 from stellarpop.serving import predict
-from stellarpop.serving.stream_io import SIGNATURE
-from stellarpop.transforms import features as F
+from stellarpop.schema import features as F
+from stellarpop.schema import model_contract as contract
 
 log = logging.getLogger("stellarpop.serving.stream")
 
 
 def complete_versions(base_path: str) -> dict[int, str]:
-    """``{version: folder}`` of the numbered folders under ``base_path`` holding a saved_model.pb."""
-    found = FileSystems.match([posixpath.join(base_path, "*", "saved_model.pb")])[0].metadata_list
-    folders = {posixpath.dirname(m.path) for m in found}
-    return {int(posixpath.basename(f)): f for f in folders if posixpath.basename(f).isdigit()}
+    """``{version: folder}`` of the complete versions under ``base_path``
+    (:func:`model_contract.versions`, listed with Beam's file systems: local or ``gs://``)."""
+    return contract.versions(base_path, glob=lambda pattern: [m.path for m in FileSystems.match([pattern])[0].metadata_list])
 
 
 def folder_stamp(folder: str) -> tuple:
@@ -56,8 +55,8 @@ def load_version(number: int, path: str) -> LoadedVersion:
     from tfx_bsl.public.proto import model_spec_pb2
 
     handler = CreateModelHandler(model_spec_pb2.InferenceSpecType(
-        saved_model_spec=model_spec_pb2.SavedModelSpec(model_path=path, signature_name=[SIGNATURE])))
-    with FileSystems.open(posixpath.join(path, F.MODEL_INFO_FILE)) as fh:
+        saved_model_spec=model_spec_pb2.SavedModelSpec(model_path=path, signature_name=[contract.SERVING_SIGNATURE])))
+    with FileSystems.open(posixpath.join(path, contract.MODEL_INFO_FILE)) as fh:
         preparation = predict.preparation_of(json.loads(fh.read().decode("utf-8")))
     return LoadedVersion(number, path, preparation, handler, handler.load_model())
 

@@ -45,3 +45,15 @@ def broken(tmp_path_factory) -> tuple[Path, dict[str, tuple[str, str]]]:
     (stage, reason) of each bad one."""
     folder = tmp_path_factory.mktemp("broken")
     return folder, make_test_data.broken_corpus(folder)
+
+
+# Fixtures whose files come from the ppxf 8.2.6 source distribution, fetched from the package
+# registry on first use (tests/serving/conftest.py's spectrum_files holds its NGC4636).
+DOWNLOADING_FIXTURES = {"sdist_spectra", "spectrum_files"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that downloads (through its fixtures) as ``download``."""
+    for item in items:
+        if DOWNLOADING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.download)

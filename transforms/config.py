@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from stellarpop.components.spectra import Preparation
-from stellarpop.transforms import features as F
+from stellarpop.schema.preparation import Preparation
+from stellarpop.schema import features as F
 
 DEFAULT_LABEL_SOURCE = "truth"  # the default pipeline trains on simulated spectra
 

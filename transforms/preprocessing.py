@@ -40,8 +40,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from stellarpop.components import config_codec
-from stellarpop.transforms import features as F
+from stellarpop.components import cache_key
+from stellarpop.schema import config_codec
+from stellarpop.schema import features as F
 from stellarpop.transforms.config import PreprocessingConfig
 
 # Not a raw feature, so not in features.py: the name of the noise channel.
@@ -67,7 +68,7 @@ RAW_INPUT_KEYS = (F.FLUX, F.IVAR, F.MASK, F.Z, F.SNR_R, F.BPT_CLASS)
 # custom_config: the PreprocessingConfig (as a mapping) under this key, and bookkeeping that
 # the pipeline adds for TFX's cache (read by nobody here); any other key is an error.
 CONFIG_KEY = "preprocessing"
-BOOKKEEPING_KEYS = ("code_fingerprint",)
+BOOKKEEPING_KEYS = (cache_key.CODE_FINGERPRINT,)
 
 
 def range_keys(label_key: str) -> tuple[str, str]:

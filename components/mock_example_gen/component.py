@@ -15,16 +15,17 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
+from stellarpop.components import cache_key
 from stellarpop.components.mock_example_gen import job
-from stellarpop.transforms import features as F
+from stellarpop.schema import features as F
 
 SIM_CONFIG_KEY = "sim_config"
 EXAMPLES_KEY = "examples"
 
 
 class MockExampleGenSpec(ComponentSpec):
-    # code_fingerprint: set by pipeline.stamp (part of the cache key), read by no executor.
-    PARAMETERS = {SIM_CONFIG_KEY: ExecutionParameter(type=str), "code_fingerprint": ExecutionParameter(type=str, optional=True)}
+    # cache_key.PARAMETER: the code's fingerprint in the cache key, read by no executor.
+    PARAMETERS = {SIM_CONFIG_KEY: ExecutionParameter(type=str), **cache_key.PARAMETER}
     INPUTS = {}
     OUTPUTS = {EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples)}
 

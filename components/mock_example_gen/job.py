@@ -20,13 +20,15 @@ import apache_beam as beam
 import numpy as np
 import tensorflow as tf
 
-from stellarpop.components import config_codec, examples, instrument, readers, simulate, spectra, templates
+from stellarpop.components import examples, instrument, readers, simulate, spectra, templates
+from stellarpop.schema import config_codec
 from stellarpop.components import nuisances as N
 from stellarpop.components.bpt import CLASSES
 from stellarpop.components.instrument import Instrument
 from stellarpop.components.priors import Priors, draw_params
 from stellarpop.components.progress import ProgressFile
-from stellarpop.transforms import features as F
+from stellarpop.schema import features as F
+from stellarpop.schema.preparation import Preparation
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ class SimConfig:
     # Validation, resampling, normalisability and selection cuts, as for real spectra: a
     # mock that cannot be used is counted and skipped; the cuts a mock fails are recorded in
     # its Example (never dropped: training covers more than the paper's sample).
-    preparation: spectra.Preparation = field(default_factory=spectra.Preparation)
+    preparation: Preparation = field(default_factory=Preparation)
     # How spectra are assigned to splits; recorded so that a run made with another scheme
     # (before the split was hashed as TFX hashes) is never resumed into a mixed output.
     split: str = F.SPLIT_SCHEME
@@ -133,7 +135,7 @@ class SimulateShard(beam.DoFn):
 
     def setup(self):
         lib = templates.load_library(self._config.library or None)
-        self._inst = Instrument.from_files(self._config.instrument_files or None)
+        self._inst = readers.instrument_from_files(self._config.instrument_files or None)
         self._prep = templates.prepare(lib, self._inst)
         # Every mock is on SDSS's grid (as stored: float32 loglam): one overlap for all.
         self._overlap = spectra.model_grid_overlap(10.0 ** self._inst.loglam.astype(np.float32).astype(np.float64))

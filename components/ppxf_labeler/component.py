@@ -16,6 +16,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
+from stellarpop.components import cache_key
 from stellarpop.components.ppxf_labeler import job
 
 LABEL_CONFIG_KEY = "label_config"
@@ -28,8 +29,7 @@ class PpxfLabelerSpec(ComponentSpec):
     PARAMETERS = {
         LABEL_CONFIG_KEY: ExecutionParameter(type=str),
         CHECKPOINT_DIR_KEY: ExecutionParameter(type=str, optional=True),
-        # Set by pipeline.stamp: a fingerprint of the code that runs, read by no executor.
-        "code_fingerprint": ExecutionParameter(type=str, optional=True),
+        **cache_key.PARAMETER,  # the code's fingerprint in the cache key, read by no executor
     }
     INPUTS = {EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples)}
     OUTPUTS = {LABELLED_KEY: ChannelParameter(type=standard_artifacts.Examples)}

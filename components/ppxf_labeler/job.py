@@ -30,10 +30,12 @@ import apache_beam as beam
 import numpy as np
 import tensorflow as tf
 
-from stellarpop.components import config_codec, ppxf_fit, templates
+from stellarpop.components import ppxf_fit, templates
+from stellarpop.schema import config_codec
 from stellarpop.components.instrument import Instrument
+from stellarpop.components import readers
 from stellarpop.components.progress import ProgressFile, ResumeError
-from stellarpop.transforms import features as F
+from stellarpop.schema import features as F
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +164,7 @@ class FitSpectra(beam.DoFn):
         # One BLAS thread: results then do not depend on the threads a worker happens to get.
         self._limits = threadpool_limits(1)
         lib = templates.load_library(self._config.fit.library or None)
-        inst = Instrument.from_files(self._config.instrument_files or None)
+        inst = readers.instrument_from_files(self._config.instrument_files or None)
         self._fitter = ppxf_fit.Fitter(lib, inst, self._config.fit)
         self._progress = ProgressFile(self._config.progress_dir)
         self._writer = None

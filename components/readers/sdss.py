@@ -20,7 +20,7 @@ import numpy as np
 from astropy.io import fits
 
 from stellarpop.components import bpt
-from stellarpop.components.instrument import DEFAULT_BAD_BITS, bad_pixels
+from stellarpop.components.instrument import DEFAULT_BAD_BITS, R_BAND, Instrument, bad_pixels, sdss_loglam
 from stellarpop.components.readers.registry import computed_snr, num, position_object_id, register_reader, text
 from stellarpop.components.spectra import Spectrum, SpectrumError
 
@@ -313,3 +313,31 @@ def coadd_columns(path: str, needed: Sequence[str] = ("loglam", "flux", "ivar"))
         cols = table_columns(hdul, 1, path)
     _need(cols, needed, "COADD")
     return cols
+
+
+def instrument_from_files(paths: Sequence[str] | None = None) -> Instrument:
+    """Sky, line-spread width and relative throughput of real SDSS spec files (default:
+    the ones bundled with ppxf), on SDSS's grid.
+
+    The throughput follows from the noise: counts are flux times throughput T, so the
+    variance is (flux + sky) / T up to a constant, and T ~ (flux + sky) * ivar. Its median
+    over files, smoothed over 51 pixels and normalised to 1 in the r band, carries the
+    blue fall-off and the dichroic step near 5900 A. The sky is SDSS's sky model per
+    fibre (1e-17 erg/s/cm^2/A), the LSF its WDISP (sigma, pixels).
+    """
+    grid = sdss_loglam()
+    wave = 10.0**grid
+    r_band = (wave > R_BAND[0]) & (wave < R_BAND[1])
+    skies, wdisps, thrus = [], [], []
+    for path in list(paths) if paths else bundled_spectra():
+        cols = coadd_columns(str(path), ("loglam", "sky", "wdisp"))
+        good = (cols["wdisp"] > 0) & (cols["ivar"] > 0)
+        loglam = cols["loglam"].astype(float)[good]
+        skies.append(np.interp(grid, loglam, cols["sky"][good]))
+        wdisps.append(np.interp(grid, loglam, cols["wdisp"][good]))
+        counts = (cols["flux"] + cols["sky"])[good] * cols["ivar"][good]
+        thru = np.convolve(np.interp(grid, loglam, counts), np.ones(51) / 51, mode="same")
+        thrus.append(thru / np.median(thru[r_band]))
+    thru = np.median(thrus, axis=0)
+    thru[:25], thru[-25:] = thru[25], thru[-26]  # the running mean's edges
+    return Instrument(grid, np.median(skies, axis=0), np.median(wdisps, axis=0), np.clip(thru, 0.05, None))

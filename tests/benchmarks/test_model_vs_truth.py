@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from stellarpop.components import bpt
-from stellarpop.transforms import features as F
+from stellarpop.schema import features as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import model_vs_truth  # noqa: E402  (a script folder, not a package)

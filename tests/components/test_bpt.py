@@ -165,7 +165,7 @@ def test_files_without_spzline_keep_an_unknown_class(bundled, dr7_file, tmp_path
 def test_the_class_reaches_the_example(bundled):
     from stellarpop.components import examples
     from stellarpop.components.spectra import to_model_grid
-    from stellarpop.transforms import features as F
+    from stellarpop.schema import features as F
 
     spec = to_model_grid(readers.read_spectrum(bundled["NGC3073"]))
     parsed = examples.parse(examples.to_example(spec).SerializeToString())

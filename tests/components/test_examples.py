@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from stellarpop.components import examples, readers
 from stellarpop.components.spectra import to_model_grid
-from stellarpop.transforms import features as F
+from stellarpop.schema import features as F
 
 
 @pytest.fixture(scope="module")

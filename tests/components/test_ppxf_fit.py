@@ -14,13 +14,14 @@ from make_test_data import REAL_SDSS  # tests/data, on the path (tests/conftest.
 
 from stellarpop.components import ppxf_fit, priors, simulate, spectra, templates
 from stellarpop.components.instrument import Instrument
-from stellarpop.transforms import features as F
+from stellarpop.components import readers
+from stellarpop.schema import features as F
 
 
 @pytest.fixture(scope="module")
 def setup():
     lib = templates.load_library()
-    inst = Instrument.from_files()
+    inst = readers.instrument_from_files()
     sub = templates.select_library(lib, ppxf_fit.PAPER_AGES, ppxf_fit.PAPER_METALS)
     return lib, inst, templates.prepare(sub, inst)
 

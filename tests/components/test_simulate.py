@@ -11,12 +11,13 @@ from scipy.ndimage import uniform_filter1d
 
 from stellarpop.components import bpt, dust, examples, nuisances as N, priors, simulate as S, spectra, templates
 from stellarpop.components.instrument import C_KMS, FWHM_PER_SIGMA, SPPIXMASK, Instrument
+from stellarpop.components import readers
 from stellarpop.components.templates import LIGHT_WINDOW, Library, load_library
 
 
 @pytest.fixture(scope="module")
 def instrument() -> Instrument:
-    return Instrument.from_files()
+    return readers.instrument_from_files()
 
 
 @pytest.fixture(scope="module")

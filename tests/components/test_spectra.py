@@ -10,17 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stellarpop.components import readers
-from stellarpop.components.spectra import (
-    Selection,
-    Spectrum,
-    SpectrumError,
-    failed_cuts,
-    normalisation,
-    pixel_edges,
-    to_model_grid,
-    validate,
-)
-from stellarpop.transforms import features as F
+from stellarpop.components.spectra import Spectrum, SpectrumError, failed_cuts, normalisation, pixel_edges, to_model_grid, validate
+from stellarpop.schema.preparation import Selection
+from stellarpop.schema import features as F
 
 # An SDSS coadd grid: log10(lambda) = 3.5790 + 1e-4 i (3793-9300 A), like NGC3073 DR18.
 SDSS_WAVE = 10.0 ** (3.5790 + 1e-4 * np.arange(3900))

@@ -14,11 +14,12 @@ import tf_keras as keras
 from stellarpop.components import examples, priors, spectra, templates
 from stellarpop.components import nuisances as N
 from stellarpop.components.instrument import Instrument
+from stellarpop.components import readers
 from stellarpop.components.mock_example_gen import job as sim_job
-from stellarpop.pipeline import calibration as C
-from stellarpop.pipeline import models
+from stellarpop.pipeline.training import calibration as C
+from stellarpop.pipeline.training import models
 from stellarpop.serving import predict as pred
-from stellarpop.transforms import features as F
+from stellarpop.schema import features as F
 
 DIM = 3
 SIGMA, TRUE_SIGMA = 0.1, 0.05  # the toy model claims twice the true error
@@ -100,7 +101,7 @@ def test_no_data_is_an_error():
 @pytest.fixture(scope="module")
 def stressed() -> dict[str, dict[str, np.ndarray]]:
     """The shipped model's outputs for 60 SDSS-like mocks per set (the same galaxies)."""
-    inst = Instrument.from_files()
+    inst = readers.instrument_from_files()
     prep = templates.prepare(templates.load_library(), inst)
     predictor = pred.Predictor(None)
     out = {}

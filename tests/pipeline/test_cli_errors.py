@@ -9,7 +9,8 @@ import logging
 import pytest
 from typer.testing import CliRunner
 
-from stellarpop.pipeline import cli, cli_support
+from stellarpop.pipeline import cli
+from stellarpop.pipeline.cli import common
 
 SHARD = "shard-00000-of-00001.gz"
 NO_EXAMPLES = "no tf.Example TFRecords (expected an examples/ folder with Split-* subfolders, or TFRecord files)"
@@ -166,7 +167,7 @@ def test_label_output_that_is_a_file_is_refused_before_fitting(tmp_path):
 
 
 def test_cache_announcements_show_without_verbose():
-    cli_support.setup_logging(verbose=False)
-    for name in cli_support.ANNOUNCING_LOGGERS:
+    common.setup_logging(verbose=False)
+    for name in common.ANNOUNCING_LOGGERS:
         assert logging.getLogger(name).isEnabledFor(logging.INFO)
     assert not logging.getLogger("stellarpop.components.simulate").isEnabledFor(logging.INFO)

@@ -9,9 +9,9 @@ import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.evaluators import metrics_validator
 
-from stellarpop.pipeline import eval_config as ec
-from stellarpop.pipeline import metrics as M
-from stellarpop.transforms import features as F
+from stellarpop.pipeline.evaluation import eval_config as ec
+from stellarpop.pipeline.evaluation import metrics as M
+from stellarpop.schema import features as F
 from stellarpop.transforms.config import PreprocessingConfig
 
 SNR_BIN = F.transformed_name(F.SNR_BIN)
@@ -60,7 +60,7 @@ def test_config_shape_labels_and_thresholds():
     # The custom metrics resolve through MetricConfig.module, as on a Beam worker.
     custom = [m for m in by_output[F.VD].metrics if m.module]
     assert {m.class_name for m in custom} == {"ClippedMeanResidual", "ClippedStdResidual", "Coverage68"}
-    assert all(m.module == "stellarpop.pipeline.metrics" for m in custom)
+    assert all(m.module == "stellarpop.pipeline.evaluation.metrics" for m in custom)
     with pytest.raises(ValueError, match="without labels"):
         ec.make_eval_config(thresholds={"true_vd": 1.0})
     # One default label source for Transform, Trainer and Evaluator (they used to differ).

@@ -8,7 +8,7 @@ import pytest
 import tensorflow_model_analysis as tfma
 from astropy.stats import sigma_clipped_stats
 
-from stellarpop.pipeline import metrics as M
+from stellarpop.pipeline.evaluation import metrics as M
 
 
 def _residuals_with_outliers(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -11,9 +11,9 @@ import tensorflow as tf
 import tf_keras as keras
 
 from stellarpop.components.instrument import SDSS_VELSCALE
-from stellarpop.pipeline import models as M
-from stellarpop.pipeline import rest_frame
-from stellarpop.transforms import features as F
+from stellarpop.pipeline.training import models as M
+from stellarpop.pipeline.training import rest_frame
+from stellarpop.schema import features as F
 from stellarpop.transforms import preprocessing as P
 
 # Table 1 of the paper: (layer, output shape without the batch axis, parameters).

@@ -16,6 +16,8 @@ from ml_metadata.metadata_store import metadata_store
 from tfx import v1 as tfx
 from typer.testing import CliRunner
 
+from stellarpop.components import cache_key
+from stellarpop.pipeline import fingerprint
 from stellarpop.pipeline import configs, kubeflow_runner, local_runner
 from stellarpop.pipeline import pipeline as pipeline_lib
 from stellarpop.pipeline.cli import app
@@ -150,26 +152,26 @@ def test_kubeflow_v2_spec_compiles(tmp_path):
     assert all(tasks[t]["cachingOptions"] == {"enableCache": True} for t in ("MockExampleGen", "Transform", "Trainer"))
     # Transform's and Trainer's custom_config, and MockExampleGen's own execution property
     # (declared by its spec, so that it reaches Kubeflow: extra_flags would not).
-    assert json.dumps(tasks["Transform"]).count(pipeline_lib.CODE_FINGERPRINT) == 1
-    assert json.dumps(tasks["Trainer"]).count(pipeline_lib.CODE_FINGERPRINT) == 1
-    assert pipeline_lib.CODE_FINGERPRINT in json.dumps(tasks["MockExampleGen"])
+    assert json.dumps(tasks["Transform"]).count(cache_key.CODE_FINGERPRINT) == 1
+    assert json.dumps(tasks["Trainer"]).count(cache_key.CODE_FINGERPRINT) == 1
+    assert cache_key.CODE_FINGERPRINT in json.dumps(tasks["MockExampleGen"])
 
 
 def test_code_fingerprints_follow_the_imports(edit_source):
     modules = {
         "transform": pipeline_lib._module(configs.PREPROCESSING_FN), "trainer": pipeline_lib._module(configs.RUN_FN),
-        "evaluator": "stellarpop.pipeline.eval_config", "examples": "stellarpop.components.mock_example_gen.component",
+        "evaluator": "stellarpop.pipeline.evaluation.eval_config", "examples": "stellarpop.components.mock_example_gen.component",
     }
 
     def changed(module: str) -> set[str]:
-        before = {k: pipeline_lib.code_fingerprint(m) for k, m in modules.items()}
+        before = {k: fingerprint.code_fingerprint(m) for k, m in modules.items()}
         edit_source(module)
-        return {k for k, m in modules.items() if pipeline_lib.code_fingerprint(m) != before[k]}
+        return {k for k, m in modules.items() if fingerprint.code_fingerprint(m) != before[k]}
 
-    assert changed("stellarpop.pipeline.models") == {"trainer"}
+    assert changed("stellarpop.pipeline.training.models") == {"trainer"}
     assert changed("stellarpop.transforms.preprocessing") == {"transform", "trainer"}
     assert changed("stellarpop.components.templates") == {"examples"}  # the template library
-    assert changed("stellarpop.transforms.features") == set(modules)
+    assert changed("stellarpop.schema.features") == set(modules)
 
 
 def test_simulate_source_takes_the_priors_mode_and_sdss_fraction(tmp_path):
@@ -187,14 +189,14 @@ def test_cache_keys_hold_code_files_and_schema(tmp_path):
     nodes = {n.id: n for n in pipeline_lib.create_pipeline(cfg, "schema.pbtxt").components}
     assert pipeline_lib.create_pipeline(cfg, "schema.pbtxt").enable_cache
     assert not pipeline_lib.create_pipeline(dataclasses.replace(cfg, enable_cache=False), "schema.pbtxt").enable_cache
-    assert pipeline_lib.CODE_FINGERPRINT in json.loads(nodes["Transform"].exec_properties["custom_config"])
+    assert cache_key.CODE_FINGERPRINT in json.loads(nodes["Transform"].exec_properties["custom_config"])
     trainer_config = json.loads(nodes["Trainer"].exec_properties["custom_config"])
-    assert trainer_config[pipeline_lib.CODE_FINGERPRINT] and trainer_config["resume_dir"] == pipeline_lib.resume_dir(cfg)
+    assert trainer_config[cache_key.CODE_FINGERPRINT] and trainer_config["resume_dir"] == pipeline_lib.resume_dir(cfg)
     # The project's components declare the property (so it reaches Kubeflow too).
-    stamped = nodes["MockExampleGen"].exec_properties[pipeline_lib.CODE_FINGERPRINT]
+    stamped = nodes["MockExampleGen"].exec_properties[cache_key.CODE_FINGERPRINT]
     library.write_bytes(b"other templates")
     again = {n.id: n for n in pipeline_lib.create_pipeline(cfg, "schema.pbtxt").components}
-    assert again["MockExampleGen"].exec_properties[pipeline_lib.CODE_FINGERPRINT] != stamped
+    assert again["MockExampleGen"].exec_properties[cache_key.CODE_FINGERPRINT] != stamped
     assert nodes["Evaluator"].executor_spec.extra_flags
     # ImportSchemaGen sees a path only: another schema, another path.
     truth, ppxf = (pipeline_lib.write_schema(str(tmp_path), s) for s in ("truth", "ppxf"))

@@ -22,10 +22,12 @@ import tensorflow_model_analysis as tfma
 from PIL import Image
 from test_pipeline import _tiny  # the tiny configuration of the pipeline's own end-to-end test
 
-from stellarpop.pipeline import eval_config, local_runner, metrics, report
-from stellarpop.pipeline import report_figures as figs
-from stellarpop.pipeline import report_tables as tables
-from stellarpop.transforms import features as F
+from stellarpop.pipeline.evaluation import eval_config, metrics
+from stellarpop.pipeline import local_runner
+from stellarpop.pipeline.report import run_report as report
+from stellarpop.pipeline.report import figures as figs
+from stellarpop.pipeline.report import tables
+from stellarpop.schema import features as F
 from stellarpop.transforms import preprocessing as P
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"

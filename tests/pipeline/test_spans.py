@@ -25,8 +25,11 @@ from tfx.utils import proto_utils
 
 from stellarpop.components.fits_example_gen import component as fits_component
 from stellarpop.components.fits_example_gen import job as ingest_job
-from stellarpop.pipeline import configs, export, kubeflow_runner, local_runner, models, spans, trainer
+from stellarpop.pipeline import configs, kubeflow_runner, local_runner
+from stellarpop.components import spans
+from stellarpop.pipeline.training import export, models, trainer
 from stellarpop.pipeline import pipeline as pipeline_lib
+from stellarpop.schema import model_contract as contract
 
 PATTERN = "span-{SPAN}/*"
 
@@ -89,9 +92,9 @@ def test_the_runner_resolves_the_span_as_the_driver_does(tmp_path, span_folders)
         local_runner.resolve_span(cfg, 7)
     with pytest.raises(ValueError, match="--span needs `spans`"):
         local_runner.run(configs.PipelineConfig(root=str(tmp_path / "r")), span=1)
-    assert local_runner.parse_span("12") == 12 and local_runner.parse_span("1970-01-11") == 10
+    assert spans.parse_span("12") == 12 and spans.parse_span("1970-01-11") == 10
     with pytest.raises(ValueError, match="neither a number nor a date"):
-        local_runner.parse_span("yesterday")
+        spans.parse_span("yesterday")
 
 
 # --- FitsExampleGen -----------------------------------------------------------------------------
@@ -120,7 +123,7 @@ def test_fits_example_gen_reads_the_latest_span_or_the_one_named(tmp_path, span_
     assert latest.get_int_custom_property("num_examples") == 3
     read = ingest_job.read_ids(os.path.join(latest.uri, ingest_job.IDS_DIR, "*"))
     assert sorted(os.path.basename(f) for f in read.values()) == ["spec-3.fits", "spec-4.fits", "spec-5.fits"]
-    first = _do(tmp_path, span_folders, fits_component.static_span(1))
+    first = _do(tmp_path, span_folders, spans.static_span(1))
     assert first.span == 1 and first.get_int_custom_property("num_examples") == 2
     assert artifact_utils.decode_split_names(first.split_names) == ["train", "eval", "test"]
 
@@ -128,7 +131,7 @@ def test_fits_example_gen_reads_the_latest_span_or_the_one_named(tmp_path, span_
 def test_the_component_passes_range_config_through(tmp_path):
     gen = fits_component.FitsExampleGen(
         input_base=str(tmp_path), input_config=fits_component.default_input_config(PATTERN),
-        range_config=fits_component.static_span(4),
+        range_config=spans.static_span(4),
     )
     stored = tfx.proto.RangeConfig()
     proto_utils.json_to_proto(gen.exec_properties["range_config"], stored)
@@ -148,7 +151,7 @@ def test_a_span_run_reads_a_window_the_cache_and_the_blessed_model(tmp_path):
     nodes = _ir_nodes(cfg, span=7)
     gen = tfx.proto.RangeConfig()
     proto_utils.json_to_proto(nodes["FitsExampleGen"].parameters.parameters["range_config"].field_value.string_value, gen)
-    assert gen == fits_component.static_span(7)
+    assert gen == spans.static_span(7)
     # Transform, Trainer and Evaluator read spans 5..7 of the labeller's output from MLMD.
     for name in ("Transform", "Trainer", "Evaluator"):
         graph = nodes[name].inputs.input_graphs[nodes[name].inputs.inputs["examples"].input_graph_ref.graph_id]
@@ -258,7 +261,7 @@ def _fake_export(model: keras.Model, folder: str, architecture: str = "default")
     setattr(module, export.WEIGHTS_ATTR, list(model.weights))
     tf.saved_model.save(module, folder)
     os.makedirs(os.path.join(folder, "assets.extra"))
-    with open(os.path.join(folder, export.MODEL_INFO_FILE), "w") as fh:
+    with open(os.path.join(folder, contract.MODEL_INFO_FILE), "w") as fh:
         json.dump({"architecture": architecture, "hparams": {}}, fh)
     return folder
 

@@ -21,9 +21,10 @@ from tfx_bsl.public import tfxio
 
 from stellarpop.components import examples
 from stellarpop.components.spectra import Spectrum
-from stellarpop.pipeline import export, inputs, models, resume, trainer
-from stellarpop.transforms import features as F
+from stellarpop.pipeline.training import export, inputs, models, resume, trainer
+from stellarpop.schema import features as F
 from stellarpop.transforms import preprocessing as P
+from stellarpop.schema import model_contract as contract
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
 
 GRID = F.model_grid()
@@ -107,7 +108,7 @@ def serialized(mocks, labels: bool) -> tf.Tensor:
 
 def test_serving_default_takes_unlabelled_examples_and_returns_physical_units(data, trained):
     serve = trained["loaded"].signatures["serving_default"]
-    assert list(serve.structured_input_signature[1]) == [export.EXAMPLES_INPUT]
+    assert list(serve.structured_input_signature[1]) == [contract.INPUT_KEY]
     eval_mocks = data["mocks"][N_TRAIN:]
     out = {k: v.numpy() for k, v in serve(examples=serialized(eval_mocks, labels=False)).items()}
     assert set(out) == set(export.OUTPUT_KEYS) == set(F.LABEL_KEYS) | {k + "_err" for k in F.LABEL_KEYS} | {
@@ -147,11 +148,11 @@ def test_serving_equals_checkpoint_behind_transform_features(data, trained):
 
 def test_model_carries_its_metadata(data, trained):
     metadata = trained["loaded"].signatures["metadata"]
-    info = json.loads(metadata(examples=tf.constant([b""], tf.string))[export.MODEL_INFO].numpy()[0])
+    info = json.loads(metadata(examples=tf.constant([b""], tf.string))[contract.METADATA_OUTPUT].numpy()[0])
     # One copy per Example (a batch dimension, which TF Serving's batching requires).
-    assert metadata(examples=tf.constant([b"", b""], tf.string))[export.MODEL_INFO].shape == (2,)
+    assert metadata(examples=tf.constant([b"", b""], tf.string))[contract.METADATA_OUTPUT].shape == (2,)
     serving_dir = trained["fn_args"].serving_model_dir
-    with open(os.path.join(serving_dir, export.MODEL_INFO_FILE)) as f:
+    with open(os.path.join(serving_dir, contract.MODEL_INFO_FILE)) as f:
         assert json.load(f) == info
     assert info["architecture"] == "default" and info["label_source"] == "ppxf" and info["predicts_variance"]
     assert info["wavelength_grid"] == {
@@ -318,7 +319,7 @@ def test_beta_nll_training_stops_and_picks_on_the_plain_nll(data, tmp_path):
     assert record["monitor"] == "val_gaussian_nll" and record["loss"] == "beta_nll" and len(nll) == 3
     assert record["best_epoch"] == int(np.argmin(nll)) + 1 and record["best_val_loss"] == min(nll)
     assert trainer.TrainConfig().monitor == "val_loss"
-    from stellarpop.pipeline.report_figures import plot_loss_curve
+    from stellarpop.pipeline.report.figures import plot_loss_curve
 
     assert len(plot_loss_curve(record).axes) == 2  # the plain NLL on its own axis
     assert len(plot_loss_curve({**record, "monitor": "val_loss"}).axes) == 1
@@ -354,7 +355,7 @@ def test_early_stopping_and_best_epoch_follow_keras(seed):
 
 def test_export_carries_warmup_requests(trained):
     """Each export holds TF Serving's warmup records: real eval Examples, 4 per request."""
-    from stellarpop.serving import warmup
+    from stellarpop.pipeline.training import warmup
 
     requests = warmup.read_warmup(trained["fn_args"].serving_model_dir)
     sizes = [len(tf.make_ndarray(r.inputs["examples"])) for r in requests]
@@ -368,7 +369,7 @@ def test_an_export_is_recalibrated_without_changing_its_means(data, trained, tmp
     given splits; a folder that exists is refused, and so is a graph that is not the model's."""
     from typer.testing import CliRunner
 
-    from stellarpop.pipeline import calibration, recalibrate
+    from stellarpop.pipeline.training import calibration, recalibrate
     from stellarpop.pipeline.cli import app
 
     root, old = data["root"], trained["fn_args"].serving_model_dir

@@ -16,7 +16,8 @@ import pytest
 from make_test_data import real_spectrum_files
 
 from stellarpop.serving import predict
-from stellarpop.transforms import features as F
+from stellarpop.schema import features as F
+from stellarpop.schema import model_contract as contract
 
 SHIPPED = os.path.join(predict.REPO_MODELS, predict.DEFAULT_MODEL, "7")  # TF Serving layout: <base>/7/
 
@@ -24,7 +25,7 @@ SHIPPED = os.path.join(predict.REPO_MODELS, predict.DEFAULT_MODEL, "7")  # TF Se
 def serialized_examples(paths: list[str], model_path: str = SHIPPED) -> list[bytes]:
     """Spectrum files -> serialized tf.Examples, prepared as the model's ``model_info`` says
     (the ``stellarpop predict`` path); files that cannot be prepared are left out."""
-    with open(os.path.join(model_path, F.MODEL_INFO_FILE)) as fh:
+    with open(os.path.join(model_path, contract.MODEL_INFO_FILE)) as fh:
         preparation = predict.preparation_of(json.load(fh))
     return [s for _, s in (predict.prepare_file(str(p), preparation) for p in paths) if s is not None]
 
@@ -54,7 +55,7 @@ def add_version(base: Path, version: int, source: str | Path = SHIPPED, warmup_e
     """Copy a SavedModel in as ``<base>/<version>/`` the way a pusher should: into a temporary
     name first (where warmup records, if given, are written 2 Examples each), then one rename,
     so the server never sees half a version."""
-    from stellarpop.serving import warmup
+    from stellarpop.pipeline.training import warmup
 
     target = base / str(version)
     staging = base / f".staging-{version}"

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from make_test_data import SAME_PREDICTION
 from stellarpop.pipeline.cli import app
 from stellarpop.serving.server import LocalServer
-from stellarpop.transforms import features as F
+from stellarpop.schema import features as F
 
 VALUES = list(F.LABEL_KEYS + F.LABEL_ERR_KEYS) + [F.OOD_SCORE]
 

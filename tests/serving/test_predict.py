@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from stellarpop.components import examples, readers
-from stellarpop.components.spectra import Preparation, Selection, prepare
+from stellarpop.components.spectra import prepare
+from stellarpop.schema.preparation import Preparation, Selection
 from stellarpop.serving import predict as pred
-from stellarpop.transforms import features as F
+from stellarpop.schema import features as F
 
 
 class _Recorder:

@@ -24,7 +24,7 @@ from make_test_data import SAME_PREDICTION
 
 from stellarpop.serving import predict, stream, stream_io, stream_model, stream_run
 from stellarpop.serving.stream_io import FileRecord
-from stellarpop.transforms import features as F
+from stellarpop.schema import features as F
 
 VALUES = list(F.LABEL_KEYS) + list(F.LABEL_ERR_KEYS) + [F.OOD_SCORE]
 

@@ -12,7 +12,8 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from make_test_data import SAME_PREDICTION
 from stellarpop.serving import requests as serving_requests
-from stellarpop.serving import warmup
+from stellarpop.serving import server
+from stellarpop.pipeline.training import warmup
 
 
 def test_write_read_round_trip(tmp_path, examples, add_version):
@@ -81,8 +82,10 @@ def test_bad_record_is_a_clear_error(tmp_path):
 def test_failing_warmup_request_raises(tmp_path, examples, add_version):
     export = add_version(tmp_path, 1)
     warmup.write_warmup(str(export), [b"not an example"])
-    with pytest.raises(serving_requests.RequestError) as err:
+    with pytest.raises(ValueError, match="record 0 is refused by the export"):
         warmup.check_warmup(str(export))
+    with pytest.raises(serving_requests.RequestError) as err:  # the server refuses to load it
+        server.replay_warmup(tf.saved_model.load(str(export)), str(export))
     assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
 
 

@@ -17,7 +17,7 @@ from tensorflow_transform.tf_metadata import dataset_metadata
 
 from stellarpop.components import examples
 from stellarpop.components.spectra import Spectrum, normalisation
-from stellarpop.transforms import features as F
+from stellarpop.schema import features as F
 from stellarpop.transforms import preprocessing as P
 from stellarpop.transforms.config import PreprocessingConfig
 

@@ -18,7 +18,7 @@ from tfx.types import artifact_utils
 from stellarpop.components import examples as ex_lib
 from stellarpop.components.fits_example_gen import component, job, run
 from stellarpop.components.scratch import scratch_tempdir
-from stellarpop.transforms import features as F
+from stellarpop.schema import features as F
 
 
 def _read_split(uri: str, split: str) -> list[dict]:

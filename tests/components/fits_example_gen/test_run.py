@@ -16,7 +16,7 @@ import tensorflow as tf
 from stellarpop.components import examples as ex_lib
 from stellarpop.components.fits_example_gen import job, run
 from stellarpop.components.progress import ResumeError
-from stellarpop.transforms import features as F
+from stellarpop.schema import features as F
 
 IN_PROCESS = ["--runner=DirectRunner"]
 

@@ -18,8 +18,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from stellarpop.pipeline import calibration, export, inputs, models, trainer
-from stellarpop.transforms import features as F
+from stellarpop.pipeline.training import calibration, export, inputs, models, trainer
+from stellarpop.schema import features as F
+from stellarpop.schema import model_contract as contract
 
 CHECK_EXAMPLES = 256
 MEAN_RTOL = 1e-4  # the same graph and weights give the same means up to float32 reordering
@@ -29,10 +30,9 @@ def check_same_means(old_dir: str, new_dir: str, eval_files: Sequence[str]) -> f
     """Largest |difference| of the four means between two exports on held-out Examples,
     relative to the label's range; raises ``CalibrationError`` above :data:`MEAN_RTOL`."""
     records = tf.data.TFRecordDataset(list(eval_files), compression_type="GZIP").take(CHECK_EXAMPLES)
-    serialized = [bytes(r) for r in records.as_numpy_iterator()]
-    from stellarpop.serving.predict import Predictor
-
-    old, new = Predictor(old_dir).predict(serialized), Predictor(new_dir).predict(serialized)
+    examples = tf.constant([bytes(r) for r in records.as_numpy_iterator()])
+    old, new = (tf.saved_model.load(d).signatures[contract.SERVING_SIGNATURE](examples=examples) for d in (old_dir, new_dir))
+    old, new = ({k: v.numpy() for k, v in out.items()} for out in (old, new))
     ranges = export.read_model_info(old_dir)["labels"]
     worst = max(float(np.max(np.abs(old[k] - new[k]))) / (ranges[k]["max"] - ranges[k]["min"]) for k in F.LABEL_KEYS)
     if not worst <= MEAN_RTOL:
@@ -44,10 +44,8 @@ def check_same_means(old_dir: str, new_dir: str, eval_files: Sequence[str]) -> f
 def check_arguments(model, transform_graph, train: Sequence[str], eval_: Sequence[str], output) -> tuple:
     """The command's arguments as :func:`recalibrate` takes them, or a one-line error naming
     the option: ``model`` an export or a folder of numbered versions (the newest)."""
-    from stellarpop.serving.predict import model_dir
-
     try:
-        source = model_dir(os.path.abspath(model))
+        source = contract.export_dir(os.path.abspath(model))
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"--model {exc}") from exc
     if not tf.io.gfile.exists(os.path.join(str(transform_graph), "transform_fn")):

@@ -38,8 +38,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from stellarpop.pipeline import models
-from stellarpop.transforms import features as F
+from stellarpop.pipeline.training import models
+from stellarpop.schema import features as F
 
 HEAD_LAYER = "head"  # the dense layer whose input is the embedding (``models._gaussian_heads``)
 COVERAGE = 0.6827  # a 1-sigma interval

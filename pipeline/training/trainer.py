@@ -2,7 +2,7 @@
 
 Transform runs without materialisation, so the Trainer reads the RAW examples (gzipped
 TFRecords) and applies the transform graph itself, through the TFT layer, in ``tf.data``
-(:mod:`stellarpop.pipeline.inputs`). The same TFT layer is attached to the exported model:
+(:mod:`stellarpop.pipeline.training.inputs`). The same TFT layer is attached to the exported model:
 a client sends raw tf.Examples (``components.examples.to_example``, no labels) and gets the
 labels in physical units.
 
@@ -51,8 +51,8 @@ from a fresh initialisation (the reason is logged and recorded). ``model_info.js
 ``warm_start_from`` (the base model's path, or null) and, under ``training``, the digest of
 the weights training started from (``initial_weights_sha256``).
 
-Resuming after a killed execution: :mod:`stellarpop.pipeline.resume`. The SavedModel in
-``serving_model_dir`` and its signatures: :mod:`stellarpop.pipeline.export`.
+Resuming after a killed execution: :mod:`stellarpop.pipeline.training.resume`. The SavedModel in
+``serving_model_dir`` and its signatures: :mod:`stellarpop.pipeline.training.export`.
 """
 
 from __future__ import annotations
@@ -70,10 +70,10 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
-from stellarpop.components import config_codec
-from stellarpop.pipeline import calibration, models
-from stellarpop.pipeline.inputs import input_fn, matching_files, read_label_ranges
-from stellarpop.pipeline.export import (
+from stellarpop.schema import config_codec
+from stellarpop.pipeline.training import calibration, models
+from stellarpop.pipeline.training.inputs import input_fn, matching_files, read_label_ranges
+from stellarpop.pipeline.training.export import (
     add_warmup,
     export_model,
     model_info,
@@ -81,8 +81,8 @@ from stellarpop.pipeline.export import (
     skip_autograph_for_tf_keras,
     weights_digest,
 )
-from stellarpop.pipeline.resume import RESUME_DIR_KEY as RESUME_DIR_KEY  # re-exported: pipeline.py
-from stellarpop.pipeline.resume import (
+from stellarpop.pipeline.training.resume import RESUME_DIR_KEY
+from stellarpop.pipeline.training.resume import (
     EpochState,
     best_epoch,
     checkpointable_randomness,
@@ -288,7 +288,7 @@ def write_run_outputs(model_run_dir: str, record: Mapping[str, Any]) -> None:
     tf.io.gfile.makedirs(model_run_dir)
     with tf.io.gfile.GFile(os.path.join(model_run_dir, "history.json"), "w") as f:
         json.dump(record, f, indent=1)
-    from stellarpop.pipeline.report_figures import plot_loss_curve  # not at import: it loads TFMA
+    from stellarpop.pipeline.report.figures import plot_loss_curve  # not at import: it loads TFMA
 
     fig = plot_loss_curve(record, title=f"{record['config']['model']} model")
     with tf.io.gfile.GFile(os.path.join(model_run_dir, "loss_curve.png"), "wb") as f:

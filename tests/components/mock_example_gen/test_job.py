@@ -1,5 +1,4 @@
-"""The simulation job: deterministic for a seed, resumable by shard, FITS that the ingest
-path reads back identically, and the TFX component under LocalDagRunner."""
+"""The Beam job: what it writes, deterministic, and the per-record functions it maps."""
 
 from __future__ import annotations
 
@@ -7,52 +6,22 @@ import dataclasses
 import glob
 import json
 import os
-import tempfile
-
 import numpy as np
 import pytest
-import tensorflow as tf
-from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
-from tfx.orchestration import metadata, pipeline as tfx_pipeline
-from tfx.orchestration.local.local_dag_runner import LocalDagRunner
-from typer.testing import CliRunner
-
-from stellarpop.components import config_codec, examples, instrument, nuisances, priors, simulate, spectra, templates
-from stellarpop.components.instrument import Instrument
+from stellarpop.components import examples, nuisances, priors, simulate
+from stellarpop.schema import config_codec
 from stellarpop.components.fits_example_gen import job as ingest_job
-from stellarpop.components.mock_example_gen import component, job
-from stellarpop.components.scratch import scratch_tempdir
-from stellarpop.pipeline.cli import app
-from stellarpop.transforms import features as F
-
-
-def _records(uri: str) -> dict[str, bytes]:
-    out = {}
-    for path in glob.glob(os.path.join(uri, "Split-*", "*.gz")):
-        for raw in tf.data.TFRecordDataset([path], compression_type="GZIP"):
-            raw = raw.numpy()
-            out[examples.parse(raw)[F.SPEC_ID]] = raw
-    return out
-
-
-def _run(config: job.SimConfig, out: str) -> dict:
-    with BeamTestPipeline() as p:
-        job.run(p, config, out)
-    return job.read_summary(out)
-
-
-@pytest.fixture(scope="module")
-def inst_prep() -> tuple[instrument.Instrument, templates.Prepared]:
-    inst = Instrument.from_files()
-    return inst, templates.prepare(templates.load_library(), inst)
+from stellarpop.components.mock_example_gen import job
+from stellarpop.schema import features as F
+from stellarpop.schema.preparation import Preparation, Selection
 
 
 @pytest.mark.parametrize("nuis", ["none", "realistic"])
-def test_output_depends_on_the_seed_only(tmp_path, nuis):
-    a = _run(job.SimConfig(n=12, seed=5, shard_size=5, nuisances=nuis), str(tmp_path / "a"))
-    _run(job.SimConfig(n=12, seed=5, shard_size=12, nuisances=nuis), str(tmp_path / "b"))
-    _run(job.SimConfig(n=12, seed=6, shard_size=12, nuisances=nuis), str(tmp_path / "c"))
-    ra, rb, rc = (_records(str(tmp_path / k)) for k in "abc")
+def test_output_depends_on_the_seed_only(tmp_path, nuis, records, run):
+    a = run(job.SimConfig(n=12, seed=5, shard_size=5, nuisances=nuis), str(tmp_path / "a"))
+    run(job.SimConfig(n=12, seed=5, shard_size=12, nuisances=nuis), str(tmp_path / "b"))
+    run(job.SimConfig(n=12, seed=6, shard_size=12, nuisances=nuis), str(tmp_path / "c"))
+    ra, rb, rc = (records(str(tmp_path / k)) for k in "abc")
     assert len(ra) == 12 and ra == rb
     assert set(ra.values()).isdisjoint(rc.values()) and not set(ra) & set(rc)  # the seed is in the ids too
     assert sum(a["splits"].values()) == 12 and a["shards"] == 3 and a["config"]["seed"] == 5
@@ -119,28 +88,12 @@ def test_plate_shares_its_calibration_error(inst_prep):
     assert np.std(ratio(0) - ratio(0, dataclasses.replace(on, seed=8))) > 1e-3
 
 
-def test_resume_redoes_only_missing_shards(tmp_path):
-    out = str(tmp_path)
-    config = job.SimConfig(n=9, seed=1, shard_size=3)
-    _run(config, out)
-    before = {p: os.stat(p).st_mtime_ns for p in glob.glob(os.path.join(out, "Split-*", "*.gz"))}
-    reference = _records(out)
-    for path in glob.glob(os.path.join(out, "*", "shard-00001*")):  # a crash lost shard 1
-        os.remove(path)
-    _run(config, out)
-    after = {p: os.stat(p).st_mtime_ns for p in glob.glob(os.path.join(out, "Split-*", "*.gz"))}
-    assert after.keys() == before.keys()
-    assert all(after[p] == before[p] for p in after if "shard-00001" not in p)
-    assert all(after[p] != before[p] for p in after if "shard-00001" in p)
-    assert _records(out) == reference
-
-
 @pytest.mark.parametrize("nuis", ["none", {"preset": "realistic", "gap_prob": 0.5}])
-def test_fits_files_read_back_through_the_ingest_path(tmp_path, nuis):
+def test_fits_files_read_back_through_the_ingest_path(tmp_path, nuis, records, run):
     """A mock written as spec-lite FITS and ingested gives the Example written directly."""
     out = str(tmp_path)
-    _run(job.SimConfig(n=4, seed=2, shard_size=4, write_fits=True, nuisances=nuis), out)
-    direct = _records(out)
+    run(job.SimConfig(n=4, seed=2, shard_size=4, write_fits=True, nuisances=nuis), out)
+    direct = records(out)
     files = sorted(glob.glob(os.path.join(out, job.FITS_DIR, "*", "spec-*.fits")))
     assert len(files) == 4
     for path in files:
@@ -153,51 +106,12 @@ def test_fits_files_read_back_through_the_ingest_path(tmp_path, nuis):
         assert spec.z == pytest.approx(want[F.Z]) and spec.snr_r == pytest.approx(want[F.SNR_R])
 
 
-@pytest.mark.e2e
-def test_component_in_local_dag_runner(tmp_path):
-    gen = component.MockExampleGen(job.SimConfig(n=6, seed=4, shard_size=3))
-    db = str(tmp_path / "mlmd.sqlite")
-    p = tfx_pipeline.Pipeline(
-        pipeline_name="mock-test", pipeline_root=str(tmp_path / "root"), components=[gen],
-        metadata_connection_config=metadata.sqlite_metadata_connection_config(db),
-        beam_pipeline_args=["--direct_num_workers=1"],
-    )
-    with scratch_tempdir():  # TFX builds a 42 MB package of itself there
-        LocalDagRunner().run(p)
-    with metadata.Metadata(metadata.sqlite_metadata_connection_config(db)) as m:
-        [art] = m.store.get_artifacts_by_type("Examples")
-        assert art.custom_properties["num_examples"].int_value == 6
-        assert art.custom_properties["seed"].int_value == 4
-        assert json.loads(art.properties["split_names"].string_value) == ["train", "eval", "test"]
-    assert len(_records(art.uri)) == 6
-
-
-def test_cli_simulate_and_refuse_other_config(tmp_path, monkeypatch):
-    system_tmp = tmp_path / "system-tmp"
-    system_tmp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
-    out = tmp_path / "run"
-    args = ["simulate", "--n", "5", "--seed", "7", "--shard-size", "5", "-o", str(out), "--beam-arg=--runner=DirectRunner"]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    assert list(system_tmp.iterdir()) == []  # not TFX's package of itself (components.scratch)
-    assert json.loads((out / "sim_config.json").read_text())["seed"] == 7
-    again = CliRunner().invoke(app, [*args[:4], "8", *args[5:]])
-    assert again.exit_code == 2 and "another configuration" in again.output
-    # A run recorded before the split scheme was (an old split hash) is not resumed either.
-    recorded = json.loads((out / "sim_config.json").read_text())
-    del recorded["split"]
-    (out / "sim_config.json").write_text(json.dumps(recorded, sort_keys=True))
-    old = CliRunner().invoke(app, args)
-    assert old.exit_code == 2 and "another configuration" in old.output
-
-
-def test_mocks_are_prepared_as_real_spectra(tmp_path):
+def test_mocks_are_prepared_as_real_spectra(tmp_path, records, run):
     """Mocks go through spectra.prepare: the selection cuts they fail are recorded in their
     Examples (never dropped), and the summary counts any that cannot be used."""
-    strict = spectra.Preparation(selection=spectra.Selection(snr_r_min=1e6))
-    summary = _run(job.SimConfig(n=6, seed=4, shard_size=6, preparation=strict), str(tmp_path))
-    records = _records(str(tmp_path))
+    strict = Preparation(selection=Selection(snr_r_min=1e6))
+    summary = run(job.SimConfig(n=6, seed=4, shard_size=6, preparation=strict), str(tmp_path))
+    records = records(str(tmp_path))
     assert len(records) == 6 and summary["unusable"] == {}
     assert all("snr_r" in examples.parse(r)[F.SELECTION].split(",") for r in records.values())
     assert summary["config"]["preparation"]["selection"]["snr_r_min"] == 1e6

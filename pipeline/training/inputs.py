@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from stellarpop.transforms import features as F
+from stellarpop.schema import features as F
 from stellarpop.transforms import preprocessing as P
 
 TRANSFORM_BATCH = 256  # examples per TFT-layer call when caching

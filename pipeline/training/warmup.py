@@ -6,8 +6,9 @@ afterwards, so the first real requests do not pay for lazy initialisation (on a 
 and cuBLAS autotuning, memory pools, kernel loading). The Trainer writes it at export time
 from a few real serialized Examples with :func:`write_warmup` (TF Serving refuses more than
 1000 records) and can check it with :func:`check_warmup`: a warmup request that fails makes
-TF Serving refuse the version. The replay runs each request through
-:func:`~stellarpop.serving.requests.run_request`, as the local stand-in does.
+TF Serving refuse the version. The check calls each request's signature on the loaded
+export; the local server (``stellarpop.serving.server``) replays them through its own request
+path before a version is AVAILABLE.
 """
 
 from __future__ import annotations
@@ -19,20 +20,17 @@ from typing import Sequence
 from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-from stellarpop.serving.client import MODEL_NAME, predict_request
-from stellarpop.serving.requests import run_request
+from stellarpop.schema import model_contract as contract
 
-WARMUP_FILE = "tf_serving_warmup_requests"
-MAX_RECORDS = 1000  # TF Serving's limit (servables/tensorflow/saved_model_warmup_util.cc)
 
 
 def warmup_path(export_dir: str) -> str:
     """``<export_dir>/assets.extra/tf_serving_warmup_requests``, where TF Serving looks."""
-    return os.path.join(export_dir, "assets.extra", WARMUP_FILE)
+    return os.path.join(export_dir, contract.WARMUP_FILE)
 
 
-def write_warmup(export_dir: str, serialized_examples: Sequence[bytes], model_name: str = MODEL_NAME,
-                 max_records: int = MAX_RECORDS, batch_size: int = 4) -> str:
+def write_warmup(export_dir: str, serialized_examples: Sequence[bytes], model_name: str = contract.MODEL_NAME,
+                 max_records: int = contract.MAX_WARMUP_RECORDS, batch_size: int = 4) -> str:
     """Write the warmup requests of an export: Predict requests of ``batch_size`` Examples each.
 
     Parameters
@@ -58,8 +56,8 @@ def write_warmup(export_dir: str, serialized_examples: Sequence[bytes], model_na
     """
     import tensorflow as tf
 
-    if not 1 <= max_records <= MAX_RECORDS:
-        raise ValueError(f"max_records must be 1 to {MAX_RECORDS} (TF Serving's limit), not {max_records}")
+    if not 1 <= max_records <= contract.MAX_WARMUP_RECORDS:
+        raise ValueError(f"max_records must be 1 to {contract.MAX_WARMUP_RECORDS} (TF Serving's limit), not {max_records}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, not {batch_size}")
     if not serialized_examples:
@@ -75,7 +73,7 @@ def write_warmup(export_dir: str, serialized_examples: Sequence[bytes], model_na
         for i in range(n_records):
             batch = serialized_examples[i * batch_size:(i + 1) * batch_size]
             log = prediction_log_pb2.PredictionLog()
-            log.predict_log.request.CopyFrom(predict_request(batch, model_name))
+            log.predict_log.request.CopyFrom(_request(batch, model_name))
             writer.write(log.SerializeToString())
     tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
     return path
@@ -107,18 +105,36 @@ def read_warmup(export_dir: str) -> list[predict_pb2.PredictRequest]:
     return requests
 
 
-def replay_warmup(model, export_dir: str) -> int:
-    """Run an export's warmup requests on its loaded SavedModel, as TF Serving does before it
-    reports the version AVAILABLE; returns how many ran (a failing one raises RequestError)."""
-    requests = read_warmup(export_dir)
-    for request in requests:
-        run_request(model, request)
-    return len(requests)
+def _request(serialized: Sequence[bytes], model_name: str) -> predict_pb2.PredictRequest:
+    """A Predict request of ``serialized`` Examples for the export's serving signature."""
+    import tensorflow as tf
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = model_name, contract.SERVING_SIGNATURE
+    request.inputs[contract.INPUT_KEY].CopyFrom(tf.make_tensor_proto(list(serialized), dtype=tf.string))
+    return request
 
 
 def check_warmup(export_dir: str) -> int:
-    """Load an export and replay its warmup requests (e.g. right after :func:`write_warmup`, so
-    a bad record fails the export, not the server); returns how many ran."""
+    """Load an export and call its signature on each warmup request (e.g. right after
+    :func:`write_warmup`, so a bad record fails the export, not the server); returns how many
+    ran.
+
+    Raises
+    ------
+    ValueError
+        A request the export refuses (one line: the record and TensorFlow's message).
+    """
     import tensorflow as tf
 
-    return replay_warmup(tf.saved_model.load(export_dir), export_dir)
+    model = tf.saved_model.load(export_dir)
+    requests = read_warmup(export_dir)
+    for i, request in enumerate(requests):
+        signature = model.signatures[request.model_spec.signature_name or contract.SERVING_SIGNATURE]
+        inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
+        try:
+            signature(**inputs)
+        except (tf.errors.InvalidArgumentError, TypeError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"{warmup_path(export_dir)}: record {i} is refused by the export: {first}") from None
+    return len(requests)

@@ -25,8 +25,8 @@ from typing import Callable
 import tensorflow as tf
 import tf_keras as keras
 
-from stellarpop.pipeline import rest_frame
-from stellarpop.transforms import features as F
+from stellarpop.pipeline.training import rest_frame
+from stellarpop.schema import features as F
 from stellarpop.transforms import preprocessing as P
 
 N_LABELS = len(F.LABEL_KEYS)
@@ -328,7 +328,7 @@ def default(
     Two channels per pixel: flux and weight = (1 - mask) (1 - noise / NOISE_CLIP), which is
     0 where a pixel is masked, has no information or is padding.
 
-    - Rest view (:class:`~stellarpop.pipeline.rest_frame.RestFrame`: a window of 3776 pixels
+    - Rest view (:class:`~stellarpop.pipeline.training.rest_frame.RestFrame`: a window of 3776 pixels
       of 69 km/s that holds the observed range at any z): groups of ``merge`` pixels side by
       side (a lossless reshape), then a convolution over three groups (``stem`` channels; 12
       pixels, +-414 km/s, each pixel with its own weights, so a line of sigma 50-300 km/s,

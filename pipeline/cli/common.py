@@ -1,5 +1,6 @@
-"""What every ``stellarpop`` command shares: the options defined once, one-line errors with
-their exit codes, checks of paths, Beam arguments and the progress bar over Beam workers."""
+"""What every ``stellarpop`` command shares: the app and its command decorator, the options
+defined once, one-line errors with their exit codes, checks of paths, Beam arguments and the
+progress bars (over Beam workers, over spectra)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 from stellarpop.components import progress
+
 
 console = Console(stderr=True)
 options = {"debug": False}  # set by the app's callback (--debug)
@@ -149,10 +150,7 @@ class ProgressWatcher:
         self._stop = threading.Event()
 
     def __enter__(self):
-        self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-        )
+        self._progress = progress_bar()
         self._task = self._progress.add_task(self.label, total=self.total)
         self._progress.start()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -188,49 +186,19 @@ def run_job(output: Path, total: int, message: str, job: Callable[[str], dict]) 
     return summary, time.time() - started
 
 
-def served_model(server: str, model: Optional[Path], name: str, version: Optional[int], label: Optional[str],
-                  timeout: float, batch_size: int):
-    """(a ``predict.ServedModel``, a description) once the server says the model is AVAILABLE."""
-    from stellarpop.serving import predict as pred
-    from stellarpop.serving.client import Client
-
-    if model:
-        raise ValueError("--model and --server: the server chooses the model (use --model-name, --model-version, --label)")
-    if version is not None and label:
-        raise ValueError(f"--model-version {version} and --label {label}: one or the other")
-    client = Client(server, name, version=version, label=label, timeout_s=timeout)
-    served = client.wait_until_available(timeout_s=timeout)
-    return pred.ServedModel(client, batch_size), f"{name} version {served} at {server}"
+def progress_bar() -> Progress:
+    """The one progress bar of the commands: what, bar, done/total, elapsed, remaining."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console)
 
 
-def count_records(splits: dict[str, list[str]]) -> int:
-    """Records in the TFRecord files (GZIP where named ``.gz``); ValueError names a file that is not one."""
-    import tensorflow as tf
-
-    def count(path: str) -> int:
-        try:
-            return sum(1 for _ in tf.data.TFRecordDataset(path, compression_type="GZIP" if path.endswith(".gz") else ""))
-        except tf.errors.OpError as exc:
-            raise ValueError(f"{path}: not a TFRecord file of tf.Examples ({exc.message})") from exc
-
-    return sum(count(f) for files in splits.values() for f in files)
+app = typer.Typer(help="Stellar populations of galaxies from SDSS spectra (TFX pipeline).", no_args_is_help=True)
+command = commands(app)
 
 
-def print_ingest_summary(summary: dict, examples_dir: Path, elapsed: float) -> None:
-    from stellarpop.components.fits_example_gen import job as ingest_lib
-
-    table = Table(title=f"ingest: {summary['inputs']} inputs in {elapsed:.1f} s")
-    table.add_column("outcome")
-    table.add_column("reason")
-    table.add_column("count", justify="right")
-    table.add_row("written", "", str(summary["examples"]))
-    for stage, reasons in sorted(summary["failures"].items()):
-        for reason, n in sorted(reasons.items()):
-            table.add_row("rejected (selection)" if stage == "select" else f"error ({stage})", reason, str(n))
-    console.print(table)
-    failures = sorted(ingest_lib.read_failures(str(examples_dir)), key=lambda r: (r["stage"] == "select", r["file"]))
-    for rec in failures[:10]:
-        style = "yellow" if rec["stage"] == "select" else "red"
-        console.print(f"[{style}]{rec['message']}[/{style}]", highlight=False)
-    if len(failures) > 10:
-        console.print(f"... {len(failures) - 10} more in {examples_dir / ingest_lib.FAILURES_DIR}")
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error instead of one line.")] = False,
+) -> None:
+    """Stellar populations of galaxies from SDSS spectra (TFX pipeline)."""
+    options["debug"] = debug

@@ -20,7 +20,7 @@ EvalConfig asks for) have in TFMA's results, and ``read_metrics`` reads an Evalu
 as ``{slice: {"output/name": value}}``.
 
 The custom metric classes are found by TFMA through ``MetricConfig.module``, which
-``METRIC_CLASSES`` sets to this module's ``__name__`` (``stellarpop.pipeline.metrics``): this module
+``METRIC_CLASSES`` sets to this module's ``__name__`` (``stellarpop.pipeline.evaluation.metrics``): this module
 must be importable on the Beam workers (it is: the ``stellarpop`` distribution), and moving
 the classes changes every EvalConfig that names them.
 """
@@ -36,7 +36,7 @@ import apache_beam as beam
 import numpy as np
 import tensorflow_model_analysis as tfma
 
-from stellarpop.transforms import features
+from stellarpop.schema import features
 
 # --- Metric names as they appear in TFMA results (MetricKey.name) --------------------------
 CLIPPED_MEAN_RESIDUAL_NAME = "clipped_mean_residual"

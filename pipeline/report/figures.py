@@ -1,4 +1,4 @@
-"""The figures of a run report (:mod:`stellarpop.pipeline.report`), as the paper draws them.
+"""The figures of a run report (:mod:`stellarpop.pipeline.report.run_report`), as the paper draws them.
 
 Pure plotting: every function takes arrays or small mappings and returns a matplotlib
 ``Figure`` on the Agg canvas (no pyplot, no global state, no display); :func:`save` writes
@@ -23,8 +23,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from stellarpop.pipeline.metrics import metric_name, sigma_clipped_mean_std
-from stellarpop.transforms import features as F
+from stellarpop.pipeline.evaluation.metrics import metric_name, sigma_clipped_mean_std
+from stellarpop.schema import features as F
 
 NAMES = {F.LOG_AGE: "log age", F.MH: "[M/H]", F.EBV: "E(B-V)", F.VD: "sigma"}
 AXIS_LABELS = {k: f"{NAMES[k]} [{F.LABEL_UNITS[k]}]" for k in F.LABEL_KEYS}

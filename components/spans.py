@@ -1,4 +1,10 @@
-"""Spans: what a run of the pipeline reads from the runs of earlier spans.
+"""Spans, in one place: how an input pattern names them, which span a run reads, and what a
+run of the pipeline reads from the runs of earlier spans.
+
+An input pattern with TFX's ``{SPAN}`` (or ``{YYYY}{MM}{DD}``, optionally ``{VERSION}``) spec,
+e.g. ``span-{SPAN}/*``, reads one span per run: the latest, or the one given
+(:func:`static_span`), resolved as FileBasedExampleGen's driver does (:func:`resolve_span`);
+the CLI takes a span as a number or a date (:func:`parse_span`).
 
 A run with ``spans: N`` ingests span S and reads the Examples of spans S-N+1..S
 (:func:`span_window`, TFX's ``static_range`` resolver function); it starts from the
@@ -9,10 +15,84 @@ re-run of span S its own outputs, and Transform and the Trainer would run again.
 
 from __future__ import annotations
 
+import datetime
+
 from tfx import v1 as tfx
 from tfx.components.evaluator import constants as evaluator_constants
+from tfx.components.example_gen import input_processor
+from tfx.components.example_gen import utils as example_gen_utils
 from tfx.dsl.input_resolution import canned_resolver_functions
+from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.types import standard_artifacts
+
+# TFX's span specs in an input pattern (tfx.components.example_gen.utils); a {SPAN:n} width
+# is allowed too.
+SPAN_SPEC = "{SPAN"
+DATE_SPECS = ("{YYYY}", "{MM}", "{DD}")
+VERSION_SPEC = "{VERSION"
+
+
+def names_spans(pattern: str) -> bool:
+    """Whether ``pattern`` names spans: a ``{SPAN}`` spec or the whole ``{YYYY}{MM}{DD}``."""
+    return SPAN_SPEC in pattern or all(spec in pattern for spec in DATE_SPECS)
+
+
+def has_span_spec(input_config: example_gen_pb2.Input) -> bool:
+    """Whether any split pattern of ``input_config`` has a span, date or version spec."""
+    return any(any(spec in s.pattern for spec in (SPAN_SPEC, DATE_SPECS[0], VERSION_SPEC)) for s in input_config.splits)
+
+
+def parse_span(text: str) -> int:
+    """A span as the CLI takes it: a number (``12``), or a date (``2024-05-02``) for dated
+    patterns, which TFX numbers by days since 1970-01-01. ValueError (one line) otherwise."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        day = datetime.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"span {text!r} is neither a number nor a date (YYYY-MM-DD)") from None
+    return example_gen_utils.date_to_span_number(day.year, day.month, day.day)
+
+
+def static_span(span: int) -> range_config_pb2.RangeConfig:
+    """The range_config that makes an ExampleGen read span ``span`` (not the latest)."""
+    return range_config_pb2.RangeConfig(
+        static_range=range_config_pb2.StaticRange(start_span_number=span, end_span_number=span)
+    )
+
+
+def resolve_span(
+    input_base: str, input_config: example_gen_pb2.Input, range_config: range_config_pb2.RangeConfig | None = None
+) -> tuple[int, int | None, example_gen_pb2.Input]:
+    """(span, version, input config with the span filled in), as FileBasedExampleGen's
+    driver resolves them: the latest span under ``input_base``, or the one ``range_config``
+    names. A pattern without span spec gives span 0 and the config unchanged.
+
+    Raises
+    ------
+    ValueError
+        No files match the pattern (for that span).
+    """
+    processor = input_processor.FileBasedInputProcessor(input_base, input_config.splits, range_config)
+    span, version = processor.resolve_span_and_version()
+    resolved = example_gen_pb2.Input()
+    resolved.CopyFrom(input_config)
+    for split in resolved.splits:
+        split.pattern = processor.get_pattern_for_span_version(split.pattern, span, version)
+    return span, version, resolved
+
+
+def span_to_read(input_base: str, pattern: str, span: int | None = None) -> int:
+    """The span a run reads from ``input_base``: ``span`` if given (its files must exist),
+    else the latest. ValueError (one line) when no files match."""
+    input_config = example_gen_utils.make_default_input_config(pattern)
+    try:
+        found, _, _ = resolve_span(input_base, input_config, static_span(span) if span is not None else None)
+    except ValueError as exc:
+        which = f"span {span}" if span is not None else "any span"
+        raise ValueError(f"no files of {which} match {pattern!r} under {input_base}: {exc}") from exc
+    return found
 
 
 def latest_blessed_model(span: int | None = None) -> tfx.dsl.Resolver:

@@ -42,19 +42,17 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
-from stellarpop.pipeline import calibration as C
-from stellarpop.pipeline import models
-from stellarpop.transforms import features as F
+from stellarpop.pipeline.training import calibration as C
+from stellarpop.pipeline.training import models
+from stellarpop.schema import features as F
 from stellarpop.transforms import preprocessing as P
+from stellarpop.schema import model_contract as contract
 
 ERR_SUFFIX = F.ERR_SUFFIX
 OUTPUT_KEYS = F.PREDICTION_KEYS
-EXAMPLES_INPUT = "examples"
-MODEL_INFO = "model_info"
 # Warmup: 16 Examples (about 46 kB each) in requests of 4, so the first user request does not
 # pay for the graph's first run; each record is replayed at every load.
 WARMUP_EXAMPLES, WARMUP_BATCH = 16, 4
-MODEL_INFO_FILE = F.MODEL_INFO_FILE
 WEIGHTS_ATTR = "model_weights"  # the tf.Module attribute holding the Keras weights
 
 
@@ -131,7 +129,7 @@ def model_info(config: Any, label_ranges: Mapping[str, Sequence[float]], record:
             k: {"unit": F.LABEL_UNITS[k], "min": float(label_ranges[k][0]), "max": float(label_ranges[k][1])}
             for k in F.LABEL_KEYS
         },
-        "serving": {"input": EXAMPLES_INPUT, "required_features": list(P.RAW_INPUT_KEYS), "outputs": list(OUTPUT_KEYS)},
+        "serving": {"input": contract.INPUT_KEY, "required_features": list(P.RAW_INPUT_KEYS), "outputs": list(OUTPUT_KEYS)},
         "training": None if record is None else training_summary(config, record),
         "calibration": None if calibration is None else calibration.info(),
         # The export whose weights training started from (a blessed model), or None.
@@ -155,11 +153,11 @@ def metadata_signature(info_json: str):
     batch dimension: TF Serving's batching (``--enable_batching``) batches every signature
     and refuses outputs without one. Clients send one empty Example.
     """
-    spec = tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)
+    spec = tf.TensorSpec([None], tf.string, name=contract.INPUT_KEY)
 
     @tf.function(input_signature=[spec])
     def metadata(examples):
-        return {MODEL_INFO: tf.fill(tf.shape(examples)[:1], tf.constant(info_json))}
+        return {contract.METADATA_OUTPUT: tf.fill(tf.shape(examples)[:1], tf.constant(info_json))}
 
     return metadata
 
@@ -202,7 +200,7 @@ def export_model(
             raise C.CalibrationError(f"model {model.name!r} has no embedding for its calibration")
         module.calibration = C.Applied(calibration)
     info_json = json.dumps(info, sort_keys=True)
-    examples_spec = tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)
+    examples_spec = tf.TensorSpec([None], tf.string, name=contract.INPUT_KEY)
 
     @tf.function(input_signature=[examples_spec])
     def serve(examples):
@@ -219,10 +217,11 @@ def export_model(
 
     metadata = metadata_signature(info_json)
 
-    signatures = {"serving_default": serve, "transform_features": transform_features, "metadata": metadata}
+    signatures = {contract.SERVING_SIGNATURE: serve, contract.TRANSFORM_SIGNATURE: transform_features,
+                  contract.METADATA_SIGNATURE: metadata}
     tf.saved_model.save(module, export_dir, signatures=signatures)
     tf.io.gfile.makedirs(os.path.join(export_dir, "assets.extra"))
-    with tf.io.gfile.GFile(os.path.join(export_dir, MODEL_INFO_FILE), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(export_dir, contract.MODEL_INFO_FILE), "w") as f:
         f.write(json.dumps(info, indent=1, sort_keys=True))
     return export_dir
 
@@ -250,7 +249,7 @@ def weights_digest(weights: Sequence[Any]) -> str:
 
 
 def read_model_info(export_dir: str) -> dict:
-    with tf.io.gfile.GFile(os.path.join(export_dir, MODEL_INFO_FILE)) as f:
+    with tf.io.gfile.GFile(os.path.join(export_dir, contract.MODEL_INFO_FILE)) as f:
         return json.load(f)
 
 
@@ -283,7 +282,7 @@ def add_warmup(export_dir: str, files: Sequence[str], n_examples: int = WARMUP_E
     made of the first ``n_examples`` raw Examples of ``files`` (gzipped TFRecords), replayed
     once here so that a record the model refuses fails the export, not the server's load.
     Returns the path written."""
-    from stellarpop.serving import warmup  # gRPC protos: only when exporting
+    from stellarpop.pipeline.training import warmup  # gRPC protos: only when exporting
 
     dataset = tf.data.TFRecordDataset(list(files), compression_type="GZIP").take(n_examples)
     serialized = [bytes(r) for r in dataset.as_numpy_iterator()]

@@ -1,6 +1,6 @@
-"""The HTML of a run report (:mod:`stellarpop.pipeline.report`): the page, its sections and
+"""The HTML of a run report (:mod:`stellarpop.pipeline.report.run_report`): the page, its sections and
 their tables, the benchmark results; each section writes its figures
-(:mod:`stellarpop.pipeline.report_figures`) into the report folder and refers to them by
+(:mod:`stellarpop.pipeline.report.figures`) into the report folder and refers to them by
 file name.
 
 The page is self-contained: inline CSS, no script, no web font, no external URL (its only
@@ -14,19 +14,18 @@ import html
 import json
 import math
 import os
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from stellarpop.components import bpt
 from stellarpop.components.portable import portable_path
-from stellarpop.pipeline import metrics
-from stellarpop.pipeline import report_figures as figs
-from stellarpop.transforms import features as F
+from stellarpop.pipeline.evaluation import metrics
+from stellarpop.pipeline.report import figures as figs
+from stellarpop.pipeline.report.records import Evaluation, RunArtifacts
+from stellarpop.schema import features as F
 from stellarpop.transforms import preprocessing as P
 
-if TYPE_CHECKING:  # the reader's records; report.py imports this module
-    from stellarpop.pipeline.report import Evaluation, RunArtifacts
 
 CSS = """
 body { font-family: sans-serif; margin: 1.5em auto; max-width: 1400px; color: #222; padding: 0 1em; }

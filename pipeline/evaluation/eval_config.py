@@ -37,9 +37,10 @@ import json
 import tensorflow_model_analysis as tfma
 from google.protobuf import wrappers_pb2
 
-from stellarpop.pipeline.metrics import METRIC_CLASSES
-from stellarpop.transforms import features
+from stellarpop.pipeline.evaluation.metrics import METRIC_CLASSES
+from stellarpop.schema import features
 from stellarpop.transforms.config import DEFAULT_LABEL_SOURCE
+from stellarpop.schema import model_contract as contract
 
 # The model's outputs that have labels.
 OUTPUTS = features.LABEL_KEYS
@@ -52,7 +53,7 @@ DEFAULT_CHANGE_FRACTION = 0.1
 
 # Slices besides the overall one: the S/N_r and z bins (Transform outputs), the BPT class (raw).
 SLICE_FEATURES = features.SLICE_KEYS
-PREPROCESSING_FUNCTION = "transform_features"
+PREPROCESSING_FUNCTION = contract.TRANSFORM_SIGNATURE
 
 
 # --- The EvalConfig ---------------------------------------------------------------------------
@@ -77,7 +78,7 @@ def make_eval_config(
     label_keys: dict[str, str] | None = None,
     thresholds: dict[str, float | None] | None = None,
     change_thresholds: dict[str, float | None] | None = None,
-    signature_name: str = "serving_default",
+    signature_name: str = contract.SERVING_SIGNATURE,
 ) -> tfma.EvalConfig:
     """The EvalConfig of the Evaluator (or ``tfma.run_model_analysis``).
 

@@ -74,7 +74,7 @@ VD = "vd"  # stellar velocity dispersion, km/s
 LABEL_KEYS = (LOG_AGE, MH, EBV, VD)
 ERR_SUFFIX = "_err"  # 1-sigma uncertainty of a label (pPXF's formal error, the model's)
 LABEL_ERR_KEYS = tuple(k + ERR_SUFFIX for k in LABEL_KEYS)
-# Out-of-domain score and flag of a prediction (``pipeline/calibration.py`` defines them).
+# Out-of-domain score and flag of a prediction (``pipeline/training/calibration.py`` defines them).
 OOD_SCORE, OOD_FLAG = "ood_score", "ood_flag"
 PREDICTION_KEYS = LABEL_KEYS + LABEL_ERR_KEYS + (OOD_SCORE, OOD_FLAG)  # every served output
 PPXF_CHI2 = "ppxf_chi2"  # chi2 per degree of freedom of the pPXF fit
@@ -116,10 +116,6 @@ def transformed_name(key: str) -> str:
     """Name of a feature after the tf.Transform step."""
     return key + "_xf"
 
-
-# An exported model's self-description, beside its SavedModel (written by pipeline/export.py,
-# read by prediction and reports).
-MODEL_INFO_FILE = "assets.extra/model_info.json"
 
 # What TFMA slices by: the bins as Transform outputs them, and the raw BPT class.
 SLICE_KEYS = (transformed_name(SNR_BIN), transformed_name(Z_BIN), BPT_CLASS)

@@ -13,7 +13,7 @@ in batches) for the per-example figures; the per-slice numbers are the Evaluator
 Written to ``out_dir``: ``index.html`` (inline CSS; no script, font or URL: it opens from
 the disk, offline) and its PNG figures beside it. Benchmark results of ``benchmarks/*.py``
 (``real_sdss.json``, ``model_vs_truth.py --out``) found in ``<run_root>/benchmarks/`` or
-passed by path are added as tables (:mod:`stellarpop.pipeline.report_tables`).
+passed by path are added as tables (:mod:`stellarpop.pipeline.report.tables`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -35,10 +34,12 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd_pb2
 from tensorflow_model_analysis.writers import eval_config_writer
 from tfx import v1 as tfx
 
-from stellarpop.pipeline import metrics
-from stellarpop.pipeline import report_tables as tables
-from stellarpop.transforms import features as F
+from stellarpop.pipeline.evaluation import metrics
+from stellarpop.pipeline.report import tables
+from stellarpop.pipeline.report.records import Evaluation, RunArtifacts
+from stellarpop.schema import features as F
 from stellarpop.transforms import preprocessing as P
+from stellarpop.schema import model_contract as contract
 
 log = logging.getLogger(__name__)
 
@@ -57,32 +58,6 @@ class ReportError(ValueError):
     """A run root the report cannot be made of (no MLMD, no finished Evaluator)."""
 
 
-@dataclass
-class RunArtifacts:
-    """The artefacts of one evaluated model, found in MLMD (local paths).
-
-    Attributes
-    ----------
-    evaluation : TFMA output folder; blessing: the ModelBlessing folder, blessed: its verdict
-    model, baseline_model : the Model artefacts (baseline "" when there was none)
-    model_run : the Trainer's ModelRun folder ("" when not found)
-    examples : the Examples artefact the Evaluator read
-    pushed : the PushedModel's custom properties (pushed, pushed_version,
-        pushed_destination); empty when no Pusher read this blessing
-    executions : (component, execution id, state, start time UTC) of each component's
-        latest execution
-    """
-
-    run_root: str
-    evaluation: str
-    blessing: str
-    blessed: bool
-    model: str
-    examples: str
-    baseline_model: str = ""
-    model_run: str = ""
-    pushed: dict = field(default_factory=dict)
-    executions: list = field(default_factory=list)
 
 
 def _local(uri: str, run_root: str) -> str:
@@ -172,22 +147,6 @@ def _utc(milliseconds: int) -> str:
 
 
 # --- The evaluation --------------------------------------------------------------------------
-@dataclass
-class Evaluation:
-    """The Evaluator's results: ``{slice: {"output/metric": value}}`` of the candidate and
-    the baseline ({} without one), the EvalConfig it ran, its validation result."""
-
-    candidate: dict
-    baseline: dict
-    config: tfma.EvalConfig
-    validation: object
-
-    @property
-    def label_keys(self) -> dict[str, str]:
-        """Output -> the label feature the Evaluator compared it with."""
-        spec = next(s for s in self.config.model_specs if not s.is_baseline)
-        keys = dict(spec.label_keys)
-        return dict(sorted(keys.items(), key=lambda kv: F.LABEL_KEYS.index(kv[0]) if kv[0] in F.LABEL_KEYS else 99))
 
 
 def read_evaluation(evaluation: str) -> Evaluation:
@@ -273,7 +232,7 @@ def predict_test_split(
     files = sorted(tf.io.gfile.glob(os.path.join(examples, f"Split-{F.TEST}", "*.gz")))
     if not files:
         raise ReportError(f"{examples}: no Split-test/*.gz")
-    serve = tf.saved_model.load(model_dir).signatures["serving_default"]
+    serve = tf.saved_model.load(model_dir).signatures[contract.SERVING_SIGNATURE]
     spec = {k: tf.io.FixedLenFeature([], tf.float32, default_value=math.nan) for k in (F.Z, F.SNR_R, *label_keys.values())}
     spec[F.BPT_CLASS] = tf.io.FixedLenFeature([], tf.string, default_value="")
     parts: dict[str, list] = {}
@@ -314,7 +273,7 @@ def find_benchmarks(run_root: str, benchmarks: Sequence[str] = ()) -> list[str]:
 
 
 def _model_info(model: str) -> dict:
-    path = os.path.join(model, SERVING_DIR, F.MODEL_INFO_FILE)
+    path = os.path.join(model, SERVING_DIR, contract.MODEL_INFO_FILE)
     return _read_json(path) if os.path.exists(path) else {}
 
 

@@ -12,7 +12,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from stellarpop.components import instrument
-from stellarpop.transforms import features as F
+from stellarpop.schema import features as F
 
 # Rest-frame step: SDSS's log10-lambda step (1e-4, 69 km/s per pixel). A line of dispersion
 # sigma is sigma / 69 pixels wide at every wavelength and every redshift, which a

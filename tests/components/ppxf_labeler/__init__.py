@@ -1,0 +1,1 @@
+"""Tests of one custom component (test_component, test_job, test_run)."""
