@@ -28,17 +28,17 @@ from model_vs_truth import load, predict_all  # benchmarks/, beside this script
 from ppxf_vs_truth import machine, write_result
 
 from stellarpop.pipeline.training import calibration as C
-from stellarpop.serving import predict as pred
 from stellarpop.schema import features as F
+from stellarpop.serving import predict as pred
 
 METHODS = ("raw", "scale", "widen+scale")
+
+
 def stress_sets(n: int, preparation, seed: int = 77) -> dict[str, tuple[list[bytes], dict]]:
     """{name: (serialized Examples, parsed with truth)} of ``n`` mocks per ``nuisances.STRESS`` set."""
-    from stellarpop.components import examples, priors, spectra, templates
-    from stellarpop.components.nuisances import STRESS
-    from stellarpop.components.instrument import Instrument
-    from stellarpop.components import readers
+    from stellarpop.components import examples, priors, readers, spectra, templates
     from stellarpop.components.mock_example_gen import job as sim_job
+    from stellarpop.components.nuisances import STRESS
 
     inst = readers.instrument_from_files()
     prep = templates.prepare(templates.load_library(), inst)
@@ -52,7 +52,9 @@ def stress_sets(n: int, preparation, seed: int = 77) -> dict[str, tuple[list[byt
                 prepared = spectra.prepare(mock.spectrum, preparation)
             except spectra.SpectrumError:
                 continue
-            raws.append(examples.to_example(prepared, truth={k: mock.truth[k] for k in F.LABEL_KEYS}).SerializeToString())
+            raws.append(
+                examples.to_example(prepared, truth={k: mock.truth[k] for k in F.LABEL_KEYS}).SerializeToString()
+            )
         out[name] = (raws, examples.parse(raws, truth=True))
     return out
 
@@ -76,8 +78,12 @@ def fit_methods(out: dict, parsed: dict, calib: dict) -> dict[str, np.ndarray]:
 
 def describe(out: dict, parsed: dict | None, calib: dict, factors: dict | None) -> dict:
     score = out[F.OOD_SCORE]
-    row = {"n": int(len(score)), "score_median": float(np.median(score)), "score_p90": float(np.quantile(score, 0.9)),
-           "flagged": float(np.mean(out[F.OOD_FLAG]))}
+    row = {
+        "n": int(len(score)),
+        "score_median": float(np.median(score)),
+        "score_p90": float(np.quantile(score, 0.9)),
+        "flagged": float(np.mean(out[F.OOD_FLAG])),
+    }
     if parsed is None:
         return row
     d, sigma = np.abs(residuals(out, parsed)), raw_sigma(out, calib)
@@ -122,14 +128,27 @@ def main() -> None:
     print(f"{predictor.path}: ood threshold {calib['ood_threshold']:.2f}; factors fitted on {args.calibration_set}")
     print(f"{'set':<28}{'n':>6}{'score med':>10}{'p90':>7}{'flagged':>8}  " + "  ".join(f"{m:>23}" for m in METHODS))
     for name, row in table.items():
-        cover = "  ".join("/".join(f"{row[m][k]:.2f}" for k in F.LABEL_KEYS) if m in row else f"{'':>19}"
-                          for m in METHODS)
-        print(f"{name:<28}{row['n']:>6}{row['score_median']:>10.2f}{row['score_p90']:>7.2f}{row['flagged']:>8.3f}  {cover}")
+        cover = "  ".join(
+            "/".join(f"{row[m][k]:.2f}" for k in F.LABEL_KEYS) if m in row else f"{'':>19}" for m in METHODS
+        )
+        print(
+            f"{name:<28}{row['n']:>6}{row['score_median']:>10.2f}{row['score_p90']:>7.2f}"
+            f"{row['flagged']:>8.3f}  {cover}"
+        )
     print("coverage per method: log_age/mh/ebv/vd")
     if args.out:
-        write_result(args.out, {"model": predictor.path, "calibration_set": args.calibration_set,
-                                "factors": {m: f.tolist() for m, f in factors.items()}, "table": table,
-                                "machine_before": before, "machine_after": machine()}, before)
+        write_result(
+            args.out,
+            {
+                "model": predictor.path,
+                "calibration_set": args.calibration_set,
+                "factors": {m: f.tolist() for m, f in factors.items()},
+                "table": table,
+                "machine_before": before,
+                "machine_after": machine(),
+            },
+            before,
+        )
 
 
 if __name__ == "__main__":

@@ -65,7 +65,11 @@ def per_file_ms(path: str, repeat: int = 50) -> dict[str, float]:
     for _ in range(repeat):
         examples.to_example(grid).SerializeToString()
     t3 = time.perf_counter()
-    return {"read": 1e3 * (t1 - t0) / repeat, "resample": 1e3 * (t2 - t1) / repeat, "to_example": 1e3 * (t3 - t2) / repeat}
+    return {
+        "read": 1e3 * (t1 - t0) / repeat,
+        "resample": 1e3 * (t2 - t1) / repeat,
+        "to_example": 1e3 * (t3 - t2) / repeat,
+    }
 
 
 def timed_run(files: list[Path], out: Path, workers: int) -> dict:

@@ -31,11 +31,11 @@ import numpy as np
 import tensorflow as tf
 from ppxf_vs_truth import clipped, groups, labeller_fitter, real_files, real_spectra  # benchmarks/, beside this script
 
-from stellarpop.components.portable import portable
 from stellarpop.components import examples
+from stellarpop.components.portable import portable
 from stellarpop.components.ppxf_labeler import job as label_job
-from stellarpop.serving import predict as pred
 from stellarpop.schema import features as F
+from stellarpop.serving import predict as pred
 
 
 def load(folder_glob: str, limit: int | None = None) -> tuple[list[bytes], dict[str, np.ndarray]]:
@@ -51,7 +51,7 @@ def load(folder_glob: str, limit: int | None = None) -> tuple[list[bytes], dict[
 
 
 def predict_all(predictor: pred.Predictor, raws: list[bytes], batch: int = 512) -> dict[str, np.ndarray]:
-    outs = [predictor.predict(raws[i:i + batch]) for i in range(0, len(raws), batch)]
+    outs = [predictor.predict(raws[i : i + batch]) for i in range(0, len(raws), batch)]
     return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
 
@@ -63,7 +63,9 @@ def accuracy(pred_out: dict, parsed: dict) -> dict:
             d = pred_out[k][sel] - parsed[F.TRUTH_PREFIX + k][sel]
             row[k] = clipped(d)
             if k + F.ERR_SUFFIX in pred_out:
-                row[k + "_cover68"] = float(np.mean(np.abs(d) <= pred_out[k + F.ERR_SUFFIX][sel])) if sel.any() else float("nan")
+                row[k + "_cover68"] = (
+                    float(np.mean(np.abs(d) <= pred_out[k + F.ERR_SUFFIX][sel])) if sel.any() else float("nan")
+                )
         table[name] = row
     return table
 
@@ -89,8 +91,9 @@ def versus_ppxf(predictor: pred.Predictor, ppxf_dir: str) -> dict:
     have = np.array([i in labels and labels[i].ok for i in ids])
     fits = {k: np.array([getattr(labels[i], k) for i, h in zip(ids, have) if h]) for k in F.LABEL_KEYS}
     keys = [F.SNR_R, F.BPT_CLASS, *(F.TRUTH_PREFIX + k for k in F.LABEL_KEYS)]
-    return compare_with_ppxf({key: np.asarray(parsed[key])[have] for key in keys},
-                             {k: out[k][have] for k in F.LABEL_KEYS}, fits)
+    return compare_with_ppxf(
+        {key: np.asarray(parsed[key])[have] for key in keys}, {k: out[k][have] for k in F.LABEL_KEYS}, fits
+    )
 
 
 def compare_with_ppxf(parsed: dict[str, np.ndarray], model: dict[str, np.ndarray], fits: dict[str, np.ndarray]) -> dict:
@@ -116,8 +119,14 @@ def real(predictor: pred.Predictor) -> list[dict]:
     fitter = labeller_fitter()
     rows = pred.predict_files(real_files(), predictor)
     for row, fit in zip(rows, real_spectra(fitter)):
-        row["ppxf"] = {"log_age": fit["log_age"], "mh": fit["mh"], "ebv": fit["ebv"], "vd": fit["ppxf_vd"],
-                       "vd_err": fit["ppxf_vd_err"], "status": fit["status"]}
+        row["ppxf"] = {
+            "log_age": fit["log_age"],
+            "mh": fit["mh"],
+            "ebv": fit["ebv"],
+            "vd": fit["ppxf_vd"],
+            "vd_err": fit["ppxf_vd_err"],
+            "status": fit["status"],
+        }
     return rows
 
 
@@ -135,33 +144,53 @@ def main() -> None:
     t0 = time.time()
     out = predict_all(predictor, raws)
     table = accuracy(out, parsed)
-    result = {"model": predictor.path, "test": args.test, "n_test": len(raws), "predict_s": time.time() - t0,
-              "table": table, "spectra_per_s": speed(predictor, raws[:512]), "real": real(predictor)}
+    result = {
+        "model": predictor.path,
+        "test": args.test,
+        "n_test": len(raws),
+        "predict_s": time.time() - t0,
+        "table": table,
+        "spectra_per_s": speed(predictor, raws[:512]),
+        "real": real(predictor),
+    }
     if args.ppxf:
         result["versus_ppxf"] = versus_ppxf(predictor, args.ppxf)
 
     print(f"model minus truth on {len(raws)} held-out spectra ({args.test})")
     print(f"{'group':<16}{'n':>6}" + "".join(f"{k + ' mean':>13}{k + ' std':>11}{'cov68':>7}" for k in F.LABEL_KEYS))
     for name, row in table.items():
-        print(f"{name:<16}{row['n']:>6}" + "".join(
-            f"{row[k][0]:>13.4f}{row[k][1]:>11.4f}{row.get(k + '_cover68', float('nan')):>7.2f}" for k in F.LABEL_KEYS))
+        print(
+            f"{name:<16}{row['n']:>6}"
+            + "".join(
+                f"{row[k][0]:>13.4f}{row[k][1]:>11.4f}{row.get(k + '_cover68', float('nan')):>7.2f}"
+                for k in F.LABEL_KEYS
+            )
+        )
     print(f"speed: {result['spectra_per_s']:.0f} spectra/s from serialized Examples (batch 512)")
     if args.ppxf:
         vp = result["versus_ppxf"]
         print(f"same {vp['n']} mocks, clipped std about the truth: model vs pPXF")
         for k in F.LABEL_KEYS:
-            print(f"  {k:<8} model {vp[k]['model'][1]:.4f} (mean {vp[k]['model'][0]:+.4f})   pPXF {vp[k]['ppxf'][1]:.4f} (mean {vp[k]['ppxf'][0]:+.4f})")
+            print(
+                f"  {k:<8} model {vp[k]['model'][1]:.4f} (mean {vp[k]['model'][0]:+.4f})   pPXF "
+                f"{vp[k]['ppxf'][1]:.4f} (mean {vp[k]['ppxf'][0]:+.4f})"
+            )
         print("clipped std of model - pPXF (the real-spectra measure) | pPXF - truth, per group")
         for name, row in vp["groups"].items():
-            print(f"  {name:<16}{row['n']:>6}" + "".join(
-                f"  {k} {row[k]['model_minus_ppxf'][1]:.4f} | {row[k]['ppxf'][1]:.4f}" for k in F.LABEL_KEYS))
+            print(
+                f"  {name:<16}{row['n']:>6}"
+                + "".join(f"  {k} {row[k]['model_minus_ppxf'][1]:.4f} | {row[k]['ppxf'][1]:.4f}" for k in F.LABEL_KEYS)
+            )
     print("real SDSS spectra: model | pPXF | SDSS VDISP")
     for row in result["real"]:
         p = row["ppxf"]
-        print(f"  {row['spec_id']:<16} z={row['z']:.4f} model: age {row['log_age']:.2f}+-{row['log_age_err']:.2f} "
-              f"[M/H] {row['mh']:+.2f}+-{row['mh_err']:.2f} E(B-V) {row['ebv']:.3f} sigma {row['vd']:.0f}+-{row['vd_err']:.0f} "
-              f"| pPXF: age {p['log_age']:.2f} [M/H] {p['mh']:+.2f} E(B-V) {p['ebv']:.3f} sigma {p['vd']:.0f} "
-              f"| VDISP {row['sdss_vdisp']:.0f}  {row['quality']}")
+        print(
+            f"  {row['spec_id']:<16} z={row['z']:.4f} model: age {row['log_age']:.2f}+-{row['log_age_err']:.2f} "
+            f"[M/H] {row['mh']:+.2f}+-{row['mh_err']:.2f} E(B-V) {row['ebv']:.3f} sigma "
+            f"{row['vd']:.0f}+-{row['vd_err']:.0f} "
+            f"| pPXF: age {p['log_age']:.2f} [M/H] {p['mh']:+.2f} E(B-V) {p['ebv']:.3f} sigma {p['vd']:.0f} "
+            f"| VDISP {row['sdss_vdisp']:.0f}  {row['quality']}"
+        )
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as fh:

@@ -31,15 +31,15 @@ import numpy as np
 from model_vs_truth import accuracy, load, predict_all  # benchmarks/, beside this script
 from ppxf_vs_truth import clipped, machine
 
-from stellarpop.components.portable import portable
 from stellarpop.components import bc03, ppxf_fit, priors, reference_data, templates
 from stellarpop.components.mock_example_gen import job as sim_job
 from stellarpop.components.mock_example_gen import run as sim_run
+from stellarpop.components.portable import portable
 from stellarpop.components.ppxf_labeler import job as label_job
 from stellarpop.components.ppxf_labeler import run as label_run
 from stellarpop.pipeline import configs
-from stellarpop.serving import predict as pred
 from stellarpop.schema import features as F
+from stellarpop.serving import predict as pred
 
 RESULT_FILE = "other_library.json"
 NUISANCES = "realistic"
@@ -96,7 +96,9 @@ def ood_summary(out: dict) -> dict:
 def truth_ranges(parsed: dict, lib: templates.Library, emiles: templates.Library) -> dict:
     """The truth's ranges, and how many mocks have [M/H] beyond E-MILES's (pPXF cannot reach them)."""
     mh = parsed[F.TRUTH_PREFIX + F.MH]
-    res = {k: [float(np.min(parsed[F.TRUTH_PREFIX + k])), float(np.max(parsed[F.TRUTH_PREFIX + k]))] for k in F.LABEL_KEYS}
+    res = {
+        k: [float(np.min(parsed[F.TRUTH_PREFIX + k])), float(np.max(parsed[F.TRUTH_PREFIX + k]))] for k in F.LABEL_KEYS
+    }
     res["library_log_age"] = [float(np.log10(lib.ages.min() * 1e9)), float(np.log10(lib.ages.max() * 1e9))]
     res["library_mh"] = [float(lib.metals.min()), float(lib.metals.max())]
     res["mh_beyond_emiles"] = int(np.sum((mh > emiles.metals.max()) | (mh < emiles.metals.min())))
@@ -105,25 +107,39 @@ def truth_ranges(parsed: dict, lib: templates.Library, emiles: templates.Library
 
 def print_table(result: dict) -> None:
     net, same, pp = result["network"]["all"], result["network_on_ppxf_ok"]["all"], result["ppxf"]
-    print(f"BC03 mocks (never seen): {result['n_mocks']} spectra (seed {result['seed']}, sdss priors, {NUISANCES} nuisances); "
-          f"library {os.path.basename(result['library'])} sha256 {result['library_sha256'][:12]}")
+    print(
+        f"BC03 mocks (never seen): {result['n_mocks']} spectra (seed {result['seed']}, sdss priors, "
+        f"{NUISANCES} nuisances); "
+        f"library {os.path.basename(result['library'])} sha256 {result['library_sha256'][:12]}"
+    )
     print(f"network on all {net['n']}; pPXF (E-MILES) on its {pp['n']} ok fits; status {pp['status']}")
-    print(f"{'param':<8}{'net mean':>10}{'net std':>9}{'net cov68':>10}{'net std*':>9}"
-          f"{'pPXF mean':>11}{'pPXF std':>10}{'pPXF cov68':>11}")
+    print(
+        f"{'param':<8}{'net mean':>10}{'net std':>9}{'net cov68':>10}{'net std*':>9}"
+        f"{'pPXF mean':>11}{'pPXF std':>10}{'pPXF cov68':>11}"
+    )
     for k in F.LABEL_KEYS:
-        print(f"{k:<8}{net[k][0]:>10.4f}{net[k][1]:>9.4f}{net.get(k + '_cover68', float('nan')):>10.2f}{same[k][1]:>9.4f}"
-              f"{pp[k][0]:>11.4f}{pp[k][1]:>10.4f}{pp[k + '_cover68']:>11.2f}")
-    print("  (mean, std: 3-sigma-clipped, of estimate minus truth; cov68: fraction with |estimate - truth| <= its error; "
-          "net std*: the network on pPXF's ok fits only)")
+        print(
+            f"{k:<8}{net[k][0]:>10.4f}{net[k][1]:>9.4f}{net.get(k + '_cover68', float('nan')):>10.2f}{same[k][1]:>9.4f}"
+            f"{pp[k][0]:>11.4f}{pp[k][1]:>10.4f}{pp[k + '_cover68']:>11.2f}"
+        )
+    print(
+        "  (mean, std: 3-sigma-clipped, of estimate minus truth; cov68: fraction with |estimate - truth| <= its error; "
+        "net std*: the network on pPXF's ok fits only)"
+    )
     if result["ood"]:
         print("  OOD: " + ", ".join(f"{k} {v:.3f}" for k, v in result["ood"].items()))
     else:
         print("  OOD: the model has no ood_score / ood_flag outputs")
     tr = result["truth"]
-    print(f"  truth log_age {tr['log_age'][0]:.2f}..{tr['log_age'][1]:.2f}, [M/H] {tr['mh'][0]:+.2f}..{tr['mh'][1]:+.2f} "
-          f"(library {tr['library_mh'][0]:+.2f}..{tr['library_mh'][1]:+.2f}); {tr['mh_beyond_emiles']} beyond E-MILES's [M/H]")
-    print(f"wall: simulate {result['simulate_s']:.0f} s, label {result['label_wall_s']:.0f} s "
-          f"({result['fitted_now']} new fits on {result['workers']} workers), predict {result['predict_s']:.0f} s")
+    print(
+        f"  truth log_age {tr['log_age'][0]:.2f}..{tr['log_age'][1]:.2f}, [M/H] {tr['mh'][0]:+.2f}..{tr['mh'][1]:+.2f} "
+        f"(library {tr['library_mh'][0]:+.2f}..{tr['library_mh'][1]:+.2f}); {tr['mh_beyond_emiles']} beyond "
+        "E-MILES's [M/H]"
+    )
+    print(
+        f"wall: simulate {result['simulate_s']:.0f} s, label {result['label_wall_s']:.0f} s "
+        f"({result['fitted_now']} new fits on {result['workers']} workers), predict {result['predict_s']:.0f} s"
+    )
 
 
 def main() -> None:
@@ -150,15 +166,29 @@ def main() -> None:
     ppxf, ok = ppxf_rows(parsed, fits)
     subset = {k: v[ok] for k, v in net_out.items()}
     result = {
-        "n": args.n, "seed": args.seed, "workers": args.workers, "n_mocks": len(raws), "model": predictor.path,
-        "library": str(lib_path), "library_sha256": reference_data.sha256(lib_path), "nuisances": NUISANCES,
-        "priors": "sdss", "fit_config": json.loads(config.fit.to_json()),
-        "network": accuracy(net_out, parsed), "network_on_ppxf_ok": accuracy(subset, {k: v[ok] for k, v in parsed.items()}),
-        "ppxf": ppxf, "ood": ood_summary(net_out),
+        "n": args.n,
+        "seed": args.seed,
+        "workers": args.workers,
+        "n_mocks": len(raws),
+        "model": predictor.path,
+        "library": str(lib_path),
+        "library_sha256": reference_data.sha256(lib_path),
+        "nuisances": NUISANCES,
+        "priors": "sdss",
+        "fit_config": json.loads(config.fit.to_json()),
+        "network": accuracy(net_out, parsed),
+        "network_on_ppxf_ok": accuracy(subset, {k: v[ok] for k, v in parsed.items()}),
+        "ppxf": ppxf,
+        "ood": ood_summary(net_out),
         "truth": truth_ranges(parsed, templates.load_library(lib_path), templates.load_library()),
-        "simulate_s": t_sim, "label_wall_s": t_label, "predict_s": t_pred,
-        "fitted_now": summary["fitted"] - summary["fitted_before"], "failed": summary["failed"],
-        "failure_messages": summary["failure_messages"], "machine_before": before, "machine_after": machine(),
+        "simulate_s": t_sim,
+        "label_wall_s": t_label,
+        "predict_s": t_pred,
+        "fitted_now": summary["fitted"] - summary["fitted_before"],
+        "failed": summary["failed"],
+        "failure_messages": summary["failure_messages"],
+        "machine_before": before,
+        "machine_after": machine(),
     }
     print_table(result)
     with open(os.path.join(out, RESULT_FILE), "w") as fh:

@@ -22,13 +22,12 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from stellarpop.components.portable import portable
 from stellarpop.components import bpt, examples, ppxf_fit, priors, readers, reference_data, spectra, templates
-from stellarpop.components.instrument import Instrument
-from stellarpop.components.mock_example_gen import run as sim_run
 from stellarpop.components.mock_example_gen import job as sim_job
-from stellarpop.components.ppxf_labeler import run as label_run
+from stellarpop.components.mock_example_gen import run as sim_run
+from stellarpop.components.portable import portable
 from stellarpop.components.ppxf_labeler import job as label_job
+from stellarpop.components.ppxf_labeler import run as label_run
 from stellarpop.pipeline import configs
 from stellarpop.pipeline.evaluation.metrics import sigma_clipped_mean_std
 from stellarpop.schema import features as F
@@ -60,7 +59,8 @@ def truth_table(examples_dir: str) -> dict[str, dict]:
             parsed = examples.parse(list(raw.numpy()), truth=True)
             for i, sid in enumerate(parsed[F.SPEC_ID]):
                 rows[sid] = {
-                    "snr": float(parsed[F.SNR_R][i]), "class": parsed[F.BPT_CLASS][i],
+                    "snr": float(parsed[F.SNR_R][i]),
+                    "class": parsed[F.BPT_CLASS][i],
                     **{k: float(parsed[F.TRUTH_PREFIX + k][i]) for k in F.LABEL_KEYS},
                 }
     return rows
@@ -71,8 +71,10 @@ def compare(truth: dict, fits: dict) -> dict:
     snr = np.array([truth[i]["snr"] for i in ids])
     cls = np.array([truth[i]["class"] for i in ids])
     diff = {k: np.array([getattr(fits[i], k) - truth[i][k] for i in ids]) for k in F.LABEL_KEYS}
-    return {name: {"n": int(sel.sum()), **{k: clipped(diff[k][sel]) for k in F.LABEL_KEYS}}
-            for name, sel in groups(snr, cls).items()}
+    return {
+        name: {"n": int(sel.sum()), **{k: clipped(diff[k][sel]) for k in F.LABEL_KEYS}}
+        for name, sel in groups(snr, cls).items()
+    }
 
 
 def time_fits(examples_dir: str, fitter: ppxf_fit.Fitter, n: int) -> float:
@@ -119,7 +121,9 @@ def write_result(out: str, result: dict, before: dict) -> None:
 
 def real_files() -> list[str]:
     """The real SDSS spectra: the two in the ppxf wheel and NGC4636 of the ppxf 8.2.6 sdist."""
-    return readers.bundled_spectra() + [str(p) for p in reference_data.ppxf_sdist_members("spectra/NGC4636_SDSS_DR12.fits")]
+    return readers.bundled_spectra() + [
+        str(p) for p in reference_data.ppxf_sdist_members("spectra/NGC4636_SDSS_DR12.fits")
+    ]
 
 
 def real_spectra(fitter: ppxf_fit.Fitter) -> list[dict]:
@@ -128,11 +132,22 @@ def real_spectra(fitter: ppxf_fit.Fitter) -> list[dict]:
         spec = readers.read_spectrum(path)
         grid = spectra.prepare(spec)
         r = fitter.fit(spec.spec_id, grid.flux, grid.ivar, grid.bad, spec.z)
-        rows.append({
-            "file": os.path.basename(path), "z": spec.z, "sdss_vdisp": spec.sdss_vdisp, "sdss_vdisp_err": spec.sdss_vdisp_err,
-            "ppxf_vd": r.vd, "ppxf_vd_err": r.vd_err, "log_age": r.log_age, "mh": r.mh, "ebv": r.ebv,
-            "chi2": r.chi2, "status": r.status, "message": r.message,
-        })
+        rows.append(
+            {
+                "file": os.path.basename(path),
+                "z": spec.z,
+                "sdss_vdisp": spec.sdss_vdisp,
+                "sdss_vdisp_err": spec.sdss_vdisp_err,
+                "ppxf_vd": r.vd,
+                "ppxf_vd_err": r.vd_err,
+                "log_age": r.log_age,
+                "mh": r.mh,
+                "ebv": r.ebv,
+                "chi2": r.chi2,
+                "status": r.status,
+                "message": r.message,
+            }
+        )
     return rows
 
 
@@ -167,26 +182,40 @@ def main() -> None:
     real = real_spectra(fitter)
 
     result = {
-        "n": args.n, "seed": args.seed, "workers": args.workers, "fit_config": json.loads(config.fit.to_json()),
-        "simulate_s": t_sim, "label_wall_s": t_label, "fitted_now": summary["fitted"] - summary["fitted_before"],
-        "failed": summary["failed"], "failure_messages": summary["failure_messages"],
-        "seconds_per_fit_one_core": per_fit, "table": table, "real": real,
+        "n": args.n,
+        "seed": args.seed,
+        "workers": args.workers,
+        "fit_config": json.loads(config.fit.to_json()),
+        "simulate_s": t_sim,
+        "label_wall_s": t_label,
+        "fitted_now": summary["fitted"] - summary["fitted_before"],
+        "failed": summary["failed"],
+        "failure_messages": summary["failure_messages"],
+        "seconds_per_fit_one_core": per_fit,
+        "table": table,
+        "real": real,
     }
     with open(os.path.join(labelled, "ppxf_vs_truth.json"), "w") as fh:
         json.dump(portable(result), fh, indent=2)
 
-    print(f"pPXF minus truth, {args.n} SDSS-like mocks (seed {args.seed}), gas components {args.gas_components}; "
-          f"{summary['failed']} failed fits")
+    print(
+        f"pPXF minus truth, {args.n} SDSS-like mocks (seed {args.seed}), gas components {args.gas_components}; "
+        f"{summary['failed']} failed fits"
+    )
     print(f"{'group':<16}{'n':>6}" + "".join(f"{k + ' mean':>14}{k + ' std':>12}" for k in F.LABEL_KEYS))
     for name, row in table.items():
         print(f"{name:<16}{row['n']:>6}" + "".join(f"{row[k][0]:>14.4f}{row[k][1]:>12.4f}" for k in F.LABEL_KEYS))
-    print(f"one core: {per_fit:.3f} s per fit; labelling wall time {t_label:.0f} s for "
-          f"{result['fitted_now']} new fits on {args.workers} workers")
+    print(
+        f"one core: {per_fit:.3f} s per fit; labelling wall time {t_label:.0f} s for "
+        f"{result['fitted_now']} new fits on {args.workers} workers"
+    )
     print("real SDSS spectra: sigma pPXF vs SDSS VDISP")
     for row in real:
-        print(f"  {row['file']:<26} z={row['z']:.4f} VDISP={row['sdss_vdisp']:.1f}+-{row['sdss_vdisp_err']:.1f} "
-              f"pPXF={row['ppxf_vd']:.1f}+-{row['ppxf_vd_err']:.1f} log_age={row['log_age']:.2f} [M/H]={row['mh']:+.2f} "
-              f"E(B-V)={row['ebv']:.3f} chi2={row['chi2']:.2f} {row['status']} {row['message']}")
+        print(
+            f"  {row['file']:<26} z={row['z']:.4f} VDISP={row['sdss_vdisp']:.1f}+-{row['sdss_vdisp_err']:.1f} "
+            f"pPXF={row['ppxf_vd']:.1f}+-{row['ppxf_vd_err']:.1f} log_age={row['log_age']:.2f} [M/H]={row['mh']:+.2f} "
+            f"E(B-V)={row['ebv']:.3f} chi2={row['chi2']:.2f} {row['status']} {row['message']}"
+        )
 
 
 if __name__ == "__main__":

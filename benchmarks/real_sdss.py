@@ -32,13 +32,13 @@ import tensorflow as tf
 from ppxf_vs_truth import SHARED_REAL_SDSS, clipped, labeller_fitter, real_files  # benchmarks/, beside this script
 from threadpoolctl import threadpool_limits
 
-from stellarpop.components.portable import portable
 from stellarpop.components import examples, ppxf_fit
 from stellarpop.components.fits_example_gen import job as ingest_job
+from stellarpop.components.portable import portable
 from stellarpop.components.ppxf_labeler import job as label_job
-from stellarpop.serving import predict as pred
 from stellarpop.schema import features as F
 from stellarpop.schema import model_contract as contract
+from stellarpop.serving import predict as pred
 
 PAIRS = (("0266-51602-0166", "0266-51630-0174"), ("0266-51602-0526", "0266-51630-0525"))  # same galaxy, two nights
 PAPER = {"log_age": 0.11, "mh": 0.11, "ebv": 0.018, "vd": 31.0}  # network minus pPXF, clipped std (the paper)
@@ -100,13 +100,23 @@ def summarise(rows: list[dict]) -> dict:
     for who in WHO:
         d = _values(used, who, F.VD) - vdisp
         mean, std = clipped(d)
-        out["vd_minus_vdisp"][who] = {"n": int(np.isfinite(d).sum()), "rms": float(np.sqrt(np.nanmean(d**2))),
-                                      "clipped_mean": mean, "clipped_std": std, "target_rms": VDISP_RMS_TARGET}
+        out["vd_minus_vdisp"][who] = {
+            "n": int(np.isfinite(d).sum()),
+            "rms": float(np.sqrt(np.nanmean(d**2))),
+            "clipped_mean": mean,
+            "clipped_std": std,
+            "target_rms": VDISP_RMS_TARGET,
+        }
     for k in F.LABEL_KEYS:
         d = _values(rows, "net", k) - _values(rows, "ppxf", k)
         mean, std = clipped(d)
-        out["net_minus_ppxf"][k] = {"n": int(np.isfinite(d).sum()), "clipped_mean": mean, "clipped_std": std,
-                                    "paper": PAPER[k], "target": TARGET.get(k, math.nan)}
+        out["net_minus_ppxf"][k] = {
+            "n": int(np.isfinite(d).sum()),
+            "clipped_mean": mean,
+            "clipped_std": std,
+            "paper": PAPER[k],
+            "target": TARGET.get(k, math.nan),
+        }
     return out
 
 
@@ -129,16 +139,20 @@ DECIMALS = {"log_age": 3, "mh": 3, "ebv": 3, "vd": 1}  # printed
 
 
 def print_rows(rows: list[dict]) -> None:
-    print(f"{'spec_id':<16} {'z':>6} {'S/N':>5} {'VDISP':>12} {'net VD':>12} {'pPXF VD':>12} "
-          f"{'age net/pPXF':>13} {'[M/H] net/pPXF':>15} {'E(B-V) net/pPXF':>15}  pPXF status; quality")
+    print(
+        f"{'spec_id':<16} {'z':>6} {'S/N':>5} {'VDISP':>12} {'net VD':>12} {'pPXF VD':>12} "
+        f"{'age net/pPXF':>13} {'[M/H] net/pPXF':>15} {'E(B-V) net/pPXF':>15}  pPXF status; quality"
+    )
     for r in rows:
         n, p = r["net"], r["ppxf"]
         z, snr, vdisp = (math.nan if r[k] is None else r[k] for k in ("z", "snr_r", "sdss_vdisp"))  # None: unreadable
-        print(f"{r['spec_id'] or os.path.basename(r['file']):<16} {z:>6.4f} {snr:>5.1f} "
-              f"{vdisp:>6.1f}+-{r['sdss_vdisp_err']:<4.1f} {n['vd']:>6.1f}+-{n['vd_err']:<4.1f} "
-              f"{p['vd']:>6.1f}+-{p['vd_err']:<4.1f} {n['log_age']:>6.3f}/{p['log_age']:<6.3f} "
-              f"{n['mh']:>+7.3f}/{p['mh']:<+7.3f} {n['ebv']:>7.3f}/{p['ebv']:<7.3f}  "
-              f"{p['status']}{' (' + p['message'] + ')' if p['message'] else ''}; {r['quality'] or '-'}{r['error']}")
+        print(
+            f"{r['spec_id'] or os.path.basename(r['file']):<16} {z:>6.4f} {snr:>5.1f} "
+            f"{vdisp:>6.1f}+-{r['sdss_vdisp_err']:<4.1f} {n['vd']:>6.1f}+-{n['vd_err']:<4.1f} "
+            f"{p['vd']:>6.1f}+-{p['vd_err']:<4.1f} {n['log_age']:>6.3f}/{p['log_age']:<6.3f} "
+            f"{n['mh']:>+7.3f}/{p['mh']:<+7.3f} {n['ebv']:>7.3f}/{p['ebv']:<7.3f}  "
+            f"{p['status']}{' (' + p['message'] + ')' if p['message'] else ''}; {r['quality'] or '-'}{r['error']}"
+        )
 
 
 def _pair_cell(key: str, c: dict) -> str:
@@ -150,13 +164,18 @@ def print_summary(rows: list[dict], s: dict) -> None:
     excluded = [f"{r['spec_id'] or r['file']} ({r['vdisp_excluded']})" for r in rows if r["vdisp_excluded"]]
     print(f"\nVD - SDSS VDISP (km/s), galaxies with a VDISP; left out: {', '.join(excluded) or 'none'}")
     for who, v in s["vd_minus_vdisp"].items():
-        print(f"  {who:<5} n={v['n']:<3} rms {v['rms']:6.1f}   clipped mean {v['clipped_mean']:+6.1f}  std {v['clipped_std']:5.1f}"
-              f"   (target rms <= {VDISP_RMS_TARGET:g})")
+        print(
+            f"  {who:<5} n={v['n']:<3} rms {v['rms']:6.1f}   clipped mean {v['clipped_mean']:+6.1f}  std "
+            f"{v['clipped_std']:5.1f}"
+            f"   (target rms <= {VDISP_RMS_TARGET:g})"
+        )
     print("network minus pPXF (pPXF fits with status ok), clipped mean and std; paper's std; issue 10's target")
     for k, v in s["net_minus_ppxf"].items():
         d = DECIMALS[k]
-        print(f"  {k:<8} n={v['n']:<3} mean {v['clipped_mean']:+.{d}f}  std {v['clipped_std']:.{d}f}   "
-              f"paper {v['paper']:g}   target {'-' if math.isnan(v['target']) else format(v['target'], 'g')}")
+        print(
+            f"  {k:<8} n={v['n']:<3} mean {v['clipped_mean']:+.{d}f}  std {v['clipped_std']:.{d}f}   "
+            f"paper {v['paper']:g}   target {'-' if math.isnan(v['target']) else format(v['target'], 'g')}"
+        )
     print("repeat pairs: (first - second) / combined 1-sigma, * where |diff| > 1 sigma")
     for e in s["pairs"]:
         for who in WHO:
@@ -186,9 +205,11 @@ def main() -> None:
     rows = measure(files, predictor, fitter)
     summary = summarise(rows)
     meta = model_meta(predictor)
-    print(f"model {meta['model']} (version {meta['model_version']}, stellarpop "
-          f"{meta['model_info'].get('stellarpop_version', '?')}, {meta['model_info'].get('architecture', '?')}); "
-          f"{len(files)} files")
+    print(
+        f"model {meta['model']} (version {meta['model_version']}, stellarpop "
+        f"{meta['model_info'].get('stellarpop_version', '?')}, {meta['model_info'].get('architecture', '?')}); "
+        f"{len(files)} files"
+    )
     print_rows(rows)
     print_summary(rows, summary)
     os.makedirs(args.out, exist_ok=True)

@@ -28,13 +28,11 @@ from typing import Annotated
 
 import numpy as np
 import typer
-
 from ppxf_vs_truth import SHARED_REAL_SDSS, machine, write_result  # benchmarks/, beside this script
 
-from stellarpop.serving import predict
-from stellarpop.schema import features as F
-from stellarpop.serving.client import Client
 from stellarpop.schema import model_contract as contract
+from stellarpop.serving import predict
+from stellarpop.serving.client import Client
 
 DEFAULT_BASE = os.path.join(predict.REPO_MODELS, predict.DEFAULT_MODEL)
 
@@ -70,8 +68,13 @@ def start_server(base_path: str) -> tuple[subprocess.Popen, str]:
 
 def summarize(latencies_s: list[float], spectra: int, elapsed_s: float) -> dict:
     ms = np.asarray(latencies_s) * 1000.0
-    return {"spectra_per_s": spectra / elapsed_s, "requests": len(ms), "elapsed_s": elapsed_s,
-            "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+    return {
+        "spectra_per_s": spectra / elapsed_s,
+        "requests": len(ms),
+        "elapsed_s": elapsed_s,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+    }
 
 
 def in_process(predictor: predict.Predictor, pool: list[bytes], batch: int, seconds: float) -> dict:
@@ -122,7 +125,10 @@ def grpc_cell(target: str, pool: list[bytes], concurrency: int, batch: int, seco
 
 def table(local: dict, cells: list[dict]) -> str:
     def row(path, conc, b, r):
-        return f"{path:<10}{conc:>5}{b:>6}{r['spectra_per_s']:>11.0f}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['requests']:>9}"
+        return (
+            f"{path:<10}{conc:>5}{b:>6}{r['spectra_per_s']:>11.0f}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}"
+            f"{r['requests']:>9}"
+        )
 
     lines = [f"{'path':<10}{'conc':>5}{'batch':>6}{'spectra/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'requests':>9}"]
     lines += [row("in-proc", 1, b, r) for b, r in local.items()]
@@ -134,8 +140,12 @@ def targets(local: dict, cells: list[dict]) -> dict:
     best_512 = max(r["spectra_per_s"] for r in cells if r["batch"] == 512)  # the best concurrency
     p99_1_8 = next(r["p99_ms"] for r in cells if r["batch"] == 1 and r["concurrency"] == 8)
     ratio = best_512 / local[512]["spectra_per_s"]
-    return {"batch512_grpc_over_in_process": ratio, "batch512_ok": ratio >= 0.7,
-            "batch1_conc8_p99_ms": p99_1_8, "batch1_conc8_ok": p99_1_8 <= 50.0}
+    return {
+        "batch512_grpc_over_in_process": ratio,
+        "batch512_ok": ratio >= 0.7,
+        "batch1_conc8_p99_ms": p99_1_8,
+        "batch1_conc8_ok": p99_1_8 <= 50.0,
+    }
 
 
 def main(
@@ -160,8 +170,15 @@ def main(
         proc.terminate()
         proc.wait(timeout=30)
     checked = {1, 512} <= set(batches) and 8 in concs
-    result = {"machine_before": before, "machine_after": machine(), "seconds_per_cell": seconds, "examples": len(pool),
-              "in_process": local, "grpc": cells, "targets": targets(local, cells) if checked else {}}
+    result = {
+        "machine_before": before,
+        "machine_after": machine(),
+        "seconds_per_cell": seconds,
+        "examples": len(pool),
+        "in_process": local,
+        "grpc": cells,
+        "targets": targets(local, cells) if checked else {},
+    }
     print(table(local, cells))
     print(json.dumps(result["targets"], indent=1))
     write_result(out, result, before)

@@ -53,17 +53,22 @@ def main(
         t10 = next(t for t, d in samples if d >= 0.1 * n)
         t90 = next(t for t, d in samples if d >= 0.9 * n)
         size = sum(p.stat().st_size for p in (tmp / "out" / "examples").rglob("*.gz"))
-        print(json.dumps({
-            "cpus": os.cpu_count(),
-            "workers": workers,
-            "n": n,
-            "written": sum(summary["splits"].values()),
-            "classes": summary["classes"],
-            "wall_s": round(wall, 1),
-            "steady_state_spectra_per_s": round(0.8 * n / (t90 - t10), 1),
-            "startup_s": round(next(t for t, d in samples if d > 0) - start, 1),
-            "tfrecord_gb": round(size / 1e9, 2),
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "cpus": os.cpu_count(),
+                    "workers": workers,
+                    "n": n,
+                    "written": sum(summary["splits"].values()),
+                    "classes": summary["classes"],
+                    "wall_s": round(wall, 1),
+                    "steady_state_spectra_per_s": round(0.8 * n / (t90 - t10), 1),
+                    "startup_s": round(next(t for t, d in samples if d > 0) - start, 1),
+                    "tfrecord_gb": round(size / 1e9, 2),
+                },
+                indent=2,
+            )
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

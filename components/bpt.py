@@ -9,7 +9,7 @@ a spec file's ``SPZLINE`` table, ``readers/sdss.py``).
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 # passive: no measurable lines (the simulator's quiescent galaxies, unclassifiable spectra).
 CLASSES = ("passive", "star-forming", "composite", "AGN")

@@ -8,7 +8,7 @@ requests the serving client sends are all built by :func:`to_example`, and parse
 from __future__ import annotations
 
 import hashlib
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -47,14 +47,24 @@ def to_example(
     feats[F.MASK].int64_list.value.extend(np.asarray(spec.bad, np.int64).tolist())
     ints = {F.PLATE: spec.plate, F.MJD: spec.mjd, F.FIBER: spec.fiber, F.ZWARNING: spec.zwarning}
     floats = {
-        F.RA: spec.ra, F.DEC: spec.dec, F.Z: spec.z, F.Z_ERR: spec.z_err, F.SNR_R: spec.snr_r,
-        F.SDSS_VDISP: spec.sdss_vdisp, F.SDSS_VDISP_ERR: spec.sdss_vdisp_err, F.COVERAGE: spec.coverage,
+        F.RA: spec.ra,
+        F.DEC: spec.dec,
+        F.Z: spec.z,
+        F.Z_ERR: spec.z_err,
+        F.SNR_R: spec.snr_r,
+        F.SDSS_VDISP: spec.sdss_vdisp,
+        F.SDSS_VDISP_ERR: spec.sdss_vdisp_err,
+        F.COVERAGE: spec.coverage,
     }
     floats.update(labels or {})
     floats.update({F.TRUTH_PREFIX + k: v for k, v in (truth or {}).items()})
     strings = {
-        F.SPEC_ID: spec.spec_id, F.OBJECT_ID: spec.object_id or spec.spec_id, F.SPEC_CLASS: spec.spec_class,
-        F.SUBCLASS: spec.subclass, F.BPT_CLASS: spec.bpt_class, F.SELECTION: ",".join(spec.selection),
+        F.SPEC_ID: spec.spec_id,
+        F.OBJECT_ID: spec.object_id or spec.spec_id,
+        F.SPEC_CLASS: spec.spec_class,
+        F.SUBCLASS: spec.subclass,
+        F.BPT_CLASS: spec.bpt_class,
+        F.SELECTION: ",".join(spec.selection),
         F.SOURCE_FILE: spec.source_file,
     }
     for key, value in ints.items():

@@ -60,7 +60,7 @@ class Nuisances:
         return self != dataclasses.replace(Nuisances(), calib_order=self.calib_order, gap_range=self.gap_range)
 
     @classmethod
-    def realistic(cls) -> "Nuisances":
+    def realistic(cls) -> Nuisances:
         """Amplitudes like SDSS's, for training (each a round, deliberately generous value).
 
         Calibration: 3% per spectrum and 3% per plate, which with the simulator's own ~1.6%
@@ -74,12 +74,23 @@ class Nuisances:
         and 5% line depth, the order of the differences between SSP libraries and of
         alpha/Fe and IMF effects on line strengths.
         """
-        return cls(calib_rms=0.03, calib_plate_rms=0.03, lsf_extra_kms=40.0, wave_shift_kms=7.0,
-                   wave_stretch_kms=5.0, sky_line_rms=0.05, sky_shift_pix=0.05, sky_cont_rms=0.01,
-                   gap_prob=0.1, gap_range=(100.0, 1300.0), template_rms=0.03, line_depth_rms=0.05)
+        return cls(
+            calib_rms=0.03,
+            calib_plate_rms=0.03,
+            lsf_extra_kms=40.0,
+            wave_shift_kms=7.0,
+            wave_stretch_kms=5.0,
+            sky_line_rms=0.05,
+            sky_shift_pix=0.05,
+            sky_cont_rms=0.01,
+            gap_prob=0.1,
+            gap_range=(100.0, 1300.0),
+            template_rms=0.03,
+            line_depth_rms=0.05,
+        )
 
     @classmethod
-    def coerce(cls, spec: "Nuisances | str | dict | None") -> "Nuisances":
+    def coerce(cls, spec: Nuisances | str | dict | None) -> Nuisances:
         """A Nuisances from a config value: None/'none' (off), 'realistic', or a mapping of
         fields with an optional ``preset`` ('none' or 'realistic') that the fields override."""
         if isinstance(spec, cls):
@@ -89,7 +100,9 @@ class Nuisances:
         preset = spec.pop("preset", "none")
         if preset not in presets:
             raise ValueError(f"nuisances preset is 'none' or 'realistic', not {preset!r}")
-        return dataclasses.replace(presets[preset](), **{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
+        return dataclasses.replace(
+            presets[preset](), **{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
+        )
 
 
 # Spectra a model trained with 'realistic' should not trust (and one it should): nuisances far
@@ -137,8 +150,9 @@ def legendre_scales(order: int) -> np.ndarray:
     return np.sqrt((2 * np.arange(1, order + 1) + 1) / order)
 
 
-def draw(nuis: Nuisances, rng: np.random.Generator, plate_rng: np.random.Generator,
-         wave_range: tuple[float, float]) -> Draw:
+def draw(
+    nuis: Nuisances, rng: np.random.Generator, plate_rng: np.random.Generator, wave_range: tuple[float, float]
+) -> Draw:
     """One spectrum's nuisances.
 
     ``rng`` is the spectrum's own nuisance stream, ``plate_rng`` its plate's (the same for
@@ -158,9 +172,16 @@ def draw(nuis: Nuisances, rng: np.random.Generator, plate_rng: np.random.Generat
     seed = int(rng.integers(2**63))
     plate = nuis.calib_plate_rms * scales * plate_rng.standard_normal(nuis.calib_order)
     return Draw(
-        calib=tuple(map(float, calib)), calib_plate=tuple(map(float, plate)), lsf_kms=float(lsf),
-        shift_kms=float(shift), stretch_kms=float(stretch), sky=tuple(map(float, sky)), gap=gap,
-        template_seed=seed, template_rms=nuis.template_rms, line_depth_rms=nuis.line_depth_rms,
+        calib=tuple(map(float, calib)),
+        calib_plate=tuple(map(float, plate)),
+        lsf_kms=float(lsf),
+        shift_kms=float(shift),
+        stretch_kms=float(stretch),
+        sky=tuple(map(float, sky)),
+        gap=gap,
+        template_seed=seed,
+        template_rms=nuis.template_rms,
+        line_depth_rms=nuis.line_depth_rms,
     )
 
 
@@ -176,8 +197,8 @@ def calibration(d: Draw, loglam: np.ndarray) -> np.ndarray:
     """The multiplicative calibration error, 1 + spectrum's + plate's Legendre series in x
     (log-lambda over the spectrum mapped to [-1, 1]; SDSS's pixels are even in it)."""
     coef = np.zeros(max(len(d.calib), len(d.calib_plate)))
-    coef[:len(d.calib)] += d.calib
-    coef[:len(d.calib_plate)] += d.calib_plate
+    coef[: len(d.calib)] += d.calib
+    coef[: len(d.calib_plate)] += d.calib_plate
     return 1 + legendre_basis(loglam.size, coef.size) @ coef
 
 
@@ -249,13 +270,14 @@ def _window_terms(n_pix: int, first: int, last: int, size: int) -> tuple[slice, 
     and (indicator - S indicator): S's transpose is S (a symmetric running mean), so the
     window mean of S T is the mean of T weighted by S applied to the window."""
     win = np.zeros(n_pix)
-    win[first:last + 1] = 1.0
+    win[first : last + 1] = 1.0
     sl = slice(max(first - size, 0), last + size + 1)
     return sl, win[sl], (win - uniform_filter1d(win, size))[sl]
 
 
-def mix_perturbed(templates_t: np.ndarray, light: np.ndarray, in_window: np.ndarray, velscale: float,
-                  weights: np.ndarray, d: Draw) -> np.ndarray:
+def mix_perturbed(
+    templates_t: np.ndarray, light: np.ndarray, in_window: np.ndarray, velscale: float, weights: np.ndarray, d: Draw
+) -> np.ndarray:
     """The mixture sum_k w_k' T_k' of perturbed SSPs (float64).
 
     T_k' = T_k (1 + a_k q(x)) + d_k (T_k - S T_k), with q, a_k and d_k from

@@ -25,13 +25,11 @@ def _cache_root() -> str:
     return os.environ.get("STELLARPOP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "stellarpop")
 
 
-def default_roots() -> dict[str, str]:
-    """{prefix: absolute folder}, most specific first (a venv inside the checkout before it)."""
+def default_roots() -> list[tuple[str, str]]:
+    """(prefix, absolute folder) pairs, most specific first (a venv inside the checkout before it)."""
     packages = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()}
     roots = {"$STELLARPOP_CACHE": _cache_root(), "../shared": str(REPO.parent / "shared")}
-    roots.update({"site-packages": p for p in sorted(packages)})
-    roots[""] = str(REPO)
-    return roots
+    return [*roots.items(), *(("site-packages", p) for p in sorted(packages)), ("", str(REPO))]
 
 
 def portable_path(path: str, roots: Mapping[str, str] | None = None) -> str:
@@ -41,7 +39,7 @@ def portable_path(path: str, roots: Mapping[str, str] | None = None) -> str:
     if not os.path.isabs(path):
         return path
     full = os.path.normpath(path)
-    for prefix, root in [*(roots or {}).items(), *default_roots().items()]:
+    for prefix, root in [*(roots or {}).items(), *default_roots()]:
         root = os.path.normpath(os.path.abspath(root))
         if full == root or full.startswith(root.rstrip(os.sep) + os.sep):
             rel = os.path.relpath(full, root)

@@ -20,8 +20,8 @@ many pixels as SDSS recorded. The resolution it is matched to is SDSS's LSF (the
 SDSS files, as the simulator uses) plus the three pixel boxes a fitted spectrum has been
 through: SDSS's native pixel (69 km/s), the 1-A model-grid pixel and the log-rebinned pixel
 (pPXF's pixel integration acts on the finer template pixels only; see
-:func:`~stellarpop.components.instrument.pixel_boxes_kms` for the measurement). Where E-MILES is broader than that (the blue,
-below ~5500 A rest) the templates keep their resolution: on real spectra sigma comes out
+:func:`~stellarpop.components.instrument.pixel_boxes_kms` for the measurement). Where E-MILES is
+broader than that (the blue, below ~5500 A rest) the templates keep their resolution: on real spectra sigma comes out
 ~3 km/s low there at 150 km/s (sqrt(64^2 - 56^2) km/s in quadrature).
 
 Fits that fail or sit on a bound (issue 10: 2 of 19 real SDSS spectra raised, young
@@ -62,10 +62,10 @@ from ppxf import ppxf_util
 from ppxf.ppxf import ppxf
 
 from stellarpop.components import instrument, templates
-from stellarpop.schema import config_codec
 from stellarpop.components.dust import R_V
 from stellarpop.components.instrument import C_KMS
 from stellarpop.components.templates import Library
+from stellarpop.schema import config_codec
 from stellarpop.schema import features as F
 
 PAPER_AGES = (0.06, 0.12, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)  # Gyr
@@ -105,7 +105,7 @@ class FitConfig:
         return config_codec.to_json(self)
 
     @classmethod
-    def from_json(cls, text: str) -> "FitConfig":
+    def from_json(cls, text: str) -> FitConfig:
         return config_codec.from_json(cls, text)
 
 
@@ -137,7 +137,7 @@ class LabelResult:
         return json.dumps(dataclasses.asdict(self), sort_keys=True, allow_nan=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "LabelResult":
+    def from_json(cls, text: str) -> LabelResult:
         return cls(**json.loads(text))
 
 
@@ -185,7 +185,10 @@ class Fitter:
         z_ref = round(round(z / self.config.z_step) * self.config.z_step, 6)
         if z_ref not in self._prepared:
             self._prepared[z_ref] = templates.prepare(
-                self.lib, self.instrument, oversample=self.config.velscale_ratio, z_ref=z_ref,
+                self.lib,
+                self.instrument,
+                oversample=self.config.velscale_ratio,
+                z_ref=z_ref,
                 extra_sigma_kms=functools.partial(instrument.pixel_boxes_kms, velscale=self.config.velscale),
             )
         return self._prepared[z_ref]
@@ -212,7 +215,9 @@ class Fitter:
         says what each run found.
         """
         try:
-            data = self._prepare(spec_id, np.asarray(flux, float), np.asarray(ivar, float), np.asarray(mask) > 0, float(z))
+            data = self._prepare(
+                spec_id, np.asarray(flux, float), np.asarray(ivar, float), np.asarray(mask) > 0, float(z)
+            )
             return data if isinstance(data, LabelResult) else self._fit(spec_id, data)
         except Exception as exc:  # noqa: BLE001 - any pPXF failure is a recorded status
             return LabelResult(spec_id, message=f"{type(exc).__name__}: {exc}")
@@ -240,7 +245,9 @@ class Fitter:
             return LabelResult(spec_id, n_good=data.n_good, message="; ".join(notes))
         return self._result(spec_id, data, pp, AT_BOUND, "; ".join(notes))
 
-    def _prepare(self, spec_id: str, flux: np.ndarray, ivar: np.ndarray, bad: np.ndarray, z: float) -> _Data | LabelResult:
+    def _prepare(
+        self, spec_id: str, flux: np.ndarray, ivar: np.ndarray, bad: np.ndarray, z: float
+    ) -> _Data | LabelResult:
         """The spectrum log-rebinned at rest at ``velscale``, or why it cannot be fitted."""
         cfg = self.config
         if not (math.isfinite(z) and z > -0.01):
@@ -278,8 +285,12 @@ class Fitter:
         lam_gal = np.exp(data.ln_lam)
         with contextlib.redirect_stdout(io.StringIO()):  # it prints the lines it makes
             gas, names, _ = ppxf_util.emission_lines(
-                prep.ln_lam, [lam_gal[0], lam_gal[-1]], self.lsf_fwhm_rest(data.z), tie_balmer=False,
-                limit_doublets=False, vacuum=True,
+                prep.ln_lam,
+                [lam_gal[0], lam_gal[-1]],
+                self.lsf_fwhm_rest(data.z),
+                tie_balmer=False,
+                limit_doublets=False,
+                vacuum=True,
             )
         good = np.interp(prep.ln_lam, data.ln_lam, data.good.astype(float), left=0.0, right=0.0) > 0.5
         fitted = gas[good].sum(0) >= self.config.min_line_fraction * gas.sum(0)
@@ -289,7 +300,7 @@ class Fitter:
             groups = [balmer, ~balmer]
         return [gas[:, g & fitted] for g in groups if np.any(g & fitted)]
 
-    def _run(self, data: _Data, attempt: _Attempt) -> "_PPXF":
+    def _run(self, data: _Data, attempt: _Attempt) -> _PPXF:
         """One pPXF fit with the paper's settings; raises RuntimeError if it did not converge."""
         cfg = self.config
         prep = self.templates_at(data.z)
@@ -308,17 +319,31 @@ class Fitter:
         if attempt.gas == GAS_MASKED:
             good = good & ppxf_util.determine_mask(data.ln_lam, np.exp(prep.ln_lam[[0, -1]]))
         pp = _PPXF(
-            templates, data.galaxy, data.noise, cfg.velscale, start, bounds=bounds, tied=tied, moments=[2] * n,
-            degree=-1, mdegree=0, lam=np.exp(data.ln_lam), lam_temp=np.exp(prep.ln_lam),
-            velscale_ratio=cfg.velscale_ratio, reddening=cfg.ebv_start * R_V, component=component,
-            gas_component=component > 0 if n > 1 else None, goodpixels=np.flatnonzero(good), quiet=True,
+            templates,
+            data.galaxy,
+            data.noise,
+            cfg.velscale,
+            start,
+            bounds=bounds,
+            tied=tied,
+            moments=[2] * n,
+            degree=-1,
+            mdegree=0,
+            lam=np.exp(data.ln_lam),
+            lam_temp=np.exp(prep.ln_lam),
+            velscale_ratio=cfg.velscale_ratio,
+            reddening=cfg.ebv_start * R_V,
+            component=component,
+            gas_component=component > 0 if n > 1 else None,
+            goodpixels=np.flatnonzero(good),
+            quiet=True,
             linear_method=attempt.linear_method,
         )
         if pp.status <= 0:
             raise RuntimeError(f"pPXF status {pp.status} (not converged)")
         return pp
 
-    def _at_bounds(self, pp: "_PPXF", attempt: _Attempt) -> dict[int, str]:
+    def _at_bounds(self, pp: _PPXF, attempt: _Attempt) -> dict[int, str]:
         """The free kinematic parameters within ``bound_tol`` of a bound: {component: text}.
 
         A gas component none of whose lines is detected (flux > ``line_snr`` times its
@@ -334,7 +359,9 @@ class Fitter:
                 continue
             v, s = sol[k][:2]
             text = [f"V {math.copysign(cfg.vel_max, v):+g}"] * (abs(v) > cfg.vel_max - cfg.bound_tol)
-            text += [f"sigma {round(SIGMA_MIN_PIX * cfg.velscale if s <= lo else cfg.sigma_max, 2):g}"] * (not lo < s < hi)
+            text += [f"sigma {round(SIGMA_MIN_PIX * cfg.velscale if s <= lo else cfg.sigma_max, 2):g}"] * (
+                not lo < s < hi
+            )
             if text:
                 out[k] = f"{'stellar' if k == 0 else f'gas {k}'} {' and '.join(text)} km/s"
         return out
@@ -351,7 +378,7 @@ class Fitter:
         after = {GAS_FREE: GAS_TIED, GAS_TIED: GAS_MASKED}
         return dataclasses.replace(attempt, gas=after[attempt.gas], sigma_start=start) if attempt.gas in after else None
 
-    def _result(self, spec_id: str, data: _Data, pp: "_PPXF", status: str, message: str) -> LabelResult:
+    def _result(self, spec_id: str, data: _Data, pp: _PPXF, status: str, message: str) -> LabelResult:
         """The light-weighted labels of a converged fit and their formal errors."""
         prep = self.templates_at(data.z)
         n_stars = prep.templates.shape[1]
@@ -359,14 +386,26 @@ class Fitter:
         inflate = math.sqrt(max(pp.chi2, 0.0))
         w = pp.weights[:n_stars]
         if not w.sum() > 0:
-            return LabelResult(spec_id, chi2=float(pp.chi2), n_good=pp.goodpixels.size, message="all stellar weights are zero")
+            return LabelResult(
+                spec_id, chi2=float(pp.chi2), n_good=pp.goodpixels.size, message="all stellar weights are zero"
+            )
         cov = _weights_covariance(pp, n_stars)
         age, age_err = _weighted_mean(w, np.repeat(np.log10(prep.ages * 1e9), prep.metals.size), cov)
         mh, mh_err = _weighted_mean(w, np.tile(prep.metals, prep.ages.size), cov)
         return LabelResult(
-            spec_id, log_age=age, mh=mh, ebv=float(pp.reddening) / R_V, vd=float(sol[1]),
-            log_age_err=age_err * inflate, mh_err=mh_err * inflate, ebv_err=pp.reddening_error / R_V * inflate,
-            vd_err=float(err[1]) * inflate, chi2=float(pp.chi2), n_good=pp.goodpixels.size, status=status, message=message,
+            spec_id,
+            log_age=age,
+            mh=mh,
+            ebv=float(pp.reddening) / R_V,
+            vd=float(sol[1]),
+            log_age_err=age_err * inflate,
+            mh_err=mh_err * inflate,
+            ebv_err=pp.reddening_error / R_V * inflate,
+            vd_err=float(err[1]) * inflate,
+            chi2=float(pp.chi2),
+            n_good=pp.goodpixels.size,
+            status=status,
+            message=message,
         )
 
 

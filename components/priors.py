@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.cosmology import Planck18
 
-from stellarpop.schema import config_codec
 from stellarpop.components.bpt import CLASSES, bpt_region, kauffmann03, kewley01
+from stellarpop.schema import config_codec
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,6 @@ class Component:
     tau: float
     mh: float
     mass: float
-
-
 
 
 @dataclass(frozen=True)
@@ -86,8 +84,10 @@ class Priors:
         if self.mode not in MODES:
             raise ValueError(f"priors mode is one of {MODES}, not {self.mode!r}")
         if not 0.0 <= self.sdss_fraction <= 1.0 or (self.sdss_fraction and self.mode == "sdss"):
-            raise ValueError(f"priors sdss_fraction is in [0, 1] and only for broad or wide priors, "
-                             f"not {self.sdss_fraction!r} with {self.mode}")
+            raise ValueError(
+                f"priors sdss_fraction is in [0, 1] and only for broad or wide priors, "
+                f"not {self.sdss_fraction!r} with {self.mode}"
+            )
         if self.mode == "wide":  # ranges left at the class defaults take wide's
             defaults = {f.name: f.default for f in dataclasses.fields(self)}
             for name, value in WIDE_RANGES.items():
@@ -170,10 +170,15 @@ def draw_params(rng: np.random.Generator, priors: Priors = Priors()) -> Params:
         snr = float(np.clip(rng.lognormal(math.log(16.0), 0.5), *priors.snr_range))
     x, y = _draw_bpt(rng, cls)
     return Params(
-        z=z, ebv=ebv, sigma=sigma, snr_r=snr, galaxy_class=cls,
+        z=z,
+        ebv=ebv,
+        sigma=sigma,
+        snr_r=snr,
+        galaxy_class=cls,
         components=_draw_components(rng, cls, t_univ, broad),
         sigma_gas=float(rng.uniform(40, 160)),
-        log_nii_ha=x, log_oiii_hb=y,
+        log_nii_ha=x,
+        log_oiii_hb=y,
         agn_ew_hbeta=float(10 ** rng.uniform(-0.3, 0.8)) if cls in ("AGN", "composite") else 0.0,
         sky_ratio=float(10 ** rng.uniform(-1.0, 1.0)),
         calib=tuple(float(c) for c in rng.normal(0, 0.02, 3)),
@@ -186,10 +191,18 @@ def _draw_bpt(rng: np.random.Generator, cls: str) -> tuple[float, float]:
     """A point of the [NII] BPT diagram inside the class's region (rejection sampling)."""
     if cls == "passive":
         return -0.5, -0.3  # unused: passive galaxies have no lines
-    boxes = {"star-forming": (-1.3, -0.2, -1.0, 0.6), "composite": (-0.5, 0.2, -0.8, 0.6), "AGN": (-0.3, 0.5, -0.4, 1.2)}
+    boxes = {
+        "star-forming": (-1.3, -0.2, -1.0, 0.6),
+        "composite": (-0.5, 0.2, -0.8, 0.6),
+        "AGN": (-0.3, 0.5, -0.4, 1.2),
+    }
     x0, x1, y0, y1 = boxes[cls]
     for _ in range(1000):
         x, y = float(rng.uniform(x0, x1)), float(rng.uniform(y0, y1))
-        if bpt_region(x, y) == cls and abs(y - (kauffmann03(x) if x < 0.05 else -9)) > 0.05 and (x >= 0.47 or abs(y - kewley01(x)) > 0.05):
+        if (
+            bpt_region(x, y) == cls
+            and abs(y - (kauffmann03(x) if x < 0.05 else -9)) > 0.05
+            and (x >= 0.47 or abs(y - kewley01(x)) > 0.05)
+        ):
             return x, y
     raise RuntimeError(f"could not draw a BPT point for {cls}")

@@ -45,7 +45,9 @@ class Package:
     what: str  # for the log line and the error
 
 
-PPXF = Package(PPXF_SDIST, PPXF_SDIST_FILE, PPXF_SDIST_SHA256, binary=False, what="source distribution, templates and spectra")
+PPXF = Package(
+    PPXF_SDIST, PPXF_SDIST_FILE, PPXF_SDIST_SHA256, binary=False, what="source distribution, templates and spectra"
+)
 
 
 class ReferenceDataError(RuntimeError):
@@ -128,7 +130,9 @@ def _download(package: Package, target: Path) -> None:
                 f"in the cache {target.parent}: {' '.join(proc.stderr.split())[-500:]}"
             )
         if sha256(got) != package.sha256:
-            raise ReferenceDataError(f"{package.file} from the registry does not match its pinned SHA-256 {package.sha256[:12]}...")
+            raise ReferenceDataError(
+                f"{package.file} from the registry does not match its pinned SHA-256 {package.sha256[:12]}..."
+            )
         os.replace(got, target)
 
 
@@ -138,8 +142,11 @@ def ppxf_sdist_members(pattern: str) -> list[Path]:
     dest = cache_dir() / "ppxf-8.2.6"
     archive = ppxf_sdist()
     with tarfile.open(archive) as tar:
-        members = {dest / rel: m for m in tar.getmembers()
-                   if (rel := _relative(m)) is not None and m.isfile() and fnmatch.fnmatch(rel, pattern)}
+        members = {
+            dest / rel: m
+            for m in tar.getmembers()
+            if (rel := _relative(m)) is not None and m.isfile() and fnmatch.fnmatch(rel, pattern)
+        }
         if any(_stale(path, m) for path, m in members.items()):
             with locked("extract"):
                 for path, member in members.items():

@@ -25,18 +25,29 @@ from scipy.ndimage import gaussian_filter1d
 from stellarpop.components import nuisances as N
 from stellarpop.components.dust import calzetti_k
 from stellarpop.components.instrument import C_KMS, R_BAND, SPPIXMASK, Instrument, bad_pixels
-from stellarpop.components.spectra import Spectrum
 from stellarpop.components.priors import Component, Params
+from stellarpop.components.spectra import Spectrum
 from stellarpop.components.templates import LIGHT_WINDOW, Prepared
 
 L_HALPHA_PER_SFR = 1.26e41 / 3.828e33  # L_sun per (M_sun/yr), Kennicutt (1998)
 
 # Vacuum rest wavelengths (A) of the nebular lines.
 LINES = {
-    "Halpha": 6564.61, "Hbeta": 4862.68, "Hgamma": 4341.68, "Hdelta": 4102.89, "Hepsilon": 3971.20,
-    "OII3726": 3727.09, "OII3729": 3729.88, "OIII4959": 4960.30, "OIII5007": 5008.24,
-    "NII6548": 6549.86, "NII6583": 6585.27, "SII6716": 6718.29, "SII6731": 6732.67,
-    "OI6300": 6302.05, "HeI5876": 5877.25,
+    "Halpha": 6564.61,
+    "Hbeta": 4862.68,
+    "Hgamma": 4341.68,
+    "Hdelta": 4102.89,
+    "Hepsilon": 3971.20,
+    "OII3726": 3727.09,
+    "OII3729": 3729.88,
+    "OIII4959": 4960.30,
+    "OIII5007": 5008.24,
+    "NII6548": 6549.86,
+    "NII6583": 6585.27,
+    "SII6716": 6718.29,
+    "SII6731": 6732.67,
+    "OI6300": 6302.05,
+    "HeI5876": 5877.25,
 }
 BALMER_TO_HBETA = {"Halpha": 2.86, "Hbeta": 1.0, "Hgamma": 0.468, "Hdelta": 0.259, "Hepsilon": 0.159}  # case B
 
@@ -121,11 +132,15 @@ def line_fluxes(params: Params, weights: np.ndarray, prep: Prepared, cont_hbeta:
     oiii = 10**params.log_oiii_hb
     out = {name: r * l_hbeta for name, r in BALMER_TO_HBETA.items()}
     out.update(
-        OIII5007=oiii * l_hbeta, OIII4959=oiii * l_hbeta / 2.98,
-        NII6583=nii * l_hbeta, NII6548=nii * l_hbeta / 3.05,
-        SII6716=(0.6 if agn_like else 0.3) * 2.86 * l_hbeta * 0.55, SII6731=(0.6 if agn_like else 0.3) * 2.86 * l_hbeta * 0.45,
+        OIII5007=oiii * l_hbeta,
+        OIII4959=oiii * l_hbeta / 2.98,
+        NII6583=nii * l_hbeta,
+        NII6548=nii * l_hbeta / 3.05,
+        SII6716=(0.6 if agn_like else 0.3) * 2.86 * l_hbeta * 0.55,
+        SII6731=(0.6 if agn_like else 0.3) * 2.86 * l_hbeta * 0.45,
         OI6300=(0.15 if agn_like else 0.03) * 2.86 * l_hbeta,
-        OII3726=(3.0 if agn_like else 2.0) * l_hbeta * 0.45, OII3729=(3.0 if agn_like else 2.0) * l_hbeta * 0.55,
+        OII3726=(3.0 if agn_like else 2.0) * l_hbeta * 0.45,
+        OII3729=(3.0 if agn_like else 2.0) * l_hbeta * 0.55,
         HeI5876=0.1 * l_hbeta,
     )
     return out
@@ -169,8 +184,9 @@ def rest_model(params: Params, prep: Prepared, nuisance: N.Draw | None = None) -
     return spec, {**truth, "light_fractions": frac}
 
 
-def redshift_to_sdss(rest: np.ndarray, z: float, prep: Prepared, instrument: Instrument,
-                     out_edges: np.ndarray | None = None) -> np.ndarray:
+def redshift_to_sdss(
+    rest: np.ndarray, z: float, prep: Prepared, instrument: Instrument, out_edges: np.ndarray | None = None
+) -> np.ndarray:
     """A rest-frame model (per A) on SDSS's observed pixels, flux conserving (per A).
 
     ``out_edges``: the pixels' true edges where they differ from the instrument's (a
@@ -184,8 +200,14 @@ def redshift_to_sdss(rest: np.ndarray, z: float, prep: Prepared, instrument: Ins
     return np.diff(np.interp(out_edges, in_edges, cum)) / np.diff(out_edges)
 
 
-def observe(params: Params, rest: np.ndarray, prep: Prepared, instrument: Instrument, rng: np.random.Generator,
-            nuisance: N.Draw | None = None):
+def observe(
+    params: Params,
+    rest: np.ndarray,
+    prep: Prepared,
+    instrument: Instrument,
+    rng: np.random.Generator,
+    nuisance: N.Draw | None = None,
+):
     """Redshift onto SDSS's pixels and add SDSS-like calibration error, noise and masks.
 
     Returns flux, ivar (1e-17 erg/s/cm^2/A units), and_mask, the noise-free model and the
@@ -216,7 +238,8 @@ def observe(params: Params, rest: np.ndarray, prep: Prepared, instrument: Instru
     sky = instrument.sky * sky_scale
     if nuisance is not None:
         flux, sigma, mask, model, sky = N.corrupt(
-            nuisance, flux, sigma, mask, model, sky, instrument.sky_lines * sky_scale, instrument.loglam)
+            nuisance, flux, sigma, mask, model, sky, instrument.sky_lines * sky_scale, instrument.loglam
+        )
     ivar = 1.0 / sigma**2
     ivar[hits] = 0.0
     return flux, ivar, mask, model, sky
@@ -237,8 +260,15 @@ class Mock:
 
 
 def simulate(
-    params: Params, prep: Prepared, instrument: Instrument, rng: np.random.Generator, spec_id: str,
-    plate: int = -1, mjd: int = -1, fiber: int = -1, nuisance: N.Draw | None = None,
+    params: Params,
+    prep: Prepared,
+    instrument: Instrument,
+    rng: np.random.Generator,
+    spec_id: str,
+    plate: int = -1,
+    mjd: int = -1,
+    fiber: int = -1,
+    nuisance: N.Draw | None = None,
 ) -> Mock:
     """One simulated spectrum and its truth, with a spectrum's ``nuisance`` draw if given.
 

@@ -119,7 +119,9 @@ def span_window(producer_id: str, output_key: str, first: int, last: int):
     change counts once). It reads the Examples' ``span`` property, which FitsExampleGen
     and the PpxfLabeler set (TFX 1.16's ExampleGen driver sets only the custom property
     that ``SpanRangeStrategy`` reads; that strategy keeps every version of a span)."""
-    channel = tfx.dsl.Channel(type=standard_artifacts.Examples, producer_component_id=producer_id, output_key=output_key)
+    channel = tfx.dsl.Channel(
+        type=standard_artifacts.Examples, producer_component_id=producer_id, output_key=output_key
+    )
     return canned_resolver_functions.static_range(
         channel, start_span_number=max(0, first), end_span_number=last, min_spans=1
     )
@@ -143,7 +145,8 @@ def trained_span(store, artifact) -> int | None:
     outputs = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
     executions = {e.execution_id for e in store.get_events_by_artifact_ids([artifact.id]) if e.type in outputs}
     inputs = [
-        e.artifact_id for e in store.get_events_by_execution_ids(list(executions))
+        e.artifact_id
+        for e in store.get_events_by_execution_ids(list(executions))
         if e.type == metadata_store_pb2.Event.INPUT and e.path.steps and e.path.steps[0].key == "examples"
     ]
     spans = []

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from stellarpop.components.instrument import R_BAND, pixel_edges
-from stellarpop.schema.preparation import Preparation, Selection
 from stellarpop.schema import features as F
-
+from stellarpop.schema.preparation import Preparation, Selection
 
 
 class SpectrumError(ValueError):
@@ -64,7 +63,7 @@ class Spectrum:
     coverage: float = 1.0  # fraction of the model grid covered (set by to_model_grid)
     selection: tuple[str, ...] = field(default_factory=tuple)  # failed cuts
 
-    def replace(self, **changes) -> "Spectrum":
+    def replace(self, **changes) -> Spectrum:
         return dataclasses.replace(self, **changes)
 
 

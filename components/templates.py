@@ -25,9 +25,9 @@ import functools
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from astropy.io import fits
@@ -134,7 +134,9 @@ def build_emiles(out: Path, lam_range=DEFAULT_LAM_RANGE) -> Path:
     files = reference_data.ppxf_sdist_members(EMILES_GLOB)
     tables = reference_data.ppxf_sdist_members(MASS_TABLE)
     if len(files) != 150 or len(tables) != 1:
-        raise TemplateError(f"expected 150 E-MILES files and the mass table in {reference_data.PPXF_SDIST}, found {len(files)}")
+        raise TemplateError(
+            f"expected 150 E-MILES files and the mass table in {reference_data.PPXF_SDIST}, found {len(files)}"
+        )
     masses_table = read_mass_table(tables[0])
     grid = sorted({age_metal(f.name) for f in files})
     ages = np.array(sorted({a for a, _ in grid}))
@@ -151,8 +153,13 @@ def build_emiles(out: Path, lam_range=DEFAULT_LAM_RANGE) -> Path:
         templates[:, i, j] = fits.getdata(f)[keep]
         masses[i, j] = _mass_for(masses_table, metal, age)
     lam = lam_all[keep]
-    settings = {"source": reference_data.PPXF_SDIST, "source_sha256": reference_data.PPXF_SDIST_SHA256,
-                "files": EMILES_GLOB, "imf_slope": IMF_SLOPE, "lam_range": list(lam_range)}
+    settings = {
+        "source": reference_data.PPXF_SDIST,
+        "source_sha256": reference_data.PPXF_SDIST_SHA256,
+        "files": EMILES_GLOB,
+        "imf_slope": IMF_SLOPE,
+        "lam_range": list(lam_range),
+    }
     return write_library(out, Library(templates, lam, emiles_fwhm(lam), ages, metals, masses), settings)
 
 
@@ -208,7 +215,9 @@ def verified(out: Path, settings: dict | None = None) -> bool:
         meta = json.loads(side.read_text())
     except (ValueError, OSError):
         return False
-    return all(meta.get(k) == v for k, v in (settings or {}).items()) and meta.get("sha256") == reference_data.sha256(out)
+    return all(meta.get(k) == v for k, v in (settings or {}).items()) and meta.get("sha256") == reference_data.sha256(
+        out
+    )
 
 
 def load_library(path: str | Path | None = None) -> Library:
@@ -218,8 +227,13 @@ def load_library(path: str | Path | None = None) -> Library:
         with np.load(path) as npz:
             lib = Library(**{f.name: np.asarray(npz[f.name]) for f in dataclasses.fields(Library)})
     except (KeyError, ValueError, OSError) as exc:
-        raise TemplateError(f"{path}: not an sps_lib file (templates, lam, fwhm, ages, metals, masses): {exc}") from None
-    if not (lib.templates.shape == (lib.lam.size, lib.ages.size, lib.metals.size) and lib.masses.shape == lib.templates.shape[1:]):
+        raise TemplateError(
+            f"{path}: not an sps_lib file (templates, lam, fwhm, ages, metals, masses): {exc}"
+        ) from None
+    if not (
+        lib.templates.shape == (lib.lam.size, lib.ages.size, lib.metals.size)
+        and lib.masses.shape == lib.templates.shape[1:]
+    ):
         raise TemplateError(f"{path}: inconsistent shapes templates {lib.templates.shape}, masses {lib.masses.shape}")
     fwhm = np.broadcast_to(lib.fwhm, lib.lam.shape).astype(float)
     return dataclasses.replace(lib, fwhm=fwhm)
@@ -238,7 +252,6 @@ def select_library(lib: Library, ages: tuple[float, ...], metals: tuple[float, .
         metals=lib.metals[im],
         masses=lib.masses[ia][:, im],
     )
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -272,7 +285,10 @@ class Prepared:
 
 
 def prepare(
-    lib: Library, instrument: Instrument, oversample: int = 2, z_ref: float = 0.1,
+    lib: Library,
+    instrument: Instrument,
+    oversample: int = 2,
+    z_ref: float = 0.1,
     extra_sigma_kms: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Prepared:
     """Bring the library to vacuum and to SDSS's line-spread function, on a log grid.

@@ -20,17 +20,31 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from astropy.io import fits  # noqa: E402
 
-from stellarpop.components import priors, readers, reference_data, simulate as S, templates  # noqa: E402
-from stellarpop.components.instrument import Instrument
+from stellarpop.components import priors, readers, reference_data, templates  # noqa: E402
+from stellarpop.components import simulate as S
 
 C = priors.Component
 # (file, label, class, star-formation history, E(B-V), sigma if SDSS has none, extra params)
 PAIRS = [
     ("NGC3522_SDSS_DR18", "NGC3522 (S0, z=0.0040)", "passive", (C(11.0, 1.0, -0.1, 1.0),), 0.05, None, {}),
-    ("NGC4636_SDSS_DR12", "NGC4636 (E, LINER, z=0.0030)", "AGN", (C(12.5, 0.7, 0.1, 1.0),), 0.03, None,
-     {"agn_ew_hbeta": 0.5, "log_nii_ha": 0.2, "log_oiii_hb": 0.1}),
-    ("NGC3073_SDSS_DR18", "NGC3073 (dwarf S0, z=0.0038)", "star-forming",
-     (C(10.0, 3.0, -0.5, 1.0), C(0.3, 0.0, -0.4, 0.05)), 0.05, 50.0, {}),
+    (
+        "NGC4636_SDSS_DR12",
+        "NGC4636 (E, LINER, z=0.0030)",
+        "AGN",
+        (C(12.5, 0.7, 0.1, 1.0),),
+        0.03,
+        None,
+        {"agn_ew_hbeta": 0.5, "log_nii_ha": 0.2, "log_oiii_hb": 0.1},
+    ),
+    (
+        "NGC3073_SDSS_DR18",
+        "NGC3073 (dwarf S0, z=0.0038)",
+        "star-forming",
+        (C(10.0, 3.0, -0.5, 1.0), C(0.3, 0.0, -0.4, 0.05)),
+        0.05,
+        50.0,
+        {},
+    ),
 ]
 SEED = 2024
 
@@ -58,8 +72,16 @@ def main(out: Path = Path(__file__).parent / "mocks_vs_sdss.png") -> None:
     for row, (name, label, cls, sfh, ebv, sigma, extra) in zip(axes, PAIRS):
         real = readers.read_spectrum(paths[name])
         params = dataclasses.replace(
-            priors.draw_params(rng), galaxy_class=cls, components=sfh, ebv=ebv, z=real.z, snr_r=real.snr_r,
-            sigma=sigma or real.sdss_vdisp, sky_ratio=sky_to_object(paths[name]), calib=(0.0, 0.0, 0.0), **extra,
+            priors.draw_params(rng),
+            galaxy_class=cls,
+            components=sfh,
+            ebv=ebv,
+            z=real.z,
+            snr_r=real.snr_r,
+            sigma=sigma or real.sdss_vdisp,
+            sky_ratio=sky_to_object(paths[name]),
+            calib=(0.0, 0.0, 0.0),
+            **extra,
         )
         result = S.simulate(params, prep, inst, rng, "mock")
         mock, truth = result.spectrum, result.truth
@@ -72,8 +94,11 @@ def main(out: Path = Path(__file__).parent / "mocks_vs_sdss.png") -> None:
             row[1].plot(spec.wave, err / norm, colour, lw=0.5, alpha=0.8)
             zoom = (spec.wave > 5150) & (spec.wave < 5650)
             row[2].plot(spec.wave[zoom], spec.flux[zoom] / norm, colour, lw=0.7, alpha=0.8)
-        row[0].set_title(f"{label}: S/N_r {real.snr_r:.0f}; mock {cls}, log age {truth['log_age']:.2f}, "
-                         f"[M/H] {truth['mh']:.2f}, E(B-V) {truth['ebv']:.2f}, sigma {truth['vd']:.0f} km/s", fontsize=9)
+        row[0].set_title(
+            f"{label}: S/N_r {real.snr_r:.0f}; mock {cls}, log age {truth['log_age']:.2f}, "
+            f"[M/H] {truth['mh']:.2f}, E(B-V) {truth['ebv']:.2f}, sigma {truth['vd']:.0f} km/s",
+            fontsize=9,
+        )
         row[0].set_ylim(0, 2.2)
         row[0].set_ylabel("flux / flux(5000 A rest)")
         row[1].set_ylabel("1-sigma error / flux(5000 A)")

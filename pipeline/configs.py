@@ -51,7 +51,11 @@ RUN_FN = "stellarpop.pipeline.training.trainer.run_fn"
 
 # The Python types a YAML value may have, by PipelineConfig field annotation.
 _YAML_TYPES = {
-    "str": (str,), "bool": (bool,), "int": (int,), "float": (int, float), "dict": (dict,),
+    "str": (str,),
+    "bool": (bool,),
+    "int": (int,),
+    "float": (int, float),
+    "dict": (dict,),
     "int | None": (int, type(None)),
 }
 
@@ -79,7 +83,9 @@ class PipelineConfig:
 
     name: str = PIPELINE_NAME
     root: str = "runs/pipeline"  # pipeline root, metadata.sqlite, serving/ (pushed models)
-    examples: dict = dataclasses.field(default_factory=lambda: {"source": "simulate", "n": 600, "seed": 0, "mode": "sdss"})
+    examples: dict = dataclasses.field(
+        default_factory=lambda: {"source": "simulate", "n": 600, "seed": 0, "mode": "sdss"}
+    )
     label_source: str = DEFAULT_LABEL_SOURCE  # "truth" (simulated data) or "ppxf"
     # How spectra are prepared (Preparation: min_coverage, norm_centre,
     # norm_half_width, selection); given to the example generator, Transform and Trainer.
@@ -99,7 +105,7 @@ class PipelineConfig:
     schedule: str = ""  # cron of the Kubeflow recurring run, e.g. "0 2 * * *" (UTC)
 
     @classmethod
-    def from_yaml(cls, path: str) -> "PipelineConfig":
+    def from_yaml(cls, path: str) -> PipelineConfig:
         """Read a YAML mapping of some of the fields (the others keep their defaults).
 
         Raises
@@ -114,7 +120,9 @@ class PipelineConfig:
             with open(path) as fh:
                 raw = yaml.safe_load(fh)
         except OSError as exc:
-            raise ValueError(f"{path}: {'no such file' if isinstance(exc, FileNotFoundError) else exc.strerror}") from exc
+            raise ValueError(
+                f"{path}: {'no such file' if isinstance(exc, FileNotFoundError) else exc.strerror}"
+            ) from exc
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""
@@ -145,7 +153,9 @@ class PipelineConfig:
         self.check_spans()
         if "preprocessing" in self.trainer:
             raise ValueError("trainer.preprocessing: give label_source and preparation at the top level (one owner)")
-        trainer.TrainConfig.from_custom_config({**self.trainer, "preprocessing": dataclasses.asdict(self.preprocessing())})
+        trainer.TrainConfig.from_custom_config(
+            {**self.trainer, "preprocessing": dataclasses.asdict(self.preprocessing())}
+        )
         self.check_examples()
         if self.label:
             from stellarpop.components.ppxf_labeler.job import LabelConfig
@@ -166,13 +176,17 @@ class PipelineConfig:
             priors(ex)
             config_codec.from_dict(SimConfig, ex, "examples")
         elif set(ex) - known[source]:
-            raise ValueError(f"examples: unknown keys {sorted(set(ex) - known[source])} for source {source} "
-                             f"(known: {', '.join(sorted(known[source]))})")
+            raise ValueError(
+                f"examples: unknown keys {sorted(set(ex) - known[source])} for source {source} "
+                f"(known: {', '.join(sorted(known[source]))})"
+            )
         if source == "import":
             recorded = recorded_preparation(ex.get("uri", ""))
             if recorded is not None and recorded != self.preprocessing().preparation:
-                raise ValueError(f"examples.uri {ex['uri']}: its spectra were prepared with {recorded}, "
-                                 f"not the config's preparation {self.preprocessing().preparation}")
+                raise ValueError(
+                    f"examples.uri {ex['uri']}: its spectra were prepared with {recorded}, "
+                    f"not the config's preparation {self.preprocessing().preparation}"
+                )
 
     def check_spans(self) -> None:
         """ValueError unless ``spans`` (if set) comes with an ingest whose pattern names spans,
@@ -204,7 +218,7 @@ class PipelineConfig:
         preparation = config_codec.from_dict(Preparation, self.preparation, "preparation")
         return PreprocessingConfig(label_source=self.label_source, preparation=preparation)
 
-    def resolved(self) -> "PipelineConfig":
+    def resolved(self) -> PipelineConfig:
         root = os.path.abspath(self.root)
         serving = os.path.abspath(self.serving_dir) if self.serving_dir else os.path.join(root, "serving", self.name)
         return dataclasses.replace(self, root=root, serving_dir=serving)

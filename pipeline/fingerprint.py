@@ -17,9 +17,10 @@ import hashlib
 import importlib.util
 import json
 import os
+from collections.abc import Iterable
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from stellarpop.components import reference_data
 from stellarpop.components.cache_key import CODE_FINGERPRINT
@@ -54,7 +55,7 @@ def _source_file(name: str) -> str | None:
     return spec.origin if spec and spec.origin and spec.origin.endswith(".py") else None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def code_fingerprint(module: str) -> str:
     """SHA-256 of the code that ``module`` runs, for a cache key.
 

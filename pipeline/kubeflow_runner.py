@@ -37,7 +37,9 @@ from stellarpop.pipeline import configs
 from stellarpop.pipeline.pipeline import create_pipeline, write_schema
 
 
-def compile_pipeline(cfg: configs.PipelineConfig, project: str, region: str, bucket: str, image: str, output: str) -> str:
+def compile_pipeline(
+    cfg: configs.PipelineConfig, project: str, region: str, bucket: str, image: str, output: str
+) -> str:
     """Write the Kubeflow V2 pipeline spec of ``cfg`` (root under ``bucket``) to ``output``,
     and the raw-data schema under the root (the one file the tasks read that is not an
     artefact: ``ImportSchemaGen``'s input)."""

@@ -31,19 +31,18 @@ from tfx import v1 as tfx
 from tfx.types import standard_artifacts
 from tfx.utils import io_utils
 
+from stellarpop.components import cache_key, ppxf_fit, spans
 from stellarpop.components import examples as examples_lib
-from stellarpop.components import cache_key, ppxf_fit
 from stellarpop.components.fits_example_gen.component import FitsExampleGen, default_input_config
 from stellarpop.components.fits_example_gen.job import IngestConfig
 from stellarpop.components.mock_example_gen import job as sim_job
 from stellarpop.components.mock_example_gen.component import MockExampleGen
 from stellarpop.components.ppxf_labeler import job as label_job
 from stellarpop.components.ppxf_labeler.component import PpxfLabeler
+from stellarpop.components.spans import latest_analyzer_cache, latest_blessed_model, span_window
 from stellarpop.pipeline import configs, fingerprint
 from stellarpop.pipeline.evaluation import eval_config
 from stellarpop.pipeline.training import resume
-from stellarpop.components import spans
-from stellarpop.components.spans import latest_analyzer_cache, latest_blessed_model, span_window
 from stellarpop.schema import features as F
 from stellarpop.transforms import preprocessing as P
 
@@ -76,12 +75,16 @@ def _examples_node(cfg: configs.PipelineConfig, span: int | None = None):
     preparation = cfg.preprocessing().preparation
     if source == "simulate":
         gen = MockExampleGen(sim_job.SimConfig(priors=configs.priors(ex), preparation=preparation, **ex))
-        return fingerprint.stamp(gen, fingerprint.code_fingerprint(MockExampleGen.__module__), fingerprint.files_fingerprint(ex))
+        return fingerprint.stamp(
+            gen, fingerprint.code_fingerprint(MockExampleGen.__module__), fingerprint.files_fingerprint(ex)
+        )
     if source == "ingest":  # the input files: FileBasedExampleGen's driver fingerprints them
         pattern = ex.pop("pattern", "*")
         gen = FitsExampleGen(
-            ingest_config=IngestConfig(preparation=preparation), input_config=default_input_config(pattern),
-            range_config=spans.static_span(span) if cfg.spans and span is not None else None, **ex,
+            ingest_config=IngestConfig(preparation=preparation),
+            input_config=default_input_config(pattern),
+            range_config=spans.static_span(span) if cfg.spans and span is not None else None,
+            **ex,
         )
         return fingerprint.stamp(gen, fingerprint.code_fingerprint(FitsExampleGen.__module__))
     if source == "import":
@@ -91,8 +94,11 @@ def _examples_node(cfg: configs.PipelineConfig, span: int | None = None):
             source_uri=uri,
             artifact_type=standard_artifacts.Examples,
             properties={"split_names": json.dumps(list(F.SPLIT_NAMES), separators=(",", ":"))},
-            custom_properties={"file_format": "tfrecords_gzip", "payload_format": "FORMAT_TF_EXAMPLE",
-                               "content_fingerprint": fingerprint.folder_fingerprint(uri)},
+            custom_properties={
+                "file_format": "tfrecords_gzip",
+                "payload_format": "FORMAT_TF_EXAMPLE",
+                "content_fingerprint": fingerprint.folder_fingerprint(uri),
+            },
         ).with_id("ImportExamples")
     raise ValueError(f"examples.source is simulate, ingest or import, not {source!r}")
 
@@ -118,11 +124,17 @@ def _training_nodes(cfg: configs.PipelineConfig, examples, schema, analyzer_cach
         materialize=False,
         disable_statistics=True,  # StatisticsGen has them (sampled); over all 80k mocks: 17 GB, killed
         analyzer_cache=analyzer_cache,
-        custom_config={**preprocessing, cache_key.CODE_FINGERPRINT: fingerprint.code_fingerprint(_module(configs.PREPROCESSING_FN))},
+        custom_config={
+            **preprocessing,
+            cache_key.CODE_FINGERPRINT: fingerprint.code_fingerprint(_module(configs.PREPROCESSING_FN)),
+        },
     )
     trainer_config = {
-        "seed": cfg.seed, **cfg.trainer, **preprocessing,
-        cache_key.CODE_FINGERPRINT: fingerprint.code_fingerprint(_module(configs.RUN_FN)), resume.RESUME_DIR_KEY: resume_dir(cfg),
+        "seed": cfg.seed,
+        **cfg.trainer,
+        **preprocessing,
+        cache_key.CODE_FINGERPRINT: fingerprint.code_fingerprint(_module(configs.RUN_FN)),
+        resume.RESUME_DIR_KEY: resume_dir(cfg),
     }
     train = tfx.components.Trainer(
         run_fn=configs.RUN_FN,
@@ -187,10 +199,13 @@ def create_pipeline(
     examples = gen.outputs["result"] if isinstance(gen, tfx.dsl.Importer) else gen.outputs["examples"]
     nodes, producer, output_key = [gen], gen, "examples"
     if cfg.label_source == "ppxf":
-        label_cfg = label_job.LabelConfig(fit=ppxf_fit.FitConfig(**cfg.label.get("fit", {})),
-                                          **{k: v for k, v in cfg.label.items() if k != "fit"})
+        label_cfg = label_job.LabelConfig(
+            fit=ppxf_fit.FitConfig(**cfg.label.get("fit", {})), **{k: v for k, v in cfg.label.items() if k != "fit"}
+        )
         labeler = PpxfLabeler(examples, label_cfg, checkpoint_dir=os.path.join(cfg.root, "ppxf_checkpoints"))
-        fingerprint.stamp(labeler, fingerprint.code_fingerprint(PpxfLabeler.__module__), fingerprint.files_fingerprint(cfg.label))
+        fingerprint.stamp(
+            labeler, fingerprint.code_fingerprint(PpxfLabeler.__module__), fingerprint.files_fingerprint(cfg.label)
+        )
         examples = labeler.outputs["labelled_examples"]
         nodes.append(labeler)
         producer, output_key = labeler, "labelled_examples"
@@ -203,7 +218,9 @@ def create_pipeline(
         stats = tfx.components.StatisticsGen(
             examples=examples, stats_options=StatsOptions(sample_rate=cfg.statistics_sample_rate)
         )
-    validator = tfx.components.ExampleValidator(statistics=stats.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    validator = tfx.components.ExampleValidator(
+        statistics=stats.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    )
     windowed = cfg.spans > 0 and span is not None
     baseline = latest_blessed_model(span if windowed else None)
     nodes += [schema_gen, stats, validator, baseline]

@@ -89,6 +89,8 @@ LABEL_SOURCES = {"ppxf": LABEL_KEYS, "truth": TRUTH_KEYS}
 def label_features(label_source: str) -> dict[str, str]:
     """Each label key -> the feature holding it for ``label_source`` (KeyError if unknown)."""
     return dict(zip(LABEL_KEYS, LABEL_SOURCES[label_source]))
+
+
 # Everything else the simulator knows (SFH components, light fractions, S/N, dust, lines),
 # as a JSON string: for analysis, not for the network.
 SIM_TRUTH = "sim_truth"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import grpc
 import numpy as np
@@ -31,7 +31,6 @@ from tensorflow_serving.apis import (
 )
 
 from stellarpop.schema import model_contract as contract
-
 
 
 class ServingError(OSError):
@@ -65,8 +64,9 @@ def channel_options(max_message_mb: int) -> list[tuple[str, int]]:
     return [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size)]
 
 
-def set_model_spec(spec, model_name: str, version: int | None = None, label: str | None = None,
-                   signature: str | None = None) -> None:
+def set_model_spec(
+    spec, model_name: str, version: int | None = None, label: str | None = None, signature: str | None = None
+) -> None:
     """Fill a ``ModelSpec`` in place: the name, then a version number or a version label."""
     spec.name = model_name
     if version is not None:
@@ -77,8 +77,13 @@ def set_model_spec(spec, model_name: str, version: int | None = None, label: str
         spec.signature_name = signature
 
 
-def predict_request(serialized: Sequence[bytes], model_name: str = contract.MODEL_NAME, version: int | None = None,
-                    label: str | None = None, signature: str = contract.SERVING_SIGNATURE) -> predict_pb2.PredictRequest:
+def predict_request(
+    serialized: Sequence[bytes],
+    model_name: str = contract.MODEL_NAME,
+    version: int | None = None,
+    label: str | None = None,
+    signature: str = contract.SERVING_SIGNATURE,
+) -> predict_pb2.PredictRequest:
     """A ``PredictRequest`` for the ``serving_default`` signature (or ``signature``).
 
     Parameters
@@ -121,8 +126,16 @@ class Client:
     max_message_mb : largest request and response, MiB (see :func:`channel_options`)
     """
 
-    def __init__(self, target: str, model_name: str = contract.MODEL_NAME, version: int | None = None,
-                 label: str | None = None, timeout_s: float = 60.0, retries: int = 3, max_message_mb: int = 256):
+    def __init__(
+        self,
+        target: str,
+        model_name: str = contract.MODEL_NAME,
+        version: int | None = None,
+        label: str | None = None,
+        timeout_s: float = 60.0,
+        retries: int = 3,
+        max_message_mb: int = 256,
+    ):
         if version is not None and label:
             raise ValueError(f"ask for version {version} or label {label!r}, not both")
         self.target, self.model_name, self.version, self.label = target, model_name, version, label
@@ -135,7 +148,7 @@ class Client:
     def close(self) -> None:
         self._channel.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -189,7 +202,9 @@ class Client:
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
     def _wanted(self) -> str:
-        which = f"version {self.version}" if self.version is not None else f"label {self.label}" if self.label else "latest"
+        which = (
+            f"version {self.version}" if self.version is not None else f"label {self.label}" if self.label else "latest"
+        )
         return f"model {self.model_name} ({which})"
 
     def model_version(self) -> int:
@@ -204,7 +219,9 @@ class Client:
         of a SavedModel, while files beside it (``assets.extra``) never reach a client."""
         # One (empty) Example: TF Serving's batching refuses empty batches and needs a batch
         # dimension; the signature ignores its input.
-        request = predict_request([b""], self.model_name, self.version, self.label, signature=contract.METADATA_SIGNATURE)
+        request = predict_request(
+            [b""], self.model_name, self.version, self.label, signature=contract.METADATA_SIGNATURE
+        )
         response = self._call(self._predict_stub.Predict, request)
         value = outputs_to_arrays(response)[contract.METADATA_OUTPUT][0]
         return json.loads(value.decode() if isinstance(value, bytes) else value)
@@ -225,7 +242,7 @@ class Client:
         versions: set[int] = set()
         batches = range(0, len(serialized), batch_size)
         for start in batches:
-            request = predict_request(serialized[start:start + batch_size], self.model_name, self.version, self.label)
+            request = predict_request(serialized[start : start + batch_size], self.model_name, self.version, self.label)
             response = self._call(self._predict_stub.Predict, request)
             versions.add(int(response.model_spec.version.value))
             for key, values in outputs_to_arrays(response).items():

@@ -15,30 +15,45 @@ values; the batch goes on.
 
 from __future__ import annotations
 
-import glob
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from stellarpop.components import examples, readers
-from stellarpop.schema import config_codec
 from stellarpop.components.spectra import SpectrumError, prepare
-from stellarpop.schema.preparation import Preparation
+from stellarpop.schema import config_codec
 from stellarpop.schema import features as F
 from stellarpop.schema import model_contract as contract
+from stellarpop.schema.preparation import Preparation
 
 REPO_MODELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
 DEFAULT_MODEL = "default"
-META_COLUMNS = ("file", "spec_id", "plate", "mjd", "fiber", "z", "snr_r", "class", "bpt_class", "sdss_vdisp", "coverage")
+META_COLUMNS = (
+    "file",
+    "spec_id",
+    "plate",
+    "mjd",
+    "fiber",
+    "z",
+    "snr_r",
+    "class",
+    "bpt_class",
+    "sdss_vdisp",
+    "coverage",
+)
 
 
 # The columns of a prediction table, in order (also the streaming job's, which adds its own).
-TABLE_COLUMNS = (list(META_COLUMNS) + [c for k in F.LABEL_KEYS for c in (k, k + F.ERR_SUFFIX)]
-                 + [F.OOD_SCORE, F.OOD_FLAG, "quality", "error"])
+TABLE_COLUMNS = (
+    list(META_COLUMNS)
+    + [c for k in F.LABEL_KEYS for c in (k, k + F.ERR_SUFFIX)]
+    + [F.OOD_SCORE, F.OOD_FLAG, "quality", "error"]
+)
 FLOAT_OUTPUTS = F.LABEL_KEYS + F.LABEL_ERR_KEYS + (F.OOD_SCORE,)
 
 
@@ -62,8 +77,9 @@ def preparation_of(info: dict) -> Preparation:
     if "preparation" in info:
         return config_codec.from_dict(Preparation, info["preparation"], "model_info.preparation")
     window = info.get("normalisation_window", {})
-    return Preparation(norm_centre=window.get("centre", F.NORM_CENTRE),
-                       norm_half_width=window.get("half_width", F.NORM_HALF_WIDTH))
+    return Preparation(
+        norm_centre=window.get("centre", F.NORM_CENTRE), norm_half_width=window.get("half_width", F.NORM_HALF_WIDTH)
+    )
 
 
 class Model(Protocol):
@@ -126,11 +142,21 @@ def prepare_file(path: str, preparation: Preparation) -> tuple[dict, bytes | Non
     except Exception as exc:  # noqa: BLE001 - one broken file must not stop the batch
         row["error"] = f"{path}: {type(exc).__name__}: {exc}"
         return row, None
-    row.update({
-        "spec_id": spec.spec_id, "plate": spec.plate, "mjd": spec.mjd, "fiber": spec.fiber, "z": spec.z,
-        "snr_r": spec.snr_r, "class": spec.spec_class, "bpt_class": spec.bpt_class, "sdss_vdisp": spec.sdss_vdisp, "coverage": spec.coverage,
-        "quality": ",".join(spec.selection),
-    })
+    row.update(
+        {
+            "spec_id": spec.spec_id,
+            "plate": spec.plate,
+            "mjd": spec.mjd,
+            "fiber": spec.fiber,
+            "z": spec.z,
+            "snr_r": spec.snr_r,
+            "class": spec.spec_class,
+            "bpt_class": spec.bpt_class,
+            "sdss_vdisp": spec.sdss_vdisp,
+            "coverage": spec.coverage,
+            "quality": ",".join(spec.selection),
+        }
+    )
     return row, examples.to_example(spec).SerializeToString(deterministic=True)
 
 

@@ -15,7 +15,6 @@ from tensorflow_serving.apis import predict_pb2
 
 from stellarpop.schema import model_contract as contract
 
-
 _GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}  # TensorFlow's error codes are gRPC's
 
 
@@ -42,13 +41,16 @@ def _input_tensor(name: str, proto, spec, max_batch: int | None):
         raise TypeError(f"input {name} must be {spec.dtype.name}, not {tf.as_dtype(proto.dtype).name}")
     array = tf.make_ndarray(proto)
     if max_batch is not None and array.ndim and array.shape[0] > max_batch:
-        raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                           f"batch of {array.shape[0]} is over this server's limit of {max_batch}; send smaller batches")
+        raise RequestError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"batch of {array.shape[0]} is over this server's limit of {max_batch}; send smaller batches",
+        )
     return tf.constant(array, dtype=spec.dtype)
 
 
-def run_request(model, request: predict_pb2.PredictRequest, max_batch: int | None = None,
-                call=None, timeout_s: float | None = None) -> dict[str, np.ndarray]:
+def run_request(
+    model, request: predict_pb2.PredictRequest, max_batch: int | None = None, call=None, timeout_s: float | None = None
+) -> dict[str, np.ndarray]:
     """Run a PredictRequest on a loaded SavedModel (``tf.saved_model.load``).
 
     ``call``, if given, runs the default signature in its place with the same inputs (the
@@ -70,13 +72,18 @@ def run_request(model, request: predict_pb2.PredictRequest, max_batch: int | Non
 
     name = request.model_spec.signature_name or contract.SERVING_SIGNATURE
     if name not in model.signatures:
-        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f'Serving signature name: "{name}" not found in signature def')
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT, f'Serving signature name: "{name}" not found in signature def'
+        )
     fn = model.signatures[name]
     specs = fn.structured_input_signature[1]
     sent, wanted = set(request.inputs), set(specs)
     if sent != wanted:
-        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input names do not match signature {name}: "
-                           f"sent extra {sorted(sent - wanted)}, missing but required {sorted(wanted - sent)}")
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"input names do not match signature {name}: "
+            f"sent extra {sorted(sent - wanted)}, missing but required {sorted(wanted - sent)}",
+        )
     try:
         inputs = {key: _input_tensor(key, request.inputs[key], spec, max_batch) for key, spec in specs.items()}
         if call is not None and name == contract.SERVING_SIGNATURE:
@@ -89,7 +96,9 @@ def run_request(model, request: predict_pb2.PredictRequest, max_batch: int | Non
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, one_line(err)) from None
     unknown = set(request.output_filter) - set(outputs)
     if unknown:
-        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"output tensor alias not found in signature: {sorted(unknown)}")
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"output tensor alias not found in signature: {sorted(unknown)}"
+        )
     keep = set(request.output_filter) or set(outputs)
     return {key: value.numpy() for key, value in outputs.items() if key in keep}
 
@@ -117,7 +126,9 @@ class Batcher:
         try:
             return done.result(timeout=timeout_s)
         except futures.TimeoutError:
-            raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "the request's deadline passed in the batch queue") from None
+            raise RequestError(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "the request's deadline passed in the batch queue"
+            ) from None
 
     def close(self) -> None:
         with self._lock:
@@ -150,7 +161,7 @@ class Batcher:
             try:
                 merged = self.fn(**{k: tf.concat([inputs[k] for inputs, _ in items], 0) for k in items[0][0]})
                 ends = np.cumsum([_rows(item) for item in items]).tolist()
-                parts = [{k: v[end - _rows(item):end] for k, v in merged.items()} for item, end in zip(items, ends)]
+                parts = [{k: v[end - _rows(item) : end] for k, v in merged.items()} for item, end in zip(items, ends)]
             except Exception:  # noqa: BLE001 - one request's bad input fails them all: rerun each alone
                 parts = None
             if parts is not None:

@@ -33,19 +33,26 @@ import os
 import re
 import signal
 import threading
+from collections.abc import Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
-from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2, predict_pb2
-from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
-from stellarpop.serving.client import channel_options, set_model_spec
-from stellarpop.serving.requests import Batcher, RequestError, one_line, run_request
 from stellarpop.pipeline.training.warmup import read_warmup
 from stellarpop.schema import model_contract as contract
+from stellarpop.serving.client import channel_options, set_model_spec
+from stellarpop.serving.requests import Batcher, RequestError, one_line, run_request
 
 log = logging.getLogger("stellarpop.serving")
 _State = get_model_status_pb2.ModelVersionStatus.State
@@ -111,8 +118,14 @@ class ModelStore:
     """The versions of one model under a base path: which to serve, loading (with warmup) and
     unloading them, resolving a ModelSpec, answering requests. Thread-safe."""
 
-    def __init__(self, base_path: str, model_name: str = contract.MODEL_NAME, labels: Mapping[str, int] | str | None = None,
-                 max_batch: int = 1024, batch_wait_ms: float | None = 0.0):
+    def __init__(
+        self,
+        base_path: str,
+        model_name: str = contract.MODEL_NAME,
+        labels: Mapping[str, int] | str | None = None,
+        max_batch: int = 1024,
+        batch_wait_ms: float | None = 0.0,
+    ):
         self.base_path, self.name, self.max_batch = base_path, model_name, int(max_batch)
         self.batch_wait_ms = batch_wait_ms
         self.labels = parse_labels(labels) if isinstance(labels, str) else dict(labels or {})  # replace to move them
@@ -168,7 +181,9 @@ class ModelStore:
             return
         version.model, self.warmup_replayed[number] = model, replayed
         if self.batch_wait_ms is not None and contract.SERVING_SIGNATURE in model.signatures:
-            version.batcher = Batcher(model.signatures[contract.SERVING_SIGNATURE], self.max_batch, self.batch_wait_ms / 1000)
+            version.batcher = Batcher(
+                model.signatures[contract.SERVING_SIGNATURE], self.max_batch, self.batch_wait_ms / 1000
+            )
         version.state = AVAILABLE
         log.info("%s version %d AVAILABLE (%d warmup requests replayed)", self.name, number, replayed)
 
@@ -181,21 +196,33 @@ class ModelStore:
         """The AVAILABLE version a ModelSpec asks for (latest when it names none)."""
         with self._lock:
             available = {n: v for n, v in self.versions.items() if v.state == AVAILABLE}
-        number = (spec.version.value if spec.HasField("version") else
-                  self._label_version(spec.version_label) if spec.version_label else max(available, default=None))
+        number = (
+            spec.version.value
+            if spec.HasField("version")
+            else self._label_version(spec.version_label)
+            if spec.version_label
+            else max(available, default=None)
+        )
         if spec.name != self.name or number not in available:
             which = f"Latest({spec.name})" if number is None else f"Specific({spec.name}, {number})"
             raise RequestError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: {which}")
         return available[number]
 
-    def predict(self, request: predict_pb2.PredictRequest, timeout_s: float | None = None) -> predict_pb2.PredictResponse:
+    def predict(
+        self, request: predict_pb2.PredictRequest, timeout_s: float | None = None
+    ) -> predict_pb2.PredictResponse:
         """Answer a Predict request; ``timeout_s``: its remaining deadline (for the batch queue)."""
         import tensorflow as tf
 
         version = self.resolve(request.model_spec)
         outputs = run_request(version.model, request, self.max_batch, version.batcher, timeout_s)
         response = predict_pb2.PredictResponse()
-        set_model_spec(response.model_spec, self.name, version.number, signature=request.model_spec.signature_name or contract.SERVING_SIGNATURE)
+        set_model_spec(
+            response.model_spec,
+            self.name,
+            version.number,
+            signature=request.model_spec.signature_name or contract.SERVING_SIGNATURE,
+        )
         for key, value in outputs.items():
             response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
         return response
@@ -203,11 +230,15 @@ class ModelStore:
     def metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest):
         version = self.resolve(request.model_spec)
         if list(request.metadata_field) != ["signature_def"]:
-            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"metadata_field must be ['signature_def'], not {list(request.metadata_field)}")
+            raise RequestError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"metadata_field must be ['signature_def'], not {list(request.metadata_field)}",
+            )
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         set_model_spec(response.model_spec, self.name, version.number)
-        response.metadata["signature_def"].Pack(get_model_metadata_pb2.SignatureDefMap(signature_def=version.signature_defs))
+        response.metadata["signature_def"].Pack(
+            get_model_metadata_pb2.SignatureDefMap(signature_def=version.signature_defs)
+        )
         return response
 
     def status(self, spec: model_pb2.ModelSpec) -> get_model_status_pb2.GetModelStatusResponse:
@@ -249,8 +280,9 @@ class ModelStore:
             spec = model_pb2.ModelSpec(name=match[1], version_label=match[3] or "")
             if match[2]:
                 spec.version.value = int(match[2])
-            return 200, json_format.MessageToJson(self.status(spec), preserving_proto_field_name=True,
-                                                  including_default_value_fields=True)
+            return 200, json_format.MessageToJson(
+                self.status(spec), preserving_proto_field_name=True, including_default_value_fields=True
+            )
         except RequestError as err:
             return _HTTP_CODES.get(err.code, 500), json.dumps({"error": err.message})
 
@@ -307,10 +339,20 @@ class LocalServer:
         requests queued while the model was busy (no added latency); None: no merging
     """
 
-    def __init__(self, model_base_path: str, model_name: str = contract.MODEL_NAME, port: int = 8500,
-                 rest_port: int | None = 8501, host: str = "localhost", poll_s: float = 2.0, max_batch: int = 1024,
-                 max_message_mb: int = 128, labels: Mapping[str, int] | str | None = None, workers: int = 16,
-                 batch_wait_ms: float | None = 0.0):
+    def __init__(
+        self,
+        model_base_path: str,
+        model_name: str = contract.MODEL_NAME,
+        port: int = 8500,
+        rest_port: int | None = 8501,
+        host: str = "localhost",
+        poll_s: float = 2.0,
+        max_batch: int = 1024,
+        max_message_mb: int = 128,
+        labels: Mapping[str, int] | str | None = None,
+        workers: int = 16,
+        batch_wait_ms: float | None = 0.0,
+    ):
         self.store = ModelStore(model_base_path, model_name, labels, max_batch, batch_wait_ms)
         self.port, self.rest_port, self.host, self.poll_s = port, rest_port, host, float(poll_s)
         self.max_message_mb, self.workers = max_message_mb, workers
@@ -329,8 +371,10 @@ class LocalServer:
         self.store.poll()
         if not self.store.versions:
             log.warning("no versions under %s yet; waiting for one", self.store.base_path)
-        self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="stellarpop-grpc"),
-                                 options=channel_options(self.max_message_mb))
+        self._grpc = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="stellarpop-grpc"),
+            options=channel_options(self.max_message_mb),
+        )
         servicer = _Servicer(self.store)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, self._grpc)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(servicer, self._grpc)
@@ -344,7 +388,9 @@ class LocalServer:
                 self._http = http.server.ThreadingHTTPServer((self.host, self.rest_port), _rest_handler(self.store))
             except OSError as exc:
                 self._grpc.stop(0)
-                raise OSError(f"REST port {self.host}:{self.rest_port}: cannot listen ({exc.strerror or exc})") from None
+                raise OSError(
+                    f"REST port {self.host}:{self.rest_port}: cannot listen ({exc.strerror or exc})"
+                ) from None
             self._http.daemon_threads = True
             self.rest_port = self._http.server_address[1]
             threading.Thread(target=self._http.serve_forever, name="stellarpop-rest", daemon=True).start()
@@ -373,7 +419,7 @@ class LocalServer:
             if version.batcher is not None:
                 version.batcher.close()
 
-    def __enter__(self) -> "LocalServer":
+    def __enter__(self) -> LocalServer:
         self.start()
         return self
 
@@ -381,9 +427,17 @@ class LocalServer:
         self.stop()
 
 
-def serve(model_base_path: str, model_name: str = contract.MODEL_NAME, port: int = 8500, rest_port: int | None = 8501,
-          poll_s: float = 2.0, max_batch: int = 1024, labels: Mapping[str, int] | str | None = None,
-          host: str = "localhost", max_message_mb: int = 128) -> None:
+def serve(
+    model_base_path: str,
+    model_name: str = contract.MODEL_NAME,
+    port: int = 8500,
+    rest_port: int | None = 8501,
+    poll_s: float = 2.0,
+    max_batch: int = 1024,
+    labels: Mapping[str, int] | str | None = None,
+    host: str = "localhost",
+    max_message_mb: int = 128,
+) -> None:
     """Run the stand-in until SIGINT or SIGTERM (parameters: :class:`LocalServer`); prints one
     line when it is ready, with the gRPC target and the REST status URL."""
     stop = threading.Event()
@@ -392,11 +446,14 @@ def serve(model_base_path: str, model_name: str = contract.MODEL_NAME, port: int
             signal.signal(sig, lambda *_: stop.set())
     server = LocalServer(model_base_path, model_name, port, rest_port, host, poll_s, max_batch, max_message_mb, labels)
     grpc_port, http_port = server.start()
-    rest = f", REST status http://{server.target.rsplit(':', 1)[0]}:{http_port}/v1/models/{model_name}" if http_port else ""
+    rest = (
+        f", REST status http://{server.target.rsplit(':', 1)[0]}:{http_port}/v1/models/{model_name}"
+        if http_port
+        else ""
+    )
     print(f"serving {model_name} from {model_base_path}: gRPC {server.target}{rest}", flush=True)
     try:
         while not stop.wait(1.0):
             pass
     finally:
         server.stop()
-

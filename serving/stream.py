@@ -28,8 +28,9 @@ import math
 import pickle
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.coders import BytesCoder, PickleCoder
@@ -116,11 +117,17 @@ class _PacedImpulseDoFn(ImpulseSeqGenDoFn):
         super().__init__()
         self.run_id = run_id
 
-    def process(self, element, restriction_tracker=beam.DoFn.RestrictionParam(ImpulseSeqGenRestrictionProvider()),
-                watermark_estimator=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())):
+    def process(
+        self,
+        element,
+        restriction_tracker=beam.DoFn.RestrictionParam(ImpulseSeqGenRestrictionProvider()),
+        watermark_estimator=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider()),
+    ):
         start, _, interval = element
         position = restriction_tracker.current_restriction().start
-        if stop_requested(self.run_id).wait(min(max(0.0, start.micros / 1e6 + interval * position - time.time()), interval)):
+        if stop_requested(self.run_id).wait(
+            min(max(0.0, start.micros / 1e6 + interval * position - time.time()), interval)
+        ):
             if restriction_tracker.try_claim(position):
                 yield time.time()
             restriction_tracker.try_claim(restriction_tracker.current_restriction().stop)  # done
@@ -136,9 +143,12 @@ class PacedImpulse(beam.PTransform):
 
     def expand(self, pbegin):
         stop = MAX_TIMESTAMP if self.stop is None else Timestamp(self.stop)
-        return (pbegin | "Start" >> beam.Create([(Timestamp(self.start), stop, self.interval)])
-                | "Fire" >> beam.ParDo(_PacedImpulseDoFn(self.run_id))
-                | "At its time" >> beam.Map(lambda t: TimestampedValue(t, t)))
+        return (
+            pbegin
+            | "Start" >> beam.Create([(Timestamp(self.start), stop, self.interval)])
+            | "Fire" >> beam.ParDo(_PacedImpulseDoFn(self.run_id))
+            | "At its time" >> beam.Map(lambda t: TimestampedValue(t, t))
+        )
 
 
 class ListFolder(beam.DoFn):
@@ -275,8 +285,14 @@ class CloseWindows(beam.DoFn):
     def __init__(self, window_s: float, watermark_timers: bool = False):
         self.window_s, self.watermark_timers = window_s, watermark_timers
 
-    def process(self, element, pending=beam.DoFn.StateParam(PENDING), written=beam.DoFn.StateParam(WRITTEN),
-                timer_at=beam.DoFn.StateParam(TIMER_AT), close=beam.DoFn.TimerParam(CLOSE)):
+    def process(
+        self,
+        element,
+        pending=beam.DoFn.StateParam(PENDING),
+        written=beam.DoFn.StateParam(WRITTEN),
+        timer_at=beam.DoFn.StateParam(TIMER_AT),
+        close=beam.DoFn.TimerParam(CLOSE),
+    ):
         kind, payload = element[1]
         if kind == TICK:
             yield from self._close(pending, written, payload)
@@ -292,9 +308,14 @@ class CloseWindows(beam.DoFn):
             timer_at.write(end)
 
     @on_timer(CLOSE)
-    def on_close(self, fired=beam.DoFn.TimestampParam, pending=beam.DoFn.StateParam(PENDING),
-                 written=beam.DoFn.StateParam(WRITTEN), timer_at=beam.DoFn.StateParam(TIMER_AT),
-                 close=beam.DoFn.TimerParam(CLOSE)):
+    def on_close(
+        self,
+        fired=beam.DoFn.TimestampParam,
+        pending=beam.DoFn.StateParam(PENDING),
+        written=beam.DoFn.StateParam(WRITTEN),
+        timer_at=beam.DoFn.StateParam(TIMER_AT),
+        close=beam.DoFn.TimerParam(CLOSE),
+    ):
         yield from self._close(pending, written, float(fired))
         ends = [start + self.window_s for start, _ in map(pickle.loads, pending.read())]
         timer_at.clear()
@@ -328,10 +349,25 @@ class WritePanes(beam.DoFn):
     def process(self, pane):
         stem = stream_io.pane_stem(pane.start, pane.end, self.run_id, pane.number, pane.late)
         items = sorted(pane.items, key=lambda item: item[1].path)
-        ledger = [{"file": rec.path, "size": rec.size, "mtime": rec.mtime, "seen": rec.seen, "outcome": kind,
-                   "model_version": payload.get("model_version"), "pane": stem} for kind, rec, payload in items]
-        stream_io.write_pane(self.output, stem, [p for kind, _, p in items if kind == ROW],
-                             [p for kind, _, p in items if kind == DEAD], ledger)
+        ledger = [
+            {
+                "file": rec.path,
+                "size": rec.size,
+                "mtime": rec.mtime,
+                "seen": rec.seen,
+                "outcome": kind,
+                "model_version": payload.get("model_version"),
+                "pane": stem,
+            }
+            for kind, rec, payload in items
+        ]
+        stream_io.write_pane(
+            self.output,
+            stem,
+            [p for kind, _, p in items if kind == ROW],
+            [p for kind, _, p in items if kind == DEAD],
+            ledger,
+        )
         yield stem
 
 
@@ -344,17 +380,26 @@ def build_pipeline(pipeline: beam.Pipeline, s: StreamSettings) -> beam.PCollecti
     else:
         impulse = pipeline | "Every poll" >> PacedImpulse(s.start, s.stop, s.poll_s, s.run_id)
     if s.pubsub_subscription:
-        notified = (pipeline | "GCS notifications" >> beam.io.ReadFromPubSub(subscription=s.pubsub_subscription,
-                                                                             with_attributes=True)
-                    | "Landed objects" >> beam.ParDo(FromNotification(s.watch, s.run_id)).with_output_types(keyed))
-        ticks = impulse | "Ticks" >> beam.Map(lambda t: ("", (TICK, max(float(t), time.time())))).with_output_types(keyed)
+        notified = (
+            pipeline
+            | "GCS notifications" >> beam.io.ReadFromPubSub(subscription=s.pubsub_subscription, with_attributes=True)
+            | "Landed objects" >> beam.ParDo(FromNotification(s.watch, s.run_id)).with_output_types(keyed)
+        )
+        ticks = impulse | "Ticks" >> beam.Map(lambda t: ("", (TICK, max(float(t), time.time())))).with_output_types(
+            keyed
+        )
         found = (notified, ticks) | "With ticks" >> beam.Flatten() | "New or changed" >> beam.ParDo(NewOrChanged())
     else:
-        found = (impulse | "One lister" >> beam.Map(lambda t: ("", t)).with_output_types(keyed)
-                 | "List the folder" >> beam.ParDo(ListFolder(s.watch, s.poll_s, s.stop, s.run_id)))
-    return (found
-            | "Not yet committed" >> beam.ParDo(SkipCommitted(s.output, s.run_id))
-            | "Prepare and predict" >> beam.ParDo(PredictFiles(s.model_base_path, s.poll_s, s.batch_size, s.run_id))
-            | "One writer" >> beam.Map(lambda item: (0, item)).with_output_types(beam.typehints.Tuple[int, Any])
-            | "Close windows" >> beam.ParDo(CloseWindows(s.window_s, s.watermark_timers))
-            | "Write panes" >> beam.ParDo(WritePanes(s.output, s.run_id)))
+        found = (
+            impulse
+            | "One lister" >> beam.Map(lambda t: ("", t)).with_output_types(keyed)
+            | "List the folder" >> beam.ParDo(ListFolder(s.watch, s.poll_s, s.stop, s.run_id))
+        )
+    return (
+        found
+        | "Not yet committed" >> beam.ParDo(SkipCommitted(s.output, s.run_id))
+        | "Prepare and predict" >> beam.ParDo(PredictFiles(s.model_base_path, s.poll_s, s.batch_size, s.run_id))
+        | "One writer" >> beam.Map(lambda item: (0, item)).with_output_types(beam.typehints.Tuple[int, Any])
+        | "Close windows" >> beam.ParDo(CloseWindows(s.window_s, s.watermark_timers))
+        | "Write panes" >> beam.ParDo(WritePanes(s.output, s.run_id))
+    )

@@ -28,7 +28,8 @@ import os
 import posixpath
 import tempfile
 import time
-from typing import TYPE_CHECKING, Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, NamedTuple
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -86,25 +87,32 @@ def parse_rfc3339(text: str) -> float:
 
 # --- discovery ---
 
+
 def is_candidate(path: str, root: str) -> bool:
     """A file under ``root`` to predict: no part of its path below ``root`` starts with
     ``.`` (a hidden staging name) and no partial-download suffix (``.tmp``, ``.part``, ...)."""
-    relative = path[len(root.rstrip("/")):].lstrip("/")
+    relative = path[len(root.rstrip("/")) :].lstrip("/")
     return not any(part.startswith(".") for part in relative.split("/")) and not relative.endswith(TEMP_SUFFIXES)
 
 
 def list_files(root: str, seen: float) -> list[FileRecord]:
     """The candidate files anywhere under ``root``."""
     matched = FileSystems.match([posixpath.join(root, "**")])[0].metadata_list
-    return [FileRecord(m.path, m.size_in_bytes, m.last_updated_in_seconds, seen) for m in matched if is_candidate(m.path, root)]
+    return [
+        FileRecord(m.path, m.size_in_bytes, m.last_updated_in_seconds, seen)
+        for m in matched
+        if is_candidate(m.path, root)
+    ]
 
 
 def select_new(listing: list[FileRecord], known: dict, now: float, limit: int) -> tuple[list[FileRecord], dict]:
     """The settled files of a listing whose (size, mtime) ``known`` lacks, oldest first, at
     most ``limit`` (the rest wait for the next poll); and ``known`` updated with them and
     pruned to the listed paths."""
-    fresh = sorted((r for r in listing if now - r.mtime >= SETTLE_S and known.get(r.path) != (r.size, r.mtime)),
-                   key=lambda r: (r.mtime, r.path))[:limit]
+    fresh = sorted(
+        (r for r in listing if now - r.mtime >= SETTLE_S and known.get(r.path) != (r.size, r.mtime)),
+        key=lambda r: (r.mtime, r.path),
+    )[:limit]
     listed = {r.path for r in listing}
     updated = {path: version for path, version in known.items() if path in listed}
     updated.update({r.path: (r.size, r.mtime) for r in fresh})
@@ -153,9 +161,20 @@ def local_copy(path: str) -> Iterator[str]:
 
 # --- one file: prepared as `stellarpop predict` does, predicted by one version ---
 
+
 def dead_letter(record: FileRecord, stage: str, reason: str) -> tuple:
-    return DEAD, record, {"file": record.path, "size": record.size, "landed": iso(record.mtime),
-                          "seen": iso(record.seen), "stage": stage, "reason": reason}
+    return (
+        DEAD,
+        record,
+        {
+            "file": record.path,
+            "size": record.size,
+            "landed": iso(record.mtime),
+            "seen": iso(record.seen),
+            "stage": stage,
+            "reason": reason,
+        },
+    )
 
 
 def prepare_record(record: FileRecord, preparation: Preparation) -> tuple | None:
@@ -201,6 +220,7 @@ def predict_prepared(ready: list[tuple], version: LoadedVersion) -> list[tuple]:
 
 
 # --- the output folder ---
+
 
 def pane_stem(start: float, end: float, run_id: str, number: int, late: bool) -> str:
     def stamp(t: float) -> str:
@@ -288,8 +308,12 @@ def _committed(output: str, folder: str, suffix: str) -> list[str]:
 
 def read_ledger(output: str, run_id: str | None = None) -> list[dict]:
     """The committed ledger entries (of one run if ``run_id`` is given)."""
-    return [e for path in _committed(output, LEDGER, ".jsonl") if run_id is None or f"_{run_id}_" in path
-            for e in _read_jsonl(path)]
+    return [
+        e
+        for path in _committed(output, LEDGER, ".jsonl")
+        if run_id is None or f"_{run_id}_" in path
+        for e in _read_jsonl(path)
+    ]
 
 
 def committed_keys(output: str) -> set[tuple]:

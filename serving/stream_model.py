@@ -13,10 +13,9 @@ from typing import Any, NamedTuple
 
 from apache_beam.io.filesystems import FileSystems
 
+from stellarpop.schema import model_contract as contract
 from stellarpop.schema.preparation import Preparation
 from stellarpop.serving import predict
-from stellarpop.schema import features as F
-from stellarpop.schema import model_contract as contract
 
 log = logging.getLogger("stellarpop.serving.stream")
 
@@ -24,12 +23,16 @@ log = logging.getLogger("stellarpop.serving.stream")
 def complete_versions(base_path: str) -> dict[int, str]:
     """``{version: folder}`` of the complete versions under ``base_path``
     (:func:`model_contract.versions`, listed with Beam's file systems: local or ``gs://``)."""
-    return contract.versions(base_path, glob=lambda pattern: [m.path for m in FileSystems.match([pattern])[0].metadata_list])
+    return contract.versions(
+        base_path, glob=lambda pattern: [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+    )
 
 
 def folder_stamp(folder: str) -> tuple:
     """Names and sizes of a folder's files (a version is loaded once this stops changing)."""
-    return tuple(sorted((m.path, m.size_in_bytes) for m in FileSystems.match([posixpath.join(folder, "**")])[0].metadata_list))
+    return tuple(
+        sorted((m.path, m.size_in_bytes) for m in FileSystems.match([posixpath.join(folder, "**")])[0].metadata_list)
+    )
 
 
 class LoadedVersion(NamedTuple):
@@ -46,7 +49,10 @@ class LoadedVersion(NamedTuple):
         import tensorflow as tf
 
         logs = self.handler.run_inference(serialized, self.model)
-        return [{k: float(tf.make_ndarray(v).reshape(-1)[0]) for k, v in p.predict_log.response.outputs.items()} for p in logs]
+        return [
+            {k: float(tf.make_ndarray(v).reshape(-1)[0]) for k, v in p.predict_log.response.outputs.items()}
+            for p in logs
+        ]
 
 
 def load_version(number: int, path: str) -> LoadedVersion:
@@ -54,8 +60,11 @@ def load_version(number: int, path: str) -> LoadedVersion:
     from tfx_bsl.public.beam.run_inference import CreateModelHandler
     from tfx_bsl.public.proto import model_spec_pb2
 
-    handler = CreateModelHandler(model_spec_pb2.InferenceSpecType(
-        saved_model_spec=model_spec_pb2.SavedModelSpec(model_path=path, signature_name=[contract.SERVING_SIGNATURE])))
+    handler = CreateModelHandler(
+        model_spec_pb2.InferenceSpecType(
+            saved_model_spec=model_spec_pb2.SavedModelSpec(model_path=path, signature_name=[contract.SERVING_SIGNATURE])
+        )
+    )
     with FileSystems.open(posixpath.join(path, contract.MODEL_INFO_FILE)) as fh:
         preparation = predict.preparation_of(json.loads(fh.read().decode("utf-8")))
     return LoadedVersion(number, path, preparation, handler, handler.load_model())
@@ -115,5 +124,3 @@ def model_versions(base_path: str, poll_s: float) -> ModelVersions:
         if base_path not in _VERSIONS:
             _VERSIONS[base_path] = ModelVersions(base_path, poll_s)
         return _VERSIONS[base_path]
-
-

@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import apache_beam as beam
 
@@ -22,38 +22,70 @@ from stellarpop.serving.stream_io import ROW, iso
 log = logging.getLogger("stellarpop.serving.stream")
 
 
-def check_stream_args(watch: str, model_base_path: str, output: str, window_s: float = 10.0,
-                      stop_after_s: float | None = None, poll_s: float = 1.0,
-                      pubsub_subscription: str | None = None) -> None:
+def check_stream_args(
+    watch: str,
+    model_base_path: str,
+    output: str,
+    window_s: float = 10.0,
+    stop_after_s: float | None = None,
+    poll_s: float = 1.0,
+    pubsub_subscription: str | None = None,
+) -> None:
     """Raise ValueError (one line naming the CLI option) for a bad argument of :func:`run_stream`."""
     local = stream_io.is_local
     problems = [
         (not window_s > 0, f"--window {window_s}: a window is a positive number of seconds"),
         (not poll_s > 0, f"--poll {poll_s}: the poll interval is a positive number of seconds"),
-        (stop_after_s is not None and not stop_after_s > 0, f"--stop-after {stop_after_s}: a positive number of seconds"),
-        (pubsub_subscription and not re.fullmatch(r"projects/[^/]+/subscriptions/[^/]+", pubsub_subscription),
-         f"--pubsub-subscription {pubsub_subscription}: expected projects/PROJECT/subscriptions/NAME"),
-        (pubsub_subscription and not watch.startswith("gs://"),
-         f"--watch {watch}: with --pubsub-subscription, the gs://BUCKET/PREFIX whose objects to predict"),
-        (pubsub_subscription and stop_after_s is not None,
-         "--stop-after: a Pub/Sub job runs until it is drained (gcloud dataflow jobs drain JOB)"),
+        (
+            stop_after_s is not None and not stop_after_s > 0,
+            f"--stop-after {stop_after_s}: a positive number of seconds",
+        ),
+        (
+            pubsub_subscription and not re.fullmatch(r"projects/[^/]+/subscriptions/[^/]+", pubsub_subscription),
+            f"--pubsub-subscription {pubsub_subscription}: expected projects/PROJECT/subscriptions/NAME",
+        ),
+        (
+            pubsub_subscription and not watch.startswith("gs://"),
+            f"--watch {watch}: with --pubsub-subscription, the gs://BUCKET/PREFIX whose objects to predict",
+        ),
+        (
+            pubsub_subscription and stop_after_s is not None,
+            "--stop-after: a Pub/Sub job runs until it is drained (gcloud dataflow jobs drain JOB)",
+        ),
         (not pubsub_subscription and local(watch) and not os.path.isdir(watch), f"--watch {watch}: not a folder"),
-        (local(output) and os.path.exists(output) and not os.path.isdir(output),
-         f"--output {output}: a file; the output is a folder"),
-        (local(output) and local(watch) and (os.path.abspath(output) + os.sep).startswith(os.path.abspath(watch) + os.sep),
-         f"--output {output}: inside the watched folder {watch} (its files would be read as spectra)"),
+        (
+            local(output) and os.path.exists(output) and not os.path.isdir(output),
+            f"--output {output}: a file; the output is a folder",
+        ),
+        (
+            local(output)
+            and local(watch)
+            and (os.path.abspath(output) + os.sep).startswith(os.path.abspath(watch) + os.sep),
+            f"--output {output}: inside the watched folder {watch} (its files would be read as spectra)",
+        ),
     ]
     for wrong, message in problems:
         if wrong:
             raise ValueError(message)
     if not stream_model.complete_versions(model_base_path):
-        raise ValueError(f"--model-base-path {model_base_path}: no numbered version folder holding a "
-                         "saved_model.pb (TF Serving layout, BASE/1/saved_model.pb)")
+        raise ValueError(
+            f"--model-base-path {model_base_path}: no numbered version folder holding a "
+            "saved_model.pb (TF Serving layout, BASE/1/saved_model.pb)"
+        )
 
 
-def run_stream(watch: str, model_base_path: str, output: str, window_s: float = 10.0,
-               stop_after_s: float | None = None, poll_s: float = 1.0, beam_args: list[str] | None = None,
-               *, pubsub_subscription: str | None = None, batch_size: int = 64) -> dict:
+def run_stream(
+    watch: str,
+    model_base_path: str,
+    output: str,
+    window_s: float = 10.0,
+    stop_after_s: float | None = None,
+    poll_s: float = 1.0,
+    beam_args: list[str] | None = None,
+    *,
+    pubsub_subscription: str | None = None,
+    batch_size: int = 64,
+) -> dict:
     """Predict the spectrum files landing in ``watch`` continuously, into windowed tables.
 
     Parameters
@@ -99,11 +131,20 @@ def run_stream(watch: str, model_base_path: str, output: str, window_s: float = 
     standard = options.view_as(StandardOptions)
     standard.streaming = True
     runner, start = standard.runner or "DirectRunner", time.time()
-    absolute = [os.path.abspath(p) if stream_io.is_local(p) else p.rstrip("/") for p in (watch, model_base_path, output)]
-    s = StreamSettings(*absolute, run_id=time.strftime("%Y%m%dT%H%M%SZ-", time.gmtime(start)) + uuid.uuid4().hex[:6],
-                       start=start, window_s=window_s, stop_after_s=stop_after_s, poll_s=poll_s,
-                       pubsub_subscription=pubsub_subscription, batch_size=batch_size,
-                       watermark_timers=runner not in LOCAL_RUNNERS)
+    absolute = [
+        os.path.abspath(p) if stream_io.is_local(p) else p.rstrip("/") for p in (watch, model_base_path, output)
+    ]
+    s = StreamSettings(
+        *absolute,
+        run_id=time.strftime("%Y%m%dT%H%M%SZ-", time.gmtime(start)) + uuid.uuid4().hex[:6],
+        start=start,
+        window_s=window_s,
+        stop_after_s=stop_after_s,
+        poll_s=poll_s,
+        pubsub_subscription=pubsub_subscription,
+        batch_size=batch_size,
+        watermark_timers=runner not in LOCAL_RUNNERS,
+    )
     moved = stream_io.recover(s.output)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, s)
@@ -111,8 +152,12 @@ def run_stream(watch: str, model_base_path: str, output: str, window_s: float = 
     if s.watermark_timers:
         result = pipeline.run()
         job_id = getattr(result, "job_id", None)
-        return {"run_id": s.run_id, "runner": runner, "state": str(result.state),
-                "job_id": job_id() if callable(job_id) else job_id}
+        return {
+            "run_id": s.run_id,
+            "runner": runner,
+            "state": str(result.state),
+            "job_id": job_id() if callable(job_id) else job_id,
+        }
     with _stop_on_signals(s.run_id):
         pipeline.run().wait_until_finish()
     summary = summarize(s, moved, stop_requested(s.run_id).is_set())
@@ -123,6 +168,7 @@ def run_stream(watch: str, model_base_path: str, output: str, window_s: float = 
 @contextlib.contextmanager
 def _stop_on_signals(run_id: str) -> Iterator[None]:
     """Ctrl-C or SIGTERM ends the local run gracefully; a second Ctrl-C ends the process."""
+
     def handler(signum, frame):
         log.warning("stopping: one last listing, then every window is written (Ctrl-C again to quit at once)")
         stop_requested(run_id).set()
@@ -149,11 +195,24 @@ def summarize(s: StreamSettings, moved: list[str], interrupted: bool) -> dict:
     with _LOCK:
         counts = _COUNTS.pop(s.run_id, {})
     return {
-        "run_id": s.run_id, "watch": s.watch, "model_base_path": s.model_base_path, "output": s.output,
-        "window_s": s.window_s, "poll_s": s.poll_s, "stop_after_s": s.stop_after_s, "started": iso(s.start),
-        "wall_s": round(time.time() - s.start, 3), "files_predicted": len(versions),
-        "dead_letters": len(entries) - len(versions), "model_versions": {v: versions.count(v) for v in sorted(set(versions))},
-        "skipped_already_predicted": counts.get("skipped_committed", 0), "superseded": counts.get("superseded", 0),
-        "panes": len({e["pane"] for e in entries}), "uncommitted_moved": len(moved), "interrupted": interrupted,
-        "latency_s": {"median": float(np.median(latency)), "p95": float(np.percentile(latency, 95))} if latency else None,
+        "run_id": s.run_id,
+        "watch": s.watch,
+        "model_base_path": s.model_base_path,
+        "output": s.output,
+        "window_s": s.window_s,
+        "poll_s": s.poll_s,
+        "stop_after_s": s.stop_after_s,
+        "started": iso(s.start),
+        "wall_s": round(time.time() - s.start, 3),
+        "files_predicted": len(versions),
+        "dead_letters": len(entries) - len(versions),
+        "model_versions": {v: versions.count(v) for v in sorted(set(versions))},
+        "skipped_already_predicted": counts.get("skipped_committed", 0),
+        "superseded": counts.get("superseded", 0),
+        "panes": len({e["pane"] for e in entries}),
+        "uncommitted_moved": len(moved),
+        "interrupted": interrupted,
+        "latency_s": {"median": float(np.median(latency)), "p95": float(np.percentile(latency, 95))}
+        if latency
+        else None,
     }

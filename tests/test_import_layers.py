@@ -14,8 +14,14 @@ REPO = Path(__file__).resolve().parents[1]
 FOLDERS = ("schema", "components", "transforms", "pipeline", "serving")
 # (module prefix, layer): the longest matching prefix decides; a module imports its own layer
 # or lower ones only. The CLI is the composition root: it may import everything.
-LAYERS = (("stellarpop.schema", 0), ("stellarpop.components", 1), ("stellarpop.transforms", 2),
-          ("stellarpop.pipeline", 3), ("stellarpop.serving", 4), ("stellarpop.pipeline.cli", 5))
+LAYERS = (
+    ("stellarpop.schema", 0),
+    ("stellarpop.components", 1),
+    ("stellarpop.transforms", 2),
+    ("stellarpop.pipeline", 3),
+    ("stellarpop.serving", 4),
+    ("stellarpop.pipeline.cli", 5),
+)
 
 
 def _module_name(path: Path) -> str:
@@ -39,7 +45,9 @@ def _imports(name: str, path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
         else:
             continue
@@ -75,6 +83,7 @@ def test_no_package_imports_another_that_imports_it_back():
         for target in _imports(name, path):
             if target in modules and package(target, modules) != own:
                 graph.setdefault(own, set()).add(package(target, modules))
+
     def reaches(a: str, b: str) -> bool:
         seen, todo = set(), [a]
         while todo:
@@ -85,12 +94,18 @@ def test_no_package_imports_another_that_imports_it_back():
                 seen.add(node)
                 todo += graph.get(node, ())
         return False
-    cycles = sorted({tuple(sorted(p)) for p in itertools.permutations(graph, 2)
-                     if p[1] in graph[p[0]] and reaches(p[1], p[0])})
+
+    cycles = sorted(
+        {tuple(sorted(p)) for p in itertools.permutations(graph, 2) if p[1] in graph[p[0]] and reaches(p[1], p[0])}
+    )
     assert not cycles, f"package cycles: {cycles}"
 
 
 def test_the_checker_sees_what_it_is_for(tmp_path):
-    assert layer("stellarpop.pipeline.cli.serve") > layer("stellarpop.serving.predict") > layer("stellarpop.pipeline.training.export")
+    assert (
+        layer("stellarpop.pipeline.cli.serve")
+        > layer("stellarpop.serving.predict")
+        > layer("stellarpop.pipeline.training.export")
+    )
     assert layer("stellarpop.schema.features") < layer("stellarpop.components.spectra")
     assert "stellarpop.schema.features" in _imports("stellarpop.components.spectra", REPO / "components" / "spectra.py")

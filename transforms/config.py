@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from stellarpop.schema.preparation import Preparation
 from stellarpop.schema import features as F
+from stellarpop.schema.preparation import Preparation
 
 DEFAULT_LABEL_SOURCE = "truth"  # the default pipeline trains on simulated spectra
 

@@ -34,7 +34,8 @@ Scalar outputs have shape (B,), whatever the raw schema says: scalars of shape [
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -138,9 +139,7 @@ def masked_median(values: tf.Tensor, excluded: tf.Tensor) -> tf.Tensor:
     return tf.where(count > 0, median, tf.constant(np.nan, values.dtype))
 
 
-def normalise_spectrum(
-    flux: tf.Tensor, ivar: tf.Tensor, mask: tf.Tensor, window: slice
-) -> dict[str, tf.Tensor]:
+def normalise_spectrum(flux: tf.Tensor, ivar: tf.Tensor, mask: tf.Tensor, window: slice) -> dict[str, tf.Tensor]:
     """Flux, mask and noise channels, normalised by the window median.
 
     Parameters

@@ -124,7 +124,9 @@ class Executor(BaseExampleGenExecutor):
         if props.get(standard_component_specs.RANGE_CONFIG_KEY):
             range_config = range_config_pb2.RangeConfig()
             proto_utils.json_to_proto(props[standard_component_specs.RANGE_CONFIG_KEY], range_config)
-        span, version, resolved = spans.resolve_span(props[standard_component_specs.INPUT_BASE_KEY], input_config, range_config)
+        span, version, resolved = spans.resolve_span(
+            props[standard_component_specs.INPUT_BASE_KEY], input_config, range_config
+        )
         props[standard_component_specs.INPUT_CONFIG_KEY] = proto_utils.proto_to_json(resolved)
         props[example_gen_utils.SPAN_PROPERTY_NAME] = span
         props[example_gen_utils.VERSION_PROPERTY_NAME] = version

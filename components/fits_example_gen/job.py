@@ -18,10 +18,10 @@ import apache_beam as beam
 import tensorflow as tf
 
 from stellarpop.components import examples, readers
-from stellarpop.schema import config_codec
 from stellarpop.components.instrument import DEFAULT_BAD_BITS
 from stellarpop.components.progress import ProgressFile
 from stellarpop.components.spectra import SpectrumError, describe_cuts, prepare
+from stellarpop.schema import config_codec
 from stellarpop.schema.preparation import Preparation
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class IngestConfig:
         return config_codec.to_json(self)
 
     @classmethod
-    def from_json(cls, text: str | None) -> "IngestConfig":
+    def from_json(cls, text: str | None) -> IngestConfig:
         return config_codec.from_json(cls, text)
 
 
@@ -82,7 +82,9 @@ def process_file(path: str, config: IngestConfig) -> tuple[Any, dict | None]:
 
 def resolve(config: IngestConfig, pattern: str = "") -> tuple[list[str], list[dict]]:
     """Input files and failure records of inputs that name no file."""
-    files, missing = readers.resolve(list(config.inputs) or ([pattern] if pattern else []), config.catalogue, config.sdss_root)
+    files, missing = readers.resolve(
+        list(config.inputs) or ([pattern] if pattern else []), config.catalogue, config.sdss_root
+    )
     return files, [failure(m.file, "resolve", "not_found", f"{m.file}: {m.message}") for m in missing]
 
 
@@ -101,7 +103,13 @@ class _ProcessFile(beam.DoFn):
             yield beam.pvalue.TaggedOutput("failures", fail)
         else:
             serialized = examples.to_example(spec).SerializeToString(deterministic=True)
-            yield (spec.spec_id, path, serialized, spec.selection, describe_cuts(spec, self._config.preparation.selection))
+            yield (
+                spec.spec_id,
+                path,
+                serialized,
+                spec.selection,
+                describe_cuts(spec, self._config.preparation.selection),
+            )
         self._progress.add()
 
     def finish_bundle(self):
@@ -113,7 +121,9 @@ def _duplicates(item):
     spec_id, paths = item
     paths = sorted(paths)
     for other in paths[1:]:
-        yield failure(other, "duplicate", "duplicate_id", f"{other}: spectrum id {spec_id} already read from {paths[0]}", spec_id)
+        yield failure(
+            other, "duplicate", "duplicate_id", f"{other}: spectrum id {spec_id} already read from {paths[0]}", spec_id
+        )
 
 
 class _DropKnown(beam.DoFn):
@@ -194,7 +204,8 @@ def _selected(pipeline: beam.Pipeline, unique, select: bool):
     rejected = (
         unique
         | "Rejected" >> beam.Filter(lambda r: bool(r[3]))
-        | "RejectRecord" >> beam.Map(
+        | "RejectRecord"
+        >> beam.Map(
             lambda r: failure(r[1], "select", "+".join(r[3]), f"{r[1]}: outside the paper's sample: {r[4]}", r[0])
         )
     )
@@ -211,17 +222,23 @@ def _write_reports(pipeline: beam.Pipeline, report_dir: str, failures, unique, k
     _ = (
         failures
         | "FailureJson" >> beam.Map(lambda f: json.dumps(f, sort_keys=True))
-        | "WriteFailures" >> beam.io.WriteToText(
+        | "WriteFailures"
+        >> beam.io.WriteToText(
             os.path.join(report_dir, FAILURES_DIR, "failures"), file_name_suffix=".jsonl", num_shards=1
         )
     )
-    counts = failures | "StageReason" >> beam.Map(lambda f: (f["stage"], f["reason"])) | "CountFailures" >> beam.combiners.Count.PerElement()
+    counts = (
+        failures
+        | "StageReason" >> beam.Map(lambda f: (f["stage"], f["reason"]))
+        | "CountFailures" >> beam.combiners.Count.PerElement()
+    )
     cuts = unique | "Cuts" >> beam.FlatMap(lambda r: r[3]) | "CountCuts" >> beam.combiners.Count.PerElement()
     n_written = kept | "CountWritten" >> beam.combiners.Count.Globally()
     _ = (
         pipeline
         | "SummarySeed" >> beam.Create([None])
-        | "Summary" >> beam.Map(
+        | "Summary"
+        >> beam.Map(
             _summary,
             n_inputs=n_inputs,
             n_written=beam.pvalue.AsSingleton(n_written),
@@ -229,9 +246,8 @@ def _write_reports(pipeline: beam.Pipeline, report_dir: str, failures, unique, k
             cut_counts=beam.pvalue.AsList(cuts),
             config_json=config_json,
         )
-        | "WriteSummary" >> beam.io.WriteToText(
-            os.path.join(report_dir, SUMMARY_FILE), num_shards=1, shard_name_template=""
-        )
+        | "WriteSummary"
+        >> beam.io.WriteToText(os.path.join(report_dir, SUMMARY_FILE), num_shards=1, shard_name_template="")
     )
 
 

@@ -65,7 +65,9 @@ def run_standalone(
         standard_component_specs.OUTPUT_FILE_FORMAT_KEY: example_gen_pb2.FORMAT_TFRECORDS_GZIP,
         INGEST_CONFIG_KEY: config.to_json(),
     }
-    context = BaseBeamExecutor.Context(beam_pipeline_args=beam_pipeline_args or [], tmp_dir=os.path.join(out_dir, ".tmp"))
+    context = BaseBeamExecutor.Context(
+        beam_pipeline_args=beam_pipeline_args or [], tmp_dir=os.path.join(out_dir, ".tmp")
+    )
     with scratch_tempdir():
         Executor(context).Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]}, exec_properties)
     return job.read_summary(examples.uri)

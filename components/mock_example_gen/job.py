@@ -21,12 +21,11 @@ import numpy as np
 import tensorflow as tf
 
 from stellarpop.components import examples, instrument, readers, simulate, spectra, templates
-from stellarpop.schema import config_codec
 from stellarpop.components import nuisances as N
 from stellarpop.components.bpt import CLASSES
-from stellarpop.components.instrument import Instrument
 from stellarpop.components.priors import Priors, draw_params
 from stellarpop.components.progress import ProgressFile
+from stellarpop.schema import config_codec
 from stellarpop.schema import features as F
 from stellarpop.schema.preparation import Preparation
 
@@ -75,7 +74,7 @@ class SimConfig:
         return config_codec.to_json(self)
 
     @classmethod
-    def from_json(cls, text: str) -> "SimConfig":
+    def from_json(cls, text: str) -> SimConfig:
         return config_codec.from_json(cls, text)
 
 
@@ -100,8 +99,17 @@ def one_spectrum(index: int, config: SimConfig, prep: templates.Prepared, inst: 
     rng = np.random.default_rng([config.seed, index])
     params = draw_params(rng, config.priors)
     plate, mjd, fiber = sim_ids(config.seed, index)
-    return simulate.simulate(params, prep, inst, rng, readers.sdss.sdss_spec_id(plate, mjd, fiber), plate, mjd, fiber,
-                             nuisance_draw(index, config, inst))
+    return simulate.simulate(
+        params,
+        prep,
+        inst,
+        rng,
+        readers.sdss.sdss_spec_id(plate, mjd, fiber),
+        plate,
+        mjd,
+        fiber,
+        nuisance_draw(index, config, inst),
+    )
 
 
 def _sim_truth_json(mock: simulate.Mock, seed: int, index: int) -> str:
@@ -170,8 +178,12 @@ class SimulateShard(beam.DoFn):
                 folder = os.path.join(self._out, FITS_DIR, f"{spec.plate:04d}")
                 tf.io.gfile.makedirs(folder)
                 readers.sdss.write_spec_lite(
-                    os.path.join(folder, f"spec-{spec.spec_id}.fits"), spec, mock.and_mask,
-                    mock.sky, _wdisp(mock, self._inst), mock.model,
+                    os.path.join(folder, f"spec-{spec.spec_id}.fits"),
+                    spec,
+                    mock.and_mask,
+                    mock.sky,
+                    _wdisp(mock, self._inst),
+                    mock.model,
                 )
             try:
                 prepared = spectra.prepare(spec, cfg.preparation, overlap=self._overlap)
@@ -221,9 +233,16 @@ def run(pipeline: beam.Pipeline, config: SimConfig, out_dir: str):
         | "Reshuffle" >> beam.Reshuffle()
         | "Simulate" >> beam.ParDo(SimulateShard(config, out_dir))
         | "Counts" >> beam.combiners.ToList()
-        | "Summary" >> beam.Map(lambda counts: json.dumps({**_merge(counts), "n": config.n, "shards": config.n_shards,
-                                                            "config": json.loads(recorded)}, indent=2, sort_keys=True))
-        | "WriteSummary" >> beam.io.WriteToText(os.path.join(out_dir, SUMMARY_FILE), num_shards=1, shard_name_template="")
+        | "Summary"
+        >> beam.Map(
+            lambda counts: json.dumps(
+                {**_merge(counts), "n": config.n, "shards": config.n_shards, "config": json.loads(recorded)},
+                indent=2,
+                sort_keys=True,
+            )
+        )
+        | "WriteSummary"
+        >> beam.io.WriteToText(os.path.join(out_dir, SUMMARY_FILE), num_shards=1, shard_name_template="")
     )
 
 

@@ -26,7 +26,9 @@ def run_standalone(out_dir: str, config: job.SimConfig, beam_pipeline_args: list
     if restart:
         shutil.rmtree(examples_dir, ignore_errors=True)
     elif os.path.exists(recorded) and Path(recorded).read_text() != plain and os.path.exists(examples_dir):
-        raise ResumeError(f"{out_dir} holds a simulation with another configuration: give another --output or --restart")
+        raise ResumeError(
+            f"{out_dir} holds a simulation with another configuration: give another --output or --restart"
+        )
     os.makedirs(out_dir, exist_ok=True)
     with open(recorded, "w") as fh:
         fh.write(plain)

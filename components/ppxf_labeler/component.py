@@ -81,7 +81,8 @@ def record_files(split_dir: str) -> list[str]:
     import tensorflow as tf
 
     return sorted(
-        f for f in tf.io.gfile.glob(os.path.join(split_dir, "*"))
+        f
+        for f in tf.io.gfile.glob(os.path.join(split_dir, "*"))
         if _is_tfrecord_name(os.path.basename(f)) and not tf.io.gfile.isdir(f)
     )
 
@@ -96,7 +97,9 @@ class PpxfLabeler(base_beam_component.BaseBeamComponent):
     SPEC_CLASS = PpxfLabelerSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 
-    def __init__(self, examples: types.BaseChannel, config: job.LabelConfig = job.LabelConfig(), checkpoint_dir: str = ""):
+    def __init__(
+        self, examples: types.BaseChannel, config: job.LabelConfig = job.LabelConfig(), checkpoint_dir: str = ""
+    ):
         spec = PpxfLabelerSpec(
             **{
                 EXAMPLES_KEY: examples,

@@ -30,11 +30,9 @@ import apache_beam as beam
 import numpy as np
 import tensorflow as tf
 
-from stellarpop.components import ppxf_fit, templates
-from stellarpop.schema import config_codec
-from stellarpop.components.instrument import Instrument
-from stellarpop.components import readers
+from stellarpop.components import ppxf_fit, readers, templates
 from stellarpop.components.progress import ProgressFile, ResumeError
+from stellarpop.schema import config_codec
 from stellarpop.schema import features as F
 
 log = logging.getLogger(__name__)
@@ -59,7 +57,7 @@ class LabelConfig:
         return config_codec.to_json(self)
 
     @classmethod
-    def from_json(cls, text: str) -> "LabelConfig":
+    def from_json(cls, text: str) -> LabelConfig:
         return config_codec.from_json(cls, text)
 
     def recorded(self) -> str:
@@ -91,7 +89,9 @@ def prepare_checkpoints(ckpt_dir: str, config: LabelConfig, restart: bool = Fals
     if tf.io.gfile.exists(recorded):
         with tf.io.gfile.GFile(recorded) as fh:
             if fh.read() != config.recorded():
-                raise ResumeError(f"{ckpt_dir} holds fits made with another configuration: use another folder or restart")
+                raise ResumeError(
+                    f"{ckpt_dir} holds fits made with another configuration: use another folder or restart"
+                )
         return
     tf.io.gfile.makedirs(ckpt_dir)
     with tf.io.gfile.GFile(recorded, "w") as fh:
@@ -254,12 +254,12 @@ def write_all(pipeline: beam.Pipeline, splits: dict[str, list[str]], ckpt_dir: s
     """Pass 2: every split rewritten with labels into ``out_dir/Split-*``; counts to a summary."""
     counts = []
     for split, files in splits.items():
-        out = (
-            read_files(pipeline, files, f"Write{split}")
-            | f"Label{split}" >> beam.ParDo(WriteLabels(split, ckpt_dir, min_vd)).with_outputs(WriteLabels.COUNTS, main="examples")
-        )
+        out = read_files(pipeline, files, f"Write{split}") | f"Label{split}" >> beam.ParDo(
+            WriteLabels(split, ckpt_dir, min_vd)
+        ).with_outputs(WriteLabels.COUNTS, main="examples")
         _ = out.examples | f"Write{split}" >> beam.io.WriteToTFRecord(
-            os.path.join(out_dir, f"Split-{split}", "labelled"), file_name_suffix=".gz",
+            os.path.join(out_dir, f"Split-{split}", "labelled"),
+            file_name_suffix=".gz",
             compression_type=beam.io.filesystem.CompressionTypes.GZIP,
         )
         counts.append(out[WriteLabels.COUNTS])
@@ -269,7 +269,8 @@ def write_all(pipeline: beam.Pipeline, splits: dict[str, list[str]], ckpt_dir: s
         | "Count" >> beam.combiners.Count.PerElement()
         | "ToList" >> beam.combiners.ToList()
         | "Dump" >> beam.Map(lambda pairs: json.dumps([[s, o, n] for (s, o), n in sorted(pairs)]))
-        | "WriteCounts" >> beam.io.WriteToText(os.path.join(out_dir, "label_counts.json"), num_shards=1, shard_name_template="")
+        | "WriteCounts"
+        >> beam.io.WriteToText(os.path.join(out_dir, "label_counts.json"), num_shards=1, shard_name_template="")
     )
 
 

@@ -58,7 +58,7 @@ def _input_splits(path: str) -> dict[str, list[str]]:
     split_dirs = [d for d in sorted(tf.io.gfile.glob(os.path.join(path, "Split-*"))) if tf.io.gfile.isdir(d)]
     if not split_dirs:
         return {"all": record_files(path)}
-    return {os.path.basename(d.rstrip("/"))[len("Split-"):]: record_files(d) for d in split_dirs}
+    return {os.path.basename(d.rstrip("/"))[len("Split-") :]: record_files(d) for d in split_dirs}
 
 
 def run_standalone(

@@ -18,5 +18,11 @@ from stellarpop.components.readers.registry import READERS, read_spectrum, regis
 from stellarpop.components.readers.sdss import bundled_spectra, instrument_from_files
 
 __all__ = [
-    "READERS", "Unresolved", "bundled_spectra", "instrument_from_files", "read_spectrum", "register_reader", "resolve",
+    "READERS",
+    "Unresolved",
+    "bundled_spectra",
+    "instrument_from_files",
+    "read_spectrum",
+    "register_reader",
+    "resolve",
 ]

@@ -7,8 +7,8 @@ from __future__ import annotations
 import csv
 import glob
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 from astropy.io import fits

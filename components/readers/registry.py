@@ -12,8 +12,8 @@ import gzip
 import math
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from astropy.io import fits
@@ -26,6 +26,7 @@ FITS_MAGIC = b"SIMPLE  ="
 PARQUET_MAGIC = b"PAR1"
 GZIP_MAGIC = b"\x1f\x8b"
 FITS_BLOCK = 2880
+
 
 @dataclass(frozen=True)
 class Reader:
@@ -107,7 +108,6 @@ def read_spectrum(path: str | os.PathLike, bad_bits=DEFAULT_BAD_BITS) -> Spectru
         if reader.kind == "file" and reader.sniff(head):
             return reader.read(path, bad_bits)
     raise SpectrumError("unknown_format", "not a FITS, Parquet or CSV file")
-
 
 
 def _read_fits(path: str, bad_bits) -> Spectrum:

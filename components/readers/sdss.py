@@ -14,7 +14,7 @@ import glob
 import math
 import os
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from astropy.io import fits
@@ -27,6 +27,7 @@ from stellarpop.components.spectra import Spectrum, SpectrumError
 # DR7 SPEC_CLN codes (SDSS-I/II spectro pipeline).
 DR7_SPEC_CLN = {0: "UNKNOWN", 1: "STAR", 2: "GALAXY", 3: "QSO", 4: "QSO", 5: "SKY", 6: "STAR", 7: "GALAXY"}
 DR7_SUBCLASS = {4: "HIZ_QSO", 6: "STAR_LATE", 7: "GAL_EM"}
+
 
 def _object_id(value) -> str:
     """SPECOBJ's object id as text: DR12 files hold BESTOBJID as five integers (run, rerun,
@@ -43,8 +44,14 @@ def sdss_spec_id(plate: int, mjd: int, fiber: int) -> str:
 def _identity(path: str, plate: int, mjd: int, fiber: int, ra: float, dec: float, objid: str) -> dict:
     """The Spectrum fields that identify an SDSS spectrum and its object."""
     return {
-        "spec_id": sdss_spec_id(plate, mjd, fiber), "source_file": path,
-        "object_id": objid or position_object_id(ra, dec), "plate": plate, "mjd": mjd, "fiber": fiber, "ra": ra, "dec": dec,
+        "spec_id": sdss_spec_id(plate, mjd, fiber),
+        "source_file": path,
+        "object_id": objid or position_object_id(ra, dec),
+        "plate": plate,
+        "mjd": mjd,
+        "fiber": fiber,
+        "ra": ra,
+        "dec": dec,
     }
 
 
@@ -269,15 +276,24 @@ def bundled_spectra() -> list[str]:
 
 # SPECOBJ columns a simulated spec-lite file carries: (name, FITS format, Spectrum attribute).
 _SPECOBJ_COLUMNS = (
-    ("PLATE", "J", "plate"), ("MJD", "J", "mjd"), ("FIBERID", "J", "fiber"), ("PLUG_RA", "D", "ra"),
-    ("PLUG_DEC", "D", "dec"), ("CLASS", "6A", "spec_class"), ("SUBCLASS", "21A", "subclass"), ("Z", "E", "z"),
-    ("Z_ERR", "E", "z_err"), ("ZWARNING", "J", "zwarning"), ("VDISP", "E", "sdss_vdisp"),
+    ("PLATE", "J", "plate"),
+    ("MJD", "J", "mjd"),
+    ("FIBERID", "J", "fiber"),
+    ("PLUG_RA", "D", "ra"),
+    ("PLUG_DEC", "D", "dec"),
+    ("CLASS", "6A", "spec_class"),
+    ("SUBCLASS", "21A", "subclass"),
+    ("Z", "E", "z"),
+    ("Z_ERR", "E", "z_err"),
+    ("ZWARNING", "J", "zwarning"),
+    ("VDISP", "E", "sdss_vdisp"),
     ("VDISP_ERR", "E", "sdss_vdisp_err"),
 )
 
 
-def write_spec_lite(path: str | os.PathLike, spec: Spectrum, and_mask: np.ndarray, sky: np.ndarray,
-                    wdisp: np.ndarray, model: np.ndarray) -> None:
+def write_spec_lite(
+    path: str | os.PathLike, spec: Spectrum, and_mask: np.ndarray, sky: np.ndarray, wdisp: np.ndarray, model: np.ndarray
+) -> None:
     """Write a spectrum on SDSS's grid as an SDSS spec-lite file (COADD, SPECOBJ), readable
     by :func:`read_spectrum` like a real one (used for simulated spectra)."""
     coadd = fits.BinTableHDU.from_columns(

@@ -3,15 +3,20 @@ flux and ivar-or-error columns, optional mask, z and id."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from astropy.io import fits
 
 from stellarpop.components.instrument import DEFAULT_BAD_BITS, bad_pixels
 from stellarpop.components.readers.registry import (
-    PARQUET_MAGIC, computed_snr, num, position_object_id, register_reader, text,
+    PARQUET_MAGIC,
+    computed_snr,
+    num,
+    position_object_id,
+    register_reader,
+    text,
 )
 from stellarpop.components.spectra import Spectrum, SpectrumError
 
@@ -57,7 +62,9 @@ def spectrum_from_columns(cols: dict[str, np.ndarray], meta: dict, path: str, ba
             ivar = np.where(err > 0, 1.0 / err**2, 0.0)
         ivar[~np.isfinite(err)] = np.nan
     else:
-        raise SpectrumError("missing_column", f"no ivar or error column (one of {', '.join(IVAR_COLUMNS + ERROR_COLUMNS)})")
+        raise SpectrumError(
+            "missing_column", f"no ivar or error column (one of {', '.join(IVAR_COLUMNS + ERROR_COLUMNS)})"
+        )
     bad = bad_pixels(np.nan_to_num(ivar), cols.get("and_mask"), bad_bits)
     if "mask" in cols:
         bad |= np.asarray(cols["mask"]).astype(bool)

@@ -12,8 +12,9 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -23,7 +24,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from stellarpop.components import progress
 
-
 console = Console(stderr=True)
 options = {"debug": False}  # set by the app's callback (--debug)
 
@@ -31,15 +31,17 @@ options = {"debug": False}  # set by the app's callback (--debug)
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show INFO log lines.")]
 Workers = Annotated[int, typer.Option(min=1, help="Local Beam worker processes (DirectRunner).")]
 BeamArgs = Annotated[
-    Optional[list[str]],
-    typer.Option(help="Beam pipeline argument, repeatable (e.g. --beam-arg=--runner=DataflowRunner); replaces the local profile."),
+    list[str] | None,
+    typer.Option(
+        help="Beam pipeline argument, repeatable (e.g. --beam-arg=--runner=DataflowRunner); replaces the local profile."
+    ),
 ]
 Restart = Annotated[bool, typer.Option(help="Discard a previous run in --output instead of resuming it.")]
-Library = Annotated[Optional[Path], typer.Option(help="An sps_lib .npz instead of the E-MILES build.")]
+Library = Annotated[Path | None, typer.Option(help="An sps_lib .npz instead of the E-MILES build.")]
 CPUS = os.cpu_count() or 1
 
 
-def beam_args(beam_arg: Optional[list[str]], workers: int) -> list[str]:
+def beam_args(beam_arg: list[str] | None, workers: int) -> list[str]:
     """``--beam-arg`` values, else the local multi-process profile with ``workers``."""
     from stellarpop.pipeline import configs
 
@@ -69,15 +71,25 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from stellarpop.components import reference_data, templates
 
     # OSError covers serving.client.ServingError: a server that is down, or says no.
-    return (ValueError, OSError, yaml.YAMLError, progress.ResumeError, templates.TemplateError,
-            reference_data.ReferenceDataError)
+    return (
+        ValueError,
+        OSError,
+        yaml.YAMLError,
+        progress.ResumeError,
+        templates.TemplateError,
+        reference_data.ReferenceDataError,
+    )
 
 
 def exit_for(exc: Exception) -> typer.Exit:
     """Print ``exc`` as one red line; the exit is 2 for a user error, 1 for anything else."""
     user = isinstance(exc, user_errors())
     text = " ".join(str(exc).split())
-    line = f"error: {text}" if user else f"internal error: {type(exc).__name__}: {text} (run with --debug for the traceback)"
+    line = (
+        f"error: {text}"
+        if user
+        else f"internal error: {type(exc).__name__}: {text} (run with --debug for the traceback)"
+    )
     console.print(f"[red]{escape(line)}[/red]", soft_wrap=True, highlight=False)
     return typer.Exit(code=2 if user else 1)
 
@@ -86,7 +98,7 @@ def commands(app: typer.Typer):
     """A decorator factory like ``app.command`` whose commands end an exception in one line
     and a non-zero exit (2: the user's mistake, 1: ours), unless ``--debug`` was given."""
 
-    def command(name: Optional[str] = None):
+    def command(name: str | None = None):
         def register(fn):
             @functools.wraps(fn)
             def run(*args, **kwargs):
@@ -115,7 +127,7 @@ def about(option: str):
         raise ValueError(f"{option} {exc}") from exc
 
 
-def existing(path: Optional[Path], option: str, folder: bool = False) -> Optional[Path]:
+def existing(path: Path | None, option: str, folder: bool = False) -> Path | None:
     """``path`` made absolute once it is known to be an existing file (or folder); None stays None."""
     if path is None:
         return None
@@ -188,8 +200,14 @@ def run_job(output: Path, total: int, message: str, job: Callable[[str], dict]) 
 
 def progress_bar() -> Progress:
     """The one progress bar of the commands: what, bar, done/total, elapsed, remaining."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=console)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
 
 
 app = typer.Typer(help="Stellar populations of galaxies from SDSS spectra (TFX pipeline).", no_args_is_help=True)
@@ -198,7 +216,9 @@ command = commands(app)
 
 @app.callback()
 def _root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error instead of one line.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the full traceback of an error instead of one line.")
+    ] = False,
 ) -> None:
     """Stellar populations of galaxies from SDSS spectra (TFX pipeline)."""
     options["debug"] = debug

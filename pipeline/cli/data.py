@@ -8,14 +8,27 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from stellarpop.pipeline.cli.common import (
-    CPUS, BeamArgs, Library, Restart, Verbose, Workers, about, beam_args, command, console, existing, need_files,
-    output_folder, run_job, setup_logging,
+    CPUS,
+    BeamArgs,
+    Library,
+    Restart,
+    Verbose,
+    Workers,
+    about,
+    beam_args,
+    command,
+    console,
+    existing,
+    need_files,
+    output_folder,
+    run_job,
+    setup_logging,
 )
 from stellarpop.schema import features as F
 
@@ -26,7 +39,9 @@ def count_records(splits: dict[str, list[str]]) -> int:
 
     def count(path: str) -> int:
         try:
-            return sum(1 for _ in tf.data.TFRecordDataset(path, compression_type="GZIP" if path.endswith(".gz") else ""))
+            return sum(
+                1 for _ in tf.data.TFRecordDataset(path, compression_type="GZIP" if path.endswith(".gz") else "")
+            )
         except tf.errors.OpError as exc:
             raise ValueError(f"{path}: not a TFRecord file of tf.Examples ({exc.message})") from exc
 
@@ -55,22 +70,43 @@ def print_ingest_summary(summary: dict, examples_dir: Path, elapsed: float) -> N
 
 @command()
 def ingest(
-    inputs: Annotated[Optional[list[str]], typer.Argument(help="Files, directories, globs, @list files, or 'bundled' (the SDSS spectra inside ppxf).")] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder: examples/ (TFRecords, failures, summary) and run.json.")] = Path("runs/ingest"),
-    catalogue: Annotated[Optional[Path], typer.Option(help="Table (CSV/FITS/Parquet) of plate, mjd, fiber to resolve against --sdss-root.")] = None,
-    sdss_root: Annotated[Optional[Path], typer.Option(help="Folder laid out like SDSS's spectra/lite: PLATE/spec-PLATE-MJD-FIBER.fits.")] = None,
-    select: Annotated[bool, typer.Option(help="Drop spectra outside the paper's sample (they are recorded either way).")] = True,
-    norm_centre: Annotated[float, typer.Option(help="Centre of the flux normalisation window, Angstrom.")] = F.NORM_CENTRE,
-    norm_half_width: Annotated[float, typer.Option(help="Half width of the normalisation window, Angstrom.")] = F.NORM_HALF_WIDTH,
+    inputs: Annotated[
+        list[str] | None,
+        typer.Argument(help="Files, directories, globs, @list files, or 'bundled' (the SDSS spectra inside ppxf)."),
+    ] = None,
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="Output folder: examples/ (TFRecords, failures, summary) and run.json."),
+    ] = Path("runs/ingest"),
+    catalogue: Annotated[
+        Path | None,
+        typer.Option(help="Table (CSV/FITS/Parquet) of plate, mjd, fiber to resolve against --sdss-root."),
+    ] = None,
+    sdss_root: Annotated[
+        Path | None, typer.Option(help="Folder laid out like SDSS's spectra/lite: PLATE/spec-PLATE-MJD-FIBER.fits.")
+    ] = None,
+    select: Annotated[
+        bool, typer.Option(help="Drop spectra outside the paper's sample (they are recorded either way).")
+    ] = True,
+    norm_centre: Annotated[
+        float, typer.Option(help="Centre of the flux normalisation window, Angstrom.")
+    ] = F.NORM_CENTRE,
+    norm_half_width: Annotated[
+        float, typer.Option(help="Half width of the normalisation window, Angstrom.")
+    ] = F.NORM_HALF_WIDTH,
     workers: Workers = CPUS,
     beam_arg: BeamArgs = None,
-    chunk_size: Annotated[int, typer.Option(min=0, help="Files per chunk; a re-run of the same command skips finished chunks (0: one chunk).")] = 50_000,
+    chunk_size: Annotated[
+        int,
+        typer.Option(min=0, help="Files per chunk; a re-run of the same command skips finished chunks (0: one chunk)."),
+    ] = 50_000,
     restart: Restart = False,
     verbose: Verbose = False,
 ) -> None:
     """Read spectrum files into train/eval/test TFRecords of tf.Examples on the model grid."""
     setup_logging(verbose)
-    from stellarpop.components.fits_example_gen import job as ingest_lib, run as ingest_run
+    from stellarpop.components.fits_example_gen import job as ingest_lib
+    from stellarpop.components.fits_example_gen import run as ingest_run
     from stellarpop.schema.preparation import Preparation
 
     if not inputs and not catalogue:
@@ -81,7 +117,9 @@ def ingest(
         raise ValueError(f"--norm-half-width {norm_half_width:g}: the window's half width is > 0 Angstrom")
     catalogue, sdss_root = existing(catalogue, "--catalogue"), existing(sdss_root, "--sdss-root", folder=True)
     files, unresolved = ingest_lib.resolve(
-        ingest_lib.IngestConfig(inputs=tuple(inputs or ()), catalogue=str(catalogue or ""), sdss_root=str(sdss_root or ""))
+        ingest_lib.IngestConfig(
+            inputs=tuple(inputs or ()), catalogue=str(catalogue or ""), sdss_root=str(sdss_root or "")
+        )
     )
     preparation = Preparation(norm_centre=norm_centre, norm_half_width=norm_half_width)
     need_files(files, [u["message"] for u in unresolved], "INPUTS" if inputs else "--catalogue")
@@ -91,10 +129,16 @@ def ingest(
     args = beam_args(beam_arg, workers)
     started = time.time()
     summary, elapsed = run_job(
-        output, len(files), f"Ingesting {len(files)} files ({len(unresolved)} inputs name no file) into {examples_dir}",
+        output,
+        len(files),
+        f"Ingesting {len(files)} files ({len(unresolved)} inputs name no file) into {examples_dir}",
         lambda progress_dir: ingest_run.run_chunked(
-            files + [u["file"] for u in unresolved], str(output),
-            dataclasses.replace(config, progress_dir=progress_dir), args, chunk_size, restart,
+            files + [u["file"] for u in unresolved],
+            str(output),
+            dataclasses.replace(config, progress_dir=progress_dir),
+            args,
+            chunk_size,
+            restart,
         ),
     )
     run = {
@@ -113,7 +157,7 @@ def ingest(
 
 @command("templates")
 def templates_cmd(
-    library: Annotated[Optional[Path], typer.Option(help="Check this sps_lib .npz instead of building E-MILES.")] = None,
+    library: Annotated[Path | None, typer.Option(help="Check this sps_lib .npz instead of building E-MILES.")] = None,
     verbose: Verbose = False,
 ) -> None:
     """Obtain the E-MILES SSP library (once, into $STELLARPOP_CACHE) and describe it."""
@@ -125,7 +169,8 @@ def templates_cmd(
     console.print(f"{path}")
     console.print(
         f"{lib.ages.size} ages {lib.ages.min():.3g}-{lib.ages.max():.3g} Gyr x {lib.metals.size} [M/H] "
-        f"{lib.metals.min():+.2f}..{lib.metals.max():+.2f}; {lib.lam.size} pixels {lib.lam[0]:.0f}-{lib.lam[-1]:.0f} A; "
+        f"{lib.metals.min():+.2f}..{lib.metals.max():+.2f}; {lib.lam.size} pixels "
+        f"{lib.lam[0]:.0f}-{lib.lam[-1]:.0f} A; "
         f"FWHM {lib.fwhm.min():.2f}-{lib.fwhm.max():.2f} A"
     )
 
@@ -134,12 +179,30 @@ def templates_cmd(
 def simulate(
     n: Annotated[int, typer.Option("--n", min=1, help="Number of spectra.")] = 1000,
     seed: Annotated[int, typer.Option(help="Random seed (recorded with the output).")] = 0,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder: examples/ and sim_config.json.")] = Path("runs/simulate"),
-    mode: Annotated[str, typer.Option(help="Priors: 'sdss' (like the paper's sample), 'broad', or 'wide' (the real sample's range: z 0.002-0.3 weighted to low z, sigma 50-500 km/s, S/N_r 3-100; for training).")] = "sdss",
-    sdss_fraction: Annotated[float, typer.Option(help="With --mode wide or broad: this share drawn from the 'sdss' priors instead.")] = 0.0,
-    nuisances: Annotated[str, typer.Option(help="Instrument and model nuisances: 'none' or 'realistic' (calibration, LSF, wavelength, sky, masked gaps, template mismatch; components/nuisances.py).")] = "none",
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Output folder: examples/ and sim_config.json.")
+    ] = Path("runs/simulate"),
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="Priors: 'sdss' (like the paper's sample), 'broad', or 'wide' (the real sample's range: "
+            "z 0.002-0.3 weighted to low z, sigma 50-500 km/s, S/N_r 3-100; for training)."
+        ),
+    ] = "sdss",
+    sdss_fraction: Annotated[
+        float, typer.Option(help="With --mode wide or broad: this share drawn from the 'sdss' priors instead.")
+    ] = 0.0,
+    nuisances: Annotated[
+        str,
+        typer.Option(
+            help="Instrument and model nuisances: 'none' or 'realistic' (calibration, LSF, wavelength, sky, "
+            "masked gaps, template mismatch; components/nuisances.py)."
+        ),
+    ] = "none",
     shard_size: Annotated[int, typer.Option(min=1, help="Spectra per shard (the unit of resume).")] = 1000,
-    fits_files: Annotated[bool, typer.Option("--fits", help="Also write SDSS spec-lite FITS files (examples/fits/).")] = False,
+    fits_files: Annotated[
+        bool, typer.Option("--fits", help="Also write SDSS spec-lite FITS files (examples/fits/).")
+    ] = False,
     library: Library = None,
     workers: Workers = CPUS,
     beam_arg: BeamArgs = None,
@@ -148,8 +211,9 @@ def simulate(
 ) -> None:
     """Simulate SDSS-like galaxy spectra with exact truth into train/eval/test TFRecords."""
     setup_logging(verbose)
+    from stellarpop.components.mock_example_gen import job
+    from stellarpop.components.mock_example_gen import run as sim_run
     from stellarpop.components.priors import Priors
-    from stellarpop.components.mock_example_gen import job, run as sim_run
 
     library = existing(library, "--library")
     with about("--mode"):
@@ -157,14 +221,25 @@ def simulate(
     with about("--sdss-fraction"):
         priors = Priors(mode=mode, sdss_fraction=sdss_fraction)
     with about("--nuisances"):
-        config = job.SimConfig(n=n, seed=seed, priors=priors, nuisances=nuisances, shard_size=shard_size,
-                               write_fits=fits_files, library=str(library or ""))
+        config = job.SimConfig(
+            n=n,
+            seed=seed,
+            priors=priors,
+            nuisances=nuisances,
+            shard_size=shard_size,
+            write_fits=fits_files,
+            library=str(library or ""),
+        )
     output = output_folder(output)
     args = beam_args(beam_arg, workers)
     summary, elapsed = run_job(
-        output, n, f"Simulating {n} spectra (seed {seed}, {mode} priors, nuisances {nuisances}) into {output / 'examples'}",
-        lambda progress_dir: sim_run.run_standalone(str(output), dataclasses.replace(config, progress_dir=progress_dir),
-                                                    args, restart))
+        output,
+        n,
+        f"Simulating {n} spectra (seed {seed}, {mode} priors, nuisances {nuisances}) into {output / 'examples'}",
+        lambda progress_dir: sim_run.run_standalone(
+            str(output), dataclasses.replace(config, progress_dir=progress_dir), args, restart
+        ),
+    )
     table = Table(title=f"simulate: {sum(summary['splits'].values())} spectra in {elapsed:.1f} s")
     table.add_column("split / class")
     table.add_column("count", justify="right")
@@ -176,10 +251,22 @@ def simulate(
 
 @command()
 def label(
-    inputs: Annotated[list[str], typer.Argument(help="Run folders of ingest, simulate or label (their examples/ is read), Examples folders (Split-* kept) or TFRecord files.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder: examples/, checkpoints/, label_summary.json.")] = Path("runs/label"),
-    gas_components: Annotated[int, typer.Option(min=0, max=2, help="Kinematic components of the emission lines: 0 (stars only), 1 or 2.")] = 1,
-    min_vd: Annotated[float, typer.Option(min=0.0, help="Drop spectra whose pPXF sigma is below this (km/s; the paper's cut).")] = 50.0,
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Run folders of ingest, simulate or label (their examples/ is read), Examples folders "
+            "(Split-* kept) or TFRecord files."
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Output folder: examples/, checkpoints/, label_summary.json.")
+    ] = Path("runs/label"),
+    gas_components: Annotated[
+        int, typer.Option(min=0, max=2, help="Kinematic components of the emission lines: 0 (stars only), 1 or 2.")
+    ] = 1,
+    min_vd: Annotated[
+        float, typer.Option(min=0.0, help="Drop spectra whose pPXF sigma is below this (km/s; the paper's cut).")
+    ] = 50.0,
     library: Library = None,
     workers: Workers = CPUS,
     beam_arg: BeamArgs = None,
@@ -189,26 +276,36 @@ def label(
     """Label spectra with pPXF (the paper's settings): checkpointed, resumable, on Beam."""
     setup_logging(verbose)
     from stellarpop.components import ppxf_fit
-    from stellarpop.components.ppxf_labeler import job, run as label_run
+    from stellarpop.components.ppxf_labeler import job
+    from stellarpop.components.ppxf_labeler import run as label_run
 
     library = existing(library, "--library")
     splits = label_run.input_splits(inputs)
     total = count_records(splits)
     if not total:
-        raise ValueError(f"INPUTS {' '.join(inputs)}: 0 tf.Examples in {sum(map(len, splits.values()))} TFRecord file(s)")
+        raise ValueError(
+            f"INPUTS {' '.join(inputs)}: 0 tf.Examples in {sum(map(len, splits.values()))} TFRecord file(s)"
+        )
     output = output_folder(output)
     config = job.LabelConfig(
         fit=ppxf_fit.FitConfig(gas_components=gas_components, library=str(library or "")), min_vd=min_vd
     )
     args = beam_args(beam_arg, workers)
     summary, elapsed = run_job(
-        output, total, f"Labelling {total} spectra with pPXF into {output}",
+        output,
+        total,
+        f"Labelling {total} spectra with pPXF into {output}",
         lambda progress_dir: label_run.run_standalone(
-            [str(Path(i).resolve()) for i in inputs], str(output), dataclasses.replace(config, progress_dir=progress_dir),
-            args, restart,
+            [str(Path(i).resolve()) for i in inputs],
+            str(output),
+            dataclasses.replace(config, progress_dir=progress_dir),
+            args,
+            restart,
         ),
     )
-    table = Table(title=f"label: {summary['fitted']} fits ({summary['fitted'] - summary['fitted_before']} new) in {elapsed:.1f} s")
+    table = Table(
+        title=f"label: {summary['fitted']} fits ({summary['fitted'] - summary['fitted_before']} new) in {elapsed:.1f} s"
+    )
     for col in ("split", job.LABELLED, job.FAILED, job.LOW_VD):
         table.add_column(col, justify="right" if col != "split" else "left")
     for split, counts in summary["splits"].items():

@@ -5,22 +5,39 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from stellarpop.schema import model_contract as contract
 from stellarpop.pipeline.cli.common import (
-    Verbose, about, command, console, existing, output_folder, setup_logging,
+    Verbose,
+    about,
+    command,
+    console,
+    existing,
+    output_folder,
+    setup_logging,
 )
+from stellarpop.schema import model_contract as contract
 
 
 @command("run-pipeline")
 def run_pipeline(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline YAML (see pipeline/configs.py PipelineConfig).")],
-    workers: Annotated[int, typer.Option(min=0, help="Local Beam worker processes; 0: the config's, else one per core.")] = 0,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every component again (no TFX execution cache).")] = False,
-    span: Annotated[Optional[str], typer.Option(help="With `spans` in the config: the span to ingest, a number or YYYY-MM-DD (default: the latest).")] = None,
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Pipeline YAML (see pipeline/configs.py PipelineConfig).")
+    ],
+    workers: Annotated[
+        int, typer.Option(min=0, help="Local Beam worker processes; 0: the config's, else one per core.")
+    ] = 0,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Run every component again (no TFX execution cache).")
+    ] = False,
+    span: Annotated[
+        str | None,
+        typer.Option(
+            help="With `spans` in the config: the span to ingest, a number or YYYY-MM-DD (default: the latest)."
+        ),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Run the TFX pipeline locally (LocalDagRunner, SQLite MLMD, Beam DirectRunner); with
@@ -32,6 +49,7 @@ def run_pipeline(
         cfg = configs.PipelineConfig.from_yaml(str(config))
     from stellarpop.components import spans
     from stellarpop.pipeline import local_runner  # TFX: after the checks
+
     if workers:
         cfg = dataclasses.replace(cfg, workers=workers)
     if no_cache:
@@ -45,15 +63,26 @@ def run_pipeline(
     console.print(f"Running pipeline {cfg.name} ({config}){at} under {Path(cfg.root).resolve()}")
     cfg = local_runner.run(cfg, span=span_n)
     pushed = contract.versions(cfg.serving_dir)  # numeric order: version 10 after 9
-    console.print(f"done in {time.time() - started:.0f} s; " + (
-        f"pushed model: {pushed[max(pushed)]}" if pushed else "no model pushed (not blessed: see the Evaluator's output)"))
+    console.print(
+        f"done in {time.time() - started:.0f} s; "
+        + (
+            f"pushed model: {pushed[max(pushed)]}"
+            if pushed
+            else "no model pushed (not blessed: see the Evaluator's output)"
+        )
+    )
 
 
 @command()
 def report(
     run_root: Annotated[Path, typer.Argument(help="A pipeline run's root (metadata.sqlite, artifacts/).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for index.html and its figures.")] = Path("runs/report"),
-    benchmark: Annotated[Optional[list[Path]], typer.Option(help="Benchmark JSON to include, repeatable (RUN_ROOT/benchmarks/*.json always is).")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for index.html and its figures.")] = Path(
+        "runs/report"
+    ),
+    benchmark: Annotated[
+        list[Path] | None,
+        typer.Option(help="Benchmark JSON to include, repeatable (RUN_ROOT/benchmarks/*.json always is)."),
+    ] = None,
     max_examples: Annotated[int, typer.Option(min=1, help="Test-split spectra predicted for the figures.")] = 5000,
     verbose: Verbose = False,
 ) -> None:
@@ -64,16 +93,22 @@ def report(
     root = existing(run_root, "RUN_ROOT", folder=True)
     files = [str(existing(b, "--benchmark")) for b in benchmark or []]
     with about("RUN_ROOT"):
-        index = report_lib.write_report(str(root), str(output_folder(output)), benchmarks=files, max_examples=max_examples)
+        index = report_lib.write_report(
+            str(root), str(output_folder(output)), benchmarks=files, max_examples=max_examples
+        )
     console.print(f"report: {index}")
 
 
 @command()
 def calibrate(
     model: Annotated[Path, typer.Option(help="An export to calibrate (or a folder of numbered versions: the newest).")],
-    transform_graph: Annotated[Path, typer.Option(help="The Transform output it was trained behind (transform_graph/<id>).")],
+    transform_graph: Annotated[
+        Path, typer.Option(help="The Transform output it was trained behind (transform_graph/<id>).")
+    ],
     train: Annotated[list[str], typer.Option(help="Glob of its training split's gzipped Examples, repeatable.")],
-    eval_: Annotated[list[str], typer.Option("--eval", help="Glob of held-out gzipped Examples (never trained on), repeatable.")],
+    eval_: Annotated[
+        list[str], typer.Option("--eval", help="Glob of held-out gzipped Examples (never trained on), repeatable.")
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="New export folder (e.g. the next version number).")],
     verbose: Verbose = False,
 ) -> None:
@@ -84,5 +119,7 @@ def calibrate(
     paths = recalibrate.check_arguments(model, transform_graph, train, eval_, output)
     info = recalibrate.recalibrate(*paths)
     c = info["calibration"]
-    console.print(f"{output}: interval scales {c['interval_scale']}, ood threshold {c['ood_threshold']:.2f} "
-                  f"({c['n_train']} train, {c['n_eval']} held-out examples)")
+    console.print(
+        f"{output}: interval scales {c['interval_scale']}, ood threshold {c['ood_threshold']:.2f} "
+        f"({c['n_train']} train, {c['n_eval']} held-out examples)"
+    )

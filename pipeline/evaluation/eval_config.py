@@ -39,8 +39,8 @@ from google.protobuf import wrappers_pb2
 
 from stellarpop.pipeline.evaluation.metrics import METRIC_CLASSES
 from stellarpop.schema import features
-from stellarpop.transforms.config import DEFAULT_LABEL_SOURCE
 from stellarpop.schema import model_contract as contract
+from stellarpop.transforms.config import DEFAULT_LABEL_SOURCE
 
 # The model's outputs that have labels.
 OUTPUTS = features.LABEL_KEYS

@@ -17,7 +17,8 @@ it as PNG. Nothing here reads a run.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -84,8 +85,15 @@ def density_figure(labels: Mapping[str, np.ndarray], predictions: Mapping[str, n
         ax.plot([low, high], [low, high], color="k", lw=0.8, ls="--")
         mean, std, n = sigma_clipped_mean_std(y[ok] - x[ok])
         d = DECIMALS[key]
-        ax.text(0.04, 0.96, f"mean {mean:+.{d}f}\nsigma {std:.{d}f}\nN {ok.sum()} ({n} kept)", transform=ax.transAxes,
-                va="top", fontsize=9, bbox=dict(facecolor="white", alpha=0.8, lw=0))
+        ax.text(
+            0.04,
+            0.96,
+            f"mean {mean:+.{d}f}\nsigma {std:.{d}f}\nN {ok.sum()} ({n} kept)",
+            transform=ax.transAxes,
+            va="top",
+            fontsize=9,
+            bbox=dict(facecolor="white", alpha=0.8, lw=0),
+        )
         ax.set_xlim(low, high)
         ax.set_ylim(low, high)
         ax.set_aspect("equal")
@@ -128,7 +136,9 @@ def slice_figure(bins: Sequence[str], series: Mapping[str, Mapping[str, Sequence
                 ax.axhline(0.0, color="grey", lw=0.6)
             ax.set_xticks(x)
             ax.set_xticklabels(bins, rotation=45, ha="right", fontsize=8)
-            ax.set_ylabel(f"{'mean' if kind == 'clipped_mean' else 'sigma'} of residual, {AXIS_LABELS[key]}", fontsize=8)
+            ax.set_ylabel(
+                f"{'mean' if kind == 'clipped_mean' else 'sigma'} of residual, {AXIS_LABELS[key]}", fontsize=8
+            )
             if row == 1:
                 ax.set_xlabel(xlabel)
             if row == 0 and col == 0 and len(series) > 1:
@@ -187,8 +197,14 @@ def plot_loss_curve(record: Mapping[str, Any], title: str = "") -> Figure:
     monitor, axes = record.get("monitor", "val_loss"), [ax]
     if monitor != "val_loss" and monitor in history:
         axes.append(ax.twinx())
-        axes[1].plot(range(1, len(history[monitor]) + 1), history[monitor], color="C2", marker="s", ms=3,
-                     label=f"{monitor} (early stopping, right)")
+        axes[1].plot(
+            range(1, len(history[monitor]) + 1),
+            history[monitor],
+            color="C2",
+            marker="s",
+            ms=3,
+            label=f"{monitor} (early stopping, right)",
+        )
         axes[1].set_ylabel(monitor)
     if record.get("best_epoch"):
         ax.axvline(record["best_epoch"], color="grey", ls=":", label=f"best (epoch {record['best_epoch']})")

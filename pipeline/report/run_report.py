@@ -24,7 +24,7 @@ import json
 import logging
 import math
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -38,8 +38,8 @@ from stellarpop.pipeline.evaluation import metrics
 from stellarpop.pipeline.report import tables
 from stellarpop.pipeline.report.records import Evaluation, RunArtifacts
 from stellarpop.schema import features as F
-from stellarpop.transforms import preprocessing as P
 from stellarpop.schema import model_contract as contract
+from stellarpop.transforms import preprocessing as P
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,6 @@ SLICE_NAMES = {P.SNR_BIN_XF: ("S/N_r", "snr"), P.Z_BIN_XF: ("redshift", "z"), F.
 
 class ReportError(ValueError):
     """A run root the report cannot be made of (no MLMD, no finished Evaluator)."""
-
-
 
 
 def _local(uri: str, run_root: str) -> str:
@@ -121,9 +119,12 @@ def find_run(run_root: str) -> RunArtifacts:
     blessing = arts[outputs["blessing"]]
     blessed = "blessed" in blessing.custom_properties and blessing.custom_properties["blessed"].int_value == 1
     run = RunArtifacts(
-        run_root=run_root, evaluation=_local(arts[outputs["evaluation"]].uri, run_root),
-        blessing=_local(blessing.uri, run_root), blessed=blessed,
-        model=_local(arts[inputs["model"]].uri, run_root), examples=_local(arts[inputs["examples"]].uri, run_root),
+        run_root=run_root,
+        evaluation=_local(arts[outputs["evaluation"]].uri, run_root),
+        blessing=_local(blessing.uri, run_root),
+        blessed=blessed,
+        model=_local(arts[inputs["model"]].uri, run_root),
+        examples=_local(arts[inputs["examples"]].uri, run_root),
         baseline_model=_local(arts[inputs["baseline_model"]].uri, run_root) if "baseline_model" in inputs else "",
     )
     for event in store.get_events_by_artifact_ids([inputs["model"]]):
@@ -196,22 +197,42 @@ def _checks(threshold, output: str, name: str, cand: dict, base: dict, failures:
             + [f">= {bounds.lower_bound.value:g}"] * bounds.HasField("lower_bound")
         )
         message = failures.get((name, output, False))
-        rows.append(dict(output=output, metric=name, kind="value", bound=text, value=cand.get(key, math.nan),
-                         passed=message is None, message=message or ""))
+        rows.append(
+            dict(
+                output=output,
+                metric=name,
+                kind="value",
+                bound=text,
+                value=cand.get(key, math.nan),
+                passed=message is None,
+                message=message or "",
+            )
+        )
     if threshold.HasField("change_threshold"):
         change = threshold.change_threshold
         sign = "<=" if change.direction == tfma.MetricDirection.LOWER_IS_BETTER else ">="
         bound = f"{sign} {'+' if sign == '<=' else '-'}{change.absolute.value:g} vs baseline"
         message = failures.get((name, output, True))
-        rows.append(dict(output=output, metric=name, kind="change", bound=bound,
-                         value=cand.get(key, math.nan) - base.get(key, math.nan), passed=message is None,
-                         message=message or ""))
+        rows.append(
+            dict(
+                output=output,
+                metric=name,
+                kind="change",
+                bound=bound,
+                value=cand.get(key, math.nan) - base.get(key, math.nan),
+                passed=message is None,
+                message=message or "",
+            )
+        )
     return rows
 
 
 # --- Per-example predictions on the test split -----------------------------------------------
 def predict_test_split(
-    model_dir: str, examples: str, label_keys: dict[str, str], max_examples: int = MAX_EXAMPLES,
+    model_dir: str,
+    examples: str,
+    label_keys: dict[str, str],
+    max_examples: int = MAX_EXAMPLES,
     batch_size: int = PREDICT_BATCH,
 ) -> dict[str, np.ndarray]:
     """The exported model's predictions on the first ``max_examples`` of the test split.
@@ -233,7 +254,9 @@ def predict_test_split(
     if not files:
         raise ReportError(f"{examples}: no Split-test/*.gz")
     serve = tf.saved_model.load(model_dir).signatures[contract.SERVING_SIGNATURE]
-    spec = {k: tf.io.FixedLenFeature([], tf.float32, default_value=math.nan) for k in (F.Z, F.SNR_R, *label_keys.values())}
+    spec = {
+        k: tf.io.FixedLenFeature([], tf.float32, default_value=math.nan) for k in (F.Z, F.SNR_R, *label_keys.values())
+    }
     spec[F.BPT_CLASS] = tf.io.FixedLenFeature([], tf.string, default_value="")
     parts: dict[str, list] = {}
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").take(max_examples).batch(batch_size)
@@ -246,7 +269,9 @@ def predict_test_split(
         for key in (F.Z, F.SNR_R):
             parts.setdefault(key, []).append(cols[key].numpy())
         parts.setdefault(F.BPT_CLASS, []).append(np.char.decode(cols[F.BPT_CLASS].numpy().astype(bytes), "utf-8"))
-    return {k: np.concatenate(v).astype(np.float64) if k != F.BPT_CLASS else np.concatenate(v) for k, v in parts.items()}
+    return {
+        k: np.concatenate(v).astype(np.float64) if k != F.BPT_CLASS else np.concatenate(v) for k, v in parts.items()
+    }
 
 
 def example_statistics(predictions: dict[str, np.ndarray]) -> dict[str, dict]:
@@ -258,10 +283,14 @@ def example_statistics(predictions: dict[str, np.ndarray]) -> dict[str, dict]:
         mean, std, _ = metrics.sigma_clipped_mean_std(r)
         ok = np.isfinite(r) & np.isfinite(e) & (e > 0)
         z = r[ok] / e[ok]
-        out[key] = dict(n=int(np.isfinite(r).sum()), clipped_mean=mean, clipped_std=std,
-                        coverage68=float(np.mean(np.abs(z) <= 1)) if ok.any() else math.nan,
-                        z_mean=float(np.mean(z)) if ok.any() else math.nan,
-                        z_std=float(np.std(z)) if ok.any() else math.nan)
+        out[key] = dict(
+            n=int(np.isfinite(r).sum()),
+            clipped_mean=mean,
+            clipped_std=std,
+            coverage68=float(np.mean(np.abs(z) <= 1)) if ok.any() else math.nan,
+            z_mean=float(np.mean(z)) if ok.any() else math.nan,
+            z_std=float(np.std(z)) if ok.any() else math.nan,
+        )
     return out
 
 
@@ -283,7 +312,10 @@ def _history(model_run: str) -> dict | None:
 
 
 def write_report(
-    run_root: str, out_dir: str, benchmarks: Sequence[str] = (), max_examples: int = MAX_EXAMPLES,
+    run_root: str,
+    out_dir: str,
+    benchmarks: Sequence[str] = (),
+    max_examples: int = MAX_EXAMPLES,
 ) -> str:
     """Write the static report of a pipeline run.
 

@@ -31,8 +31,9 @@ The score and flag are fitted on the training split, the flag and scales on the 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -77,9 +78,15 @@ class Calibration:
 
     def info(self) -> dict[str, Any]:
         """The JSON-serialisable part (model_info): everything but the two arrays."""
-        return {"method": METHOD, "embedding_dim": int(self.mean.shape[0]), "median_d2": self.median_d2,
-                "ood_threshold": self.threshold, "flag_quantile": FLAG_QUANTILE,
-                "interval_scale": dict(self.interval_scale), **self.summary}
+        return {
+            "method": METHOD,
+            "embedding_dim": int(self.mean.shape[0]),
+            "median_d2": self.median_d2,
+            "ood_threshold": self.threshold,
+            "flag_quantile": FLAG_QUANTILE,
+            "interval_scale": dict(self.interval_scale),
+            **self.summary,
+        }
 
 
 def embedding_model(model: keras.Model) -> keras.Model | None:
@@ -164,8 +171,13 @@ def interval_scales(z: np.ndarray, score: np.ndarray) -> dict[str, float]:
     return {k: conformal_quantile(widened[:, i]) for i, k in enumerate(F.LABEL_KEYS)}
 
 
-def fit(model: keras.Model, train_batches: Iterable, eval_batches: Iterable,
-        max_train: int = MAX_TRAIN, max_eval: int = MAX_EVAL) -> Calibration:
+def fit(
+    model: keras.Model,
+    train_batches: Iterable,
+    eval_batches: Iterable,
+    max_train: int = MAX_TRAIN,
+    max_eval: int = MAX_EVAL,
+) -> Calibration:
     """Fit the score on training examples and the flag and interval scales on held-out ones.
 
     Raises
@@ -183,12 +195,14 @@ def fit(model: keras.Model, train_batches: Iterable, eval_batches: Iterable,
     median_d2 = float(np.median(d2))
     score = d2 / median_d2
     threshold = float(np.quantile(score, FLAG_QUANTILE))
-    mu, logvar = out[:, : models.N_LABELS], out[:, models.N_LABELS:]
+    mu, logvar = out[:, : models.N_LABELS], out[:, models.N_LABELS :]
     z = np.abs(labels - mu) / np.exp(0.5 * logvar)
     scale = interval_scales(z, score)
     widened = z / widening(score)[:, None]
     summary = {
-        "n_train": len(train_emb), "n_eval": len(emb), "non_finite_dropped": train_dropped + eval_dropped,
+        "n_train": len(train_emb),
+        "n_eval": len(emb),
+        "non_finite_dropped": train_dropped + eval_dropped,
         "eval_coverage_before": {k: float(np.mean(z[:, i] <= 1)) for i, k in enumerate(F.LABEL_KEYS)},
         "eval_coverage_after": {k: float(np.mean(widened[:, i] <= scale[k])) for i, k in enumerate(F.LABEL_KEYS)},
         "eval_flagged": float(np.mean(score > threshold)),

@@ -34,8 +34,9 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from importlib import metadata as importlib_metadata
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -45,8 +46,8 @@ import tf_keras as keras
 from stellarpop.pipeline.training import calibration as C
 from stellarpop.pipeline.training import models
 from stellarpop.schema import features as F
-from stellarpop.transforms import preprocessing as P
 from stellarpop.schema import model_contract as contract
+from stellarpop.transforms import preprocessing as P
 
 ERR_SUFFIX = F.ERR_SUFFIX
 OUTPUT_KEYS = F.PREDICTION_KEYS
@@ -108,8 +109,12 @@ def package_version() -> str:
         return "unknown"
 
 
-def model_info(config: Any, label_ranges: Mapping[str, Sequence[float]], record: Mapping | None,
-               calibration: C.Calibration | None = None) -> dict:
+def model_info(
+    config: Any,
+    label_ranges: Mapping[str, Sequence[float]],
+    record: Mapping | None,
+    calibration: C.Calibration | None = None,
+) -> dict:
     """The self-description carried by the exported model (prediction prepares spectra with
     its ``preparation``); ``config`` is a ``trainer.TrainConfig``."""
     prep = config.preprocessing.preparation
@@ -119,8 +124,11 @@ def model_info(config: Any, label_ranges: Mapping[str, Sequence[float]], record:
         "hparams": config.hparams,
         "predicts_variance": config.spec.predicts_variance,
         "wavelength_grid": {
-            "start": F.GRID_START, "step": F.GRID_STEP, "n_pixels": F.N_PIXELS,
-            "unit": "Angstrom", "frame": "observed, vacuum",
+            "start": F.GRID_START,
+            "step": F.GRID_STEP,
+            "n_pixels": F.N_PIXELS,
+            "unit": "Angstrom",
+            "frame": "observed, vacuum",
         },
         "normalisation_window": {"centre": prep.norm_centre, "half_width": prep.norm_half_width},
         "preparation": dataclasses.asdict(prep),
@@ -129,7 +137,11 @@ def model_info(config: Any, label_ranges: Mapping[str, Sequence[float]], record:
             k: {"unit": F.LABEL_UNITS[k], "min": float(label_ranges[k][0]), "max": float(label_ranges[k][1])}
             for k in F.LABEL_KEYS
         },
-        "serving": {"input": contract.INPUT_KEY, "required_features": list(P.RAW_INPUT_KEYS), "outputs": list(OUTPUT_KEYS)},
+        "serving": {
+            "input": contract.INPUT_KEY,
+            "required_features": list(P.RAW_INPUT_KEYS),
+            "outputs": list(OUTPUT_KEYS),
+        },
         "training": None if record is None else training_summary(config, record),
         "calibration": None if calibration is None else calibration.info(),
         # The export whose weights training started from (a blessed model), or None.
@@ -217,8 +229,11 @@ def export_model(
 
     metadata = metadata_signature(info_json)
 
-    signatures = {contract.SERVING_SIGNATURE: serve, contract.TRANSFORM_SIGNATURE: transform_features,
-                  contract.METADATA_SIGNATURE: metadata}
+    signatures = {
+        contract.SERVING_SIGNATURE: serve,
+        contract.TRANSFORM_SIGNATURE: transform_features,
+        contract.METADATA_SIGNATURE: metadata,
+    }
     tf.saved_model.save(module, export_dir, signatures=signatures)
     tf.io.gfile.makedirs(os.path.join(export_dir, "assets.extra"))
     with tf.io.gfile.GFile(os.path.join(export_dir, contract.MODEL_INFO_FILE), "w") as f:
@@ -263,7 +278,10 @@ def restore_weights(model: keras.Model, export_dir: str, architecture: str | Non
         or its weights do not have the model's number and shapes; ``model`` is unchanged.
     """
     info = read_model_info(export_dir)
-    if architecture is not None and (info.get("architecture"), info.get("hparams") or {}) != (architecture, hparams or {}):
+    if architecture is not None and (info.get("architecture"), info.get("hparams") or {}) != (
+        architecture,
+        hparams or {},
+    ):
         raise ValueError(
             f"{export_dir} is a {info.get('architecture')!r} model with hparams {info.get('hparams')}, "
             f"not {architecture!r} with {hparams or {}}"
@@ -271,7 +289,9 @@ def restore_weights(model: keras.Model, export_dir: str, architecture: str | Non
     saved = exported_weights(export_dir)
     want = [tuple(v.shape) for v in model.weights]
     if [tuple(w.shape) for w in saved] != want:
-        raise ValueError(f"{export_dir}: {len(saved)} exported weights do not fit the model's {len(want)} (shapes differ)")
+        raise ValueError(
+            f"{export_dir}: {len(saved)} exported weights do not fit the model's {len(want)} (shapes differ)"
+        )
     for variable, value in zip(model.weights, saved):
         variable.assign(value)
     return weights_digest(saved)

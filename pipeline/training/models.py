@@ -19,8 +19,8 @@ log-variances of a Gaussian in the scaled space (see :func:`split_outputs`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import tensorflow as tf
 import tf_keras as keras
@@ -169,7 +169,12 @@ def paper(l2: float = 1e-5, dense_units: int = 5184) -> keras.Model:
     for block, channels in enumerate((16, 32, 64, 128), start=1):
         for i in (1, 2):
             x = keras.layers.Conv1D(
-                channels, 3, strides=1, padding="valid", activation="relu", kernel_regularizer=reg,
+                channels,
+                3,
+                strides=1,
+                padding="valid",
+                activation="relu",
+                kernel_regularizer=reg,
                 name=f"conv{block}_{i}",
             )(x)
         x = keras.layers.MaxPooling1D(2, name=f"pool{block}")(x)
@@ -199,7 +204,10 @@ def padded_length(n_pixels: int, unit: int) -> int:
 
 
 @register(
-    "patch", loss=gaussian_nll, predicts_variance=True, inputs=(P.FLUX_XF, P.MASK_XF, P.NOISE_XF),
+    "patch",
+    loss=gaussian_nll,
+    predicts_variance=True,
+    inputs=(P.FLUX_XF, P.MASK_XF, P.NOISE_XF),
     learning_rate=1e-3,
 )
 def patch(
@@ -284,7 +292,10 @@ def _patch_stages(x, patch: int, embed: int, stage_channels, kernel: int, prefix
 
 def _pool(x: tf.Tensor, prefix: str) -> tf.Tensor:
     return keras.layers.Concatenate(name=f"{prefix}pool")(
-        [keras.layers.GlobalAveragePooling1D(name=f"{prefix}avg")(x), keras.layers.GlobalMaxPooling1D(name=f"{prefix}max")(x)]
+        [
+            keras.layers.GlobalAveragePooling1D(name=f"{prefix}avg")(x),
+            keras.layers.GlobalMaxPooling1D(name=f"{prefix}max")(x),
+        ]
     )
 
 
@@ -293,22 +304,30 @@ def _gaussian_heads(features: tf.Tensor, head_units: int, dropout: float, head_s
     log-variances (bias log(1/12), the variance of a uniform label), as (B, 8). The heads'
     kernels start at ``head_scale`` times Glorot's variance, so that with unit-scale
     features the first predictions are the biases."""
+
     def init():  # a new instance per layer: one shared instance would give both the same values
         return keras.initializers.VarianceScaling(head_scale, "fan_avg", "uniform")
 
     h = keras.layers.Dense(head_units, activation="relu", name="head")(features)
     h = keras.layers.Dropout(dropout, name="dropout")(h)
-    mean = keras.layers.Dense(N_LABELS, kernel_initializer=init(), bias_initializer=keras.initializers.Constant(0.5),
-                              name="mean")(h)
+    mean = keras.layers.Dense(
+        N_LABELS, kernel_initializer=init(), bias_initializer=keras.initializers.Constant(0.5), name="mean"
+    )(h)
     logvar = keras.layers.Dense(
-        N_LABELS, kernel_initializer=init(), bias_initializer=keras.initializers.Constant(math.log(1 / 12)), name="logvar"
+        N_LABELS,
+        kernel_initializer=init(),
+        bias_initializer=keras.initializers.Constant(math.log(1 / 12)),
+        name="logvar",
     )(h)
     return keras.layers.Concatenate(name="mean_logvar")([mean, logvar])
 
 
 # --- the default: a rest-frame view at SDSS's velocity step beside the observed frame --------
 @register(
-    "default", loss=gaussian_nll, predicts_variance=True, inputs=(P.FLUX_XF, P.MASK_XF, P.NOISE_XF, P.Z_XF),
+    "default",
+    loss=gaussian_nll,
+    predicts_variance=True,
+    inputs=(P.FLUX_XF, P.MASK_XF, P.NOISE_XF, P.Z_XF),
     learning_rate=1e-3,
 )
 def default(

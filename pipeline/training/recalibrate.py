@@ -12,7 +12,7 @@ refused rather than silently giving other predictions.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -31,13 +31,17 @@ def check_same_means(old_dir: str, new_dir: str, eval_files: Sequence[str]) -> f
     relative to the label's range; raises ``CalibrationError`` above :data:`MEAN_RTOL`."""
     records = tf.data.TFRecordDataset(list(eval_files), compression_type="GZIP").take(CHECK_EXAMPLES)
     examples = tf.constant([bytes(r) for r in records.as_numpy_iterator()])
-    old, new = (tf.saved_model.load(d).signatures[contract.SERVING_SIGNATURE](examples=examples) for d in (old_dir, new_dir))
+    old, new = (
+        tf.saved_model.load(d).signatures[contract.SERVING_SIGNATURE](examples=examples) for d in (old_dir, new_dir)
+    )
     old, new = ({k: v.numpy() for k, v in out.items()} for out in (old, new))
     ranges = export.read_model_info(old_dir)["labels"]
     worst = max(float(np.max(np.abs(old[k] - new[k]))) / (ranges[k]["max"] - ranges[k]["min"]) for k in F.LABEL_KEYS)
     if not worst <= MEAN_RTOL:
         raise calibration.CalibrationError(
-            f"{new_dir}: means differ from {old_dir} by {worst:.2g} of the label range: the transform graph is not the model's")
+            f"{new_dir}: means differ from {old_dir} by {worst:.2g} of the label range: the transform graph "
+            "is not the model's"
+        )
     return worst
 
 
@@ -80,12 +84,21 @@ def recalibrate(model_dir: str, transform_graph: str, train: Sequence[str], eval
     tto = tft.TFTransformOutput(transform_graph)
     train_files, eval_files = inputs.matching_files(train), inputs.matching_files(eval_)
     seed = (info.get("training") or {}).get("seed") or 0
-    batches = [inputs.input_fn(f, tto, trainer.CALIBRATION_BATCH, feature_keys=spec.inputs, file_seed=seed)
-               for f in (train_files, eval_files)]
+    batches = [
+        inputs.input_fn(f, tto, trainer.CALIBRATION_BATCH, feature_keys=spec.inputs, file_seed=seed)
+        for f in (train_files, eval_files)
+    ]
     calib = calibration.fit(model, *batches)
-    info = {**info, "calibration": calib.info(),
-            "recalibrated_from": {"export": os.path.abspath(model_dir), "weights_sha256": digest,
-                                  "train": list(train), "eval": list(eval_)}}
+    info = {
+        **info,
+        "calibration": calib.info(),
+        "recalibrated_from": {
+            "export": os.path.abspath(model_dir),
+            "weights_sha256": digest,
+            "train": list(train),
+            "eval": list(eval_),
+        },
+    }
     info["serving"] = {**info["serving"], "outputs": list(export.OUTPUT_KEYS)}
     try:
         export.export_model(model, tto, out_dir, spec.predicts_variance, info, calib)

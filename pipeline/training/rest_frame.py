@@ -21,8 +21,15 @@ from stellarpop.schema import features as F
 REST_LOGLAM_ZERO = math.log10(2920.0)
 REST_LOGLAM_STEP = instrument.SDSS_DLOGLAM
 # The observed range (3800-8899 A) spans 3697 rest pixels at every z.
-OBSERVED_SPAN = int(math.ceil(math.log10(F.GRID_START + (F.N_PIXELS - 1) * F.GRID_STEP) / REST_LOGLAM_STEP
-                              - math.log10(F.GRID_START) / REST_LOGLAM_STEP)) + 1
+OBSERVED_SPAN = (
+    int(
+        math.ceil(
+            math.log10(F.GRID_START + (F.N_PIXELS - 1) * F.GRID_STEP) / REST_LOGLAM_STEP
+            - math.log10(F.GRID_START) / REST_LOGLAM_STEP
+        )
+    )
+    + 1
+)
 ALIGN = 64
 N_REST = 3776  # window_length(ALIGN)
 
@@ -70,7 +77,9 @@ class RestFrame(keras.layers.Layer):
     def __init__(self, n_rest: int = N_REST, align: int = ALIGN, **kwargs):
         super().__init__(**kwargs)
         if n_rest < window_length(align):
-            raise ValueError(f"n_rest {n_rest} cannot hold the observed range (needs {window_length(align)} at align {align})")
+            raise ValueError(
+                f"n_rest {n_rest} cannot hold the observed range (needs {window_length(align)} at align {align})"
+            )
         self.n_rest, self.align = n_rest, align
 
     def call(self, inputs):

@@ -20,7 +20,7 @@ import json
 import math
 import os
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 import tf_keras as keras
@@ -165,8 +165,14 @@ def resume_state_dir(fn_args) -> str:
     """
     config = dict(fn_args.custom_config or {})
     base = config.pop(RESUME_DIR_KEY, "") or os.path.join(fn_args.model_run_dir, "resume")
-    inputs = [fn_args.train_files, fn_args.eval_files, fn_args.transform_output, fn_args.train_steps,
-              fn_args.eval_steps, config]
+    inputs = [
+        fn_args.train_files,
+        fn_args.eval_files,
+        fn_args.transform_output,
+        fn_args.train_steps,
+        fn_args.eval_steps,
+        config,
+    ]
     return os.path.join(base, hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16])
 
 

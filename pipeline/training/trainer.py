@@ -63,16 +63,15 @@ import json
 import logging
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
-from stellarpop.schema import config_codec
 from stellarpop.pipeline.training import calibration, models
-from stellarpop.pipeline.training.inputs import input_fn, matching_files, read_label_ranges
 from stellarpop.pipeline.training.export import (
     add_warmup,
     export_model,
@@ -81,8 +80,9 @@ from stellarpop.pipeline.training.export import (
     skip_autograph_for_tf_keras,
     weights_digest,
 )
-from stellarpop.pipeline.training.resume import RESUME_DIR_KEY
+from stellarpop.pipeline.training.inputs import input_fn, matching_files, read_label_ranges
 from stellarpop.pipeline.training.resume import (
+    RESUME_DIR_KEY,
     EpochState,
     best_epoch,
     checkpointable_randomness,
@@ -90,6 +90,7 @@ from stellarpop.pipeline.training.resume import (
     resume_state_dir,
     steps_per_epoch,
 )
+from stellarpop.schema import config_codec
 from stellarpop.transforms import preprocessing as P
 from stellarpop.transforms.config import PreprocessingConfig
 
@@ -118,7 +119,7 @@ class TrainConfig:
     cache: bool = False
 
     @classmethod
-    def from_custom_config(cls, custom_config: Mapping[str, Any] | None) -> "TrainConfig":
+    def from_custom_config(cls, custom_config: Mapping[str, Any] | None) -> TrainConfig:
         """The Trainer's ``custom_config`` without its bookkeeping keys; the model name is checked.
 
         Raises
@@ -147,6 +148,7 @@ class TrainConfig:
     @property
     def loss(self):
         """The model's loss; with ``nll_beta``, the beta-NLL."""
+
         def beta_nll(y_true, y_pred):
             return models.gaussian_nll(y_true, y_pred, beta=self.nll_beta)
 
@@ -181,7 +183,8 @@ def compile_model(config: TrainConfig) -> keras.Model:
     """The configured model, compiled with its loss, Adam, and the MSE of the means."""
     model = models.build(config.model, **config.hparams)
     model.compile(
-        optimizer=keras.optimizers.Adam(config.lr), loss=config.loss,
+        optimizer=keras.optimizers.Adam(config.lr),
+        loss=config.loss,
         metrics=[models.mean_mse] + ([models.gaussian_nll] if config.nll_beta else []),
     )
     return model
@@ -214,12 +217,18 @@ def train(
     keras.utils.set_random_seed(config.seed)
     spec = config.spec
     common = dict(
-        tf_transform_output=tf_transform_output, batch_size=config.batch_size, feature_keys=spec.inputs,
+        tf_transform_output=tf_transform_output,
+        batch_size=config.batch_size,
+        feature_keys=spec.inputs,
         cache=config.cache,
     )
     train_ds = input_fn(
-        train_files, shuffle=True, seed=config.seed, repeat=bool(train_steps),
-        shuffle_buffer=config.shuffle_buffer, **common,
+        train_files,
+        shuffle=True,
+        seed=config.seed,
+        repeat=bool(train_steps),
+        shuffle_buffer=config.shuffle_buffer,
+        **common,
     )
     eval_ds = input_fn(eval_files, repeat=bool(eval_steps), **common)
     with checkpointable_randomness():
@@ -236,10 +245,14 @@ def train(
             log_dir=model_run_dir, update_freq="epoch", write_graph=False, profile_batch=0
         )
         model.fit(
-            continue_data_order(train_ds, resumed_from, steps, state.batches), validation_data=eval_ds,
-            epochs=config.epochs, initial_epoch=resumed_from, verbose=2,
+            continue_data_order(train_ds, resumed_from, steps, state.batches),
+            validation_data=eval_ds,
+            epochs=config.epochs,
+            initial_epoch=resumed_from,
+            verbose=2,
             callbacks=[keras.callbacks.LearningRateScheduler(config.epoch_lr), state, tensorboard],
-            steps_per_epoch=steps, validation_steps=eval_steps or None,
+            steps_per_epoch=steps,
+            validation_steps=eval_steps or None,
         )
     val = state.history.get(config.monitor, [])
     best = best_epoch(val)
@@ -295,18 +308,28 @@ def write_run_outputs(model_run_dir: str, record: Mapping[str, Any]) -> None:
         fig.savefig(f, format="png")
 
 
-def calibrate(model: keras.Model, config: TrainConfig, train_files, eval_files,
-              tf_transform_output: tft.TFTransformOutput) -> calibration.Calibration | None:
+def calibrate(
+    model: keras.Model, config: TrainConfig, train_files, eval_files, tf_transform_output: tft.TFTransformOutput
+) -> calibration.Calibration | None:
     """The calibration of ``model`` (``calibration.fit``) on its training and eval files, or
     None for a model that cannot have one (``paper``: no variance, no embedding)."""
     if calibration.embedding_model(model) is None or not config.spec.predicts_variance:
         log.info("%s model: no calibration (no variance head or embedding)", config.model)
         return None
-    batches = functools.partial(input_fn, tf_transform_output=tf_transform_output, batch_size=CALIBRATION_BATCH,
-                                feature_keys=config.spec.inputs, file_seed=config.seed)
+    batches = functools.partial(
+        input_fn,
+        tf_transform_output=tf_transform_output,
+        batch_size=CALIBRATION_BATCH,
+        feature_keys=config.spec.inputs,
+        file_seed=config.seed,
+    )
     calib = calibration.fit(model, batches(train_files), batches(eval_files))
-    log.info("calibrated on %d eval examples: interval scales %s, ood threshold %.2f",
-             calib.summary["n_eval"], calib.interval_scale, calib.threshold)
+    log.info(
+        "calibrated on %d eval examples: interval scales %s, ood threshold %.2f",
+        calib.summary["n_eval"],
+        calib.interval_scale,
+        calib.threshold,
+    )
     return calib
 
 
@@ -323,8 +346,14 @@ def run_fn(fn_args) -> None:
     state_dir = resume_state_dir(fn_args)
     log.info("training %s (lr %g) on %s", config.model, config.lr, fn_args.train_files)
     model, record = train(
-        config, fn_args.train_files, fn_args.eval_files, tf_transform_output, fn_args.model_run_dir,
-        train_steps=fn_args.train_steps, eval_steps=fn_args.eval_steps, state_dir=state_dir,
+        config,
+        fn_args.train_files,
+        fn_args.eval_files,
+        tf_transform_output,
+        fn_args.model_run_dir,
+        train_steps=fn_args.train_steps,
+        eval_steps=fn_args.eval_steps,
+        state_dir=state_dir,
         base_model=getattr(fn_args, "base_model", None),
     )
     write_run_outputs(fn_args.model_run_dir, record)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
@@ -23,14 +23,18 @@ from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 from stellarpop.schema import model_contract as contract
 
 
-
 def warmup_path(export_dir: str) -> str:
     """``<export_dir>/assets.extra/tf_serving_warmup_requests``, where TF Serving looks."""
     return os.path.join(export_dir, contract.WARMUP_FILE)
 
 
-def write_warmup(export_dir: str, serialized_examples: Sequence[bytes], model_name: str = contract.MODEL_NAME,
-                 max_records: int = contract.MAX_WARMUP_RECORDS, batch_size: int = 4) -> str:
+def write_warmup(
+    export_dir: str,
+    serialized_examples: Sequence[bytes],
+    model_name: str = contract.MODEL_NAME,
+    max_records: int = contract.MAX_WARMUP_RECORDS,
+    batch_size: int = 4,
+) -> str:
     """Write the warmup requests of an export: Predict requests of ``batch_size`` Examples each.
 
     Parameters
@@ -57,7 +61,9 @@ def write_warmup(export_dir: str, serialized_examples: Sequence[bytes], model_na
     import tensorflow as tf
 
     if not 1 <= max_records <= contract.MAX_WARMUP_RECORDS:
-        raise ValueError(f"max_records must be 1 to {contract.MAX_WARMUP_RECORDS} (TF Serving's limit), not {max_records}")
+        raise ValueError(
+            f"max_records must be 1 to {contract.MAX_WARMUP_RECORDS} (TF Serving's limit), not {max_records}"
+        )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, not {batch_size}")
     if not serialized_examples:
@@ -71,7 +77,7 @@ def write_warmup(export_dir: str, serialized_examples: Sequence[bytes], model_na
     n_records = min(max_records, math.ceil(len(serialized_examples) / batch_size))
     with tf.io.TFRecordWriter(path + ".tmp") as writer:
         for i in range(n_records):
-            batch = serialized_examples[i * batch_size:(i + 1) * batch_size]
+            batch = serialized_examples[i * batch_size : (i + 1) * batch_size]
             log = prediction_log_pb2.PredictionLog()
             log.predict_log.request.CopyFrom(_request(batch, model_name))
             writer.write(log.SerializeToString())

@@ -34,8 +34,11 @@ def write_grid(path, lam=np.arange(2000.0, 11001.0, 10.0)):
         data = np.array([sed(a, z, lam) for a in range(AGES_YR.size)])
         hdus.append(fits.ImageHDU(data, name=f"ZMET_{zsol:.3f}ZSOL"))
     table = np.array([[np.log10(max(t, 1.0))] + [live(a, z) for z in range(len(ZSOL))] for a, t in enumerate(AGES_YR)])
-    hdus += [fits.ImageHDU(table, name="LIV_MSTAR_FRAC"), fits.ImageHDU(AGES_YR, name="STELLAR_AGE_YR"),
-             fits.ImageHDU(lam, name="WAVELENGTHS_AA")]
+    hdus += [
+        fits.ImageHDU(table, name="LIV_MSTAR_FRAC"),
+        fits.ImageHDU(AGES_YR, name="STELLAR_AGE_YR"),
+        fits.ImageHDU(lam, name="WAVELENGTHS_AA"),
+    ]
     fits.HDUList(hdus).writeto(path)
     return path
 

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
-
 from make_test_data import REAL_SDSS  # tests/data, on the path (tests/conftest.py)
 
 from stellarpop.components import bpt, readers
@@ -23,8 +22,12 @@ LINES = ("H_beta", "[O_III] 5007", "H_alpha", "[N_II] 6583")
 def _lines(log_nii_ha: float, log_oiii_hb: float, snr: float = 20.0, halpha: float = 300.0):
     """Fluxes and errors of the four lines at a point of the diagram, each at S/N ``snr``."""
     hbeta = halpha / 2.86  # case B
-    fluxes = {"H_alpha": halpha, "[N_II] 6583": halpha * 10**log_nii_ha, "H_beta": hbeta,
-              "[O_III] 5007": hbeta * 10**log_oiii_hb}
+    fluxes = {
+        "H_alpha": halpha,
+        "[N_II] 6583": halpha * 10**log_nii_ha,
+        "H_beta": hbeta,
+        "[O_III] 5007": hbeta * 10**log_oiii_hb,
+    }
     return fluxes, {k: v / snr for k, v in fluxes.items()}
 
 
@@ -148,7 +151,9 @@ def test_files_without_spzline_keep_an_unknown_class(bundled, dr7_file, tmp_path
     lite = tmp_path / "spec-lite.fits"
     # A simulated spec-lite file has no SPZLINE: its header carries the simulator's class.
     for cls in ("", "AGN"):
-        sdss.write_spec_lite(lite, spec.replace(bpt_class=cls), np.zeros(n, np.int32), np.zeros(n), np.ones(n), spec.flux)
+        sdss.write_spec_lite(
+            lite, spec.replace(bpt_class=cls), np.zeros(n, np.int32), np.zeros(n), np.ones(n), spec.flux
+        )
         assert readers.read_spectrum(lite).bpt_class == cls
     # The same full file with its SPZLINE HDU removed, or without the line columns.
     with fits.open(bundled["NGC3073"]) as hdul:

@@ -25,8 +25,12 @@ print(path, reference_data.sha256(path), lib.templates.shape)
 
 def _fill_concurrently(cache: Path, n: int) -> list[subprocess.CompletedProcess]:
     env = {**os.environ, "STELLARPOP_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-c", CHILD], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(n)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(n)
+    ]
     return [subprocess.CompletedProcess(p.args, p.wait(timeout=900), *p.communicate()) for p in procs]
 
 

@@ -32,8 +32,9 @@ def test_round_trip_keeps_every_feature(grid_spec):
 
 def test_spec_covers_exactly_the_written_features(grid_spec):
     truth = {F.LOG_AGE: 9.7, F.MH: -0.1, F.EBV: 0.12, F.VD: 140.0}
-    ex = examples.to_example(grid_spec, labels={F.LOG_AGE: 9.6, F.MH: -0.2, F.EBV: 0.1, F.VD: 150.0},
-                             truth=truth, sim_truth='{"seed": 1}')
+    ex = examples.to_example(
+        grid_spec, labels={F.LOG_AGE: 9.6, F.MH: -0.2, F.EBV: 0.1, F.VD: 150.0}, truth=truth, sim_truth='{"seed": 1}'
+    )
     assert set(ex.features.feature) == set(examples.feature_spec(labels=True, truth=True))
     parsed = examples.parse([ex.SerializeToString()] * 2, labels=True, truth=True)
     assert parsed[F.VD].tolist() == [150.0, 150.0]

@@ -13,7 +13,7 @@ def test_paths_under_each_root_are_written_relative_to_it(tmp_path, monkeypatch)
     assert P.portable_path(str(P.REPO / "serving" / "models" / "default" / "7")) == "serving/models/default/7"
     assert P.portable_path(str(tmp_path / "cache" / "ppxf-8.2.6" / "a.fits")) == "$STELLARPOP_CACHE/ppxf-8.2.6/a.fits"
     assert P.portable_path(str(P.REPO.parent / "shared" / "real-sdss" / "s.fits")) == "../shared/real-sdss/s.fits"
-    site = P.default_roots()["site-packages"]
+    site = next(p for name, p in P.default_roots() if name == "site-packages")
     assert P.portable_path(os.path.join(site, "ppxf", "spectra", "x.fits")) == "site-packages/ppxf/spectra/x.fits"
     assert P.portable_path(str(run / "artifacts" / "m"), {"RUN": str(run)}) == "RUN/artifacts/m"
     assert P.portable_path(str(run), {"RUN": str(run)}) == "RUN"
@@ -22,7 +22,17 @@ def test_paths_under_each_root_are_written_relative_to_it(tmp_path, monkeypatch)
 
 
 def test_every_absolute_path_in_a_record_is_replaced():
-    record = {"model": "/x/y/z/saved", "files": ["/a/b/c.fits", "runs/d.fits"], "n": 3, "unit": "km/s",
-              "nested": {"file": str(P.REPO / "docs" / "model_card.md")}}
-    assert P.portable(record) == {"model": ".../z/saved", "files": [".../b/c.fits", "runs/d.fits"], "n": 3,
-                                  "unit": "km/s", "nested": {"file": "docs/model_card.md"}}
+    record = {
+        "model": "/x/y/z/saved",
+        "files": ["/a/b/c.fits", "runs/d.fits"],
+        "n": 3,
+        "unit": "km/s",
+        "nested": {"file": str(P.REPO / "docs" / "model_card.md")},
+    }
+    assert P.portable(record) == {
+        "model": ".../z/saved",
+        "files": [".../b/c.fits", "runs/d.fits"],
+        "n": 3,
+        "unit": "km/s",
+        "nested": {"file": "docs/model_card.md"},
+    }

@@ -9,12 +9,9 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from make_test_data import REAL_SDSS  # tests/data, on the path (tests/conftest.py)
 
-from stellarpop.components import ppxf_fit, priors, simulate, spectra, templates
-from stellarpop.components.instrument import Instrument
-from stellarpop.components import readers
+from stellarpop.components import ppxf_fit, priors, readers, simulate, spectra, templates
 from stellarpop.schema import features as F
 
 
@@ -30,8 +27,9 @@ def _noiseless(setup, z, sigma, ebv, bursts):
     """A model-grid spectrum of bursts on the 36 SSPs: (age Gyr, [M/H], mass) each."""
     _, inst, prep = setup
     comps = tuple(priors.Component(start=a, tau=0.0, mh=m, mass=w) for a, m, w in bursts)
-    params = priors.Params(z=z, ebv=ebv, sigma=sigma, snr_r=100.0, galaxy_class="passive", components=comps,
-                             sky_residual=0.0)
+    params = priors.Params(
+        z=z, ebv=ebv, sigma=sigma, snr_r=100.0, galaxy_class="passive", components=comps, sky_residual=0.0
+    )
     rest, truth = simulate.rest_model(params, prep)
     _, ivar, _, model, _ = simulate.observe(params, rest, prep, inst, np.random.default_rng(0))
     spec = spectra.Spectrum(wave=10**inst.loglam, flux=model, ivar=ivar, bad=ivar <= 0, spec_id="mock", z=z)
@@ -41,7 +39,9 @@ def _noiseless(setup, z, sigma, ebv, bursts):
 def test_select_library_takes_the_paper_grid(setup):
     lib, _, prep = setup
     assert prep.ages.size == 9 and prep.metals.size == 4
-    np.testing.assert_allclose(prep.ages, [0.0631, 0.1259, 0.2512, 0.5012, 1.0, 1.9953, 3.9811, 7.9433, 15.8489], rtol=1e-3)
+    np.testing.assert_allclose(
+        prep.ages, [0.0631, 0.1259, 0.2512, 0.5012, 1.0, 1.9953, 3.9811, 7.9433, 15.8489], rtol=1e-3
+    )
     np.testing.assert_allclose(prep.metals, ppxf_fit.PAPER_METALS)
     with pytest.raises(ValueError, match="map twice"):
         templates.select_library(lib, (1.0, 1.01), (0.0,))
@@ -131,14 +131,19 @@ def test_gas_lines_mostly_on_masked_pixels_are_not_fitted(setup):
     gap = (lam > 6500 * (1 + z)) & (lam < 6650 * (1 + z))  # Halpha and [NII] (rest, vacuum 6550-6585 A)
 
     def n_lines(bad):
-        return sum(g.shape[1] for g in fitter._gas_lines(fitter._prepare("m", grid.flux, grid.ivar, bad, z), fitter.templates_at(z)))
+        return sum(
+            g.shape[1]
+            for g in fitter._gas_lines(fitter._prepare("m", grid.flux, grid.ivar, bad, z), fitter.templates_at(z))
+        )
 
     assert n_lines(grid.bad | gap) == n_lines(grid.bad) - 2  # Halpha and the [NII] doublet
     r = fitter.fit("m", grid.flux, grid.ivar, grid.bad | gap, z)
     assert r.ok and abs(r.vd - 150.0) < 3.0
 
 
-@pytest.mark.parametrize("gas_components, runs", [(1, ("gas free", "gas tied", "gas masked")), (0, ("gas none", "gas none"))])
+@pytest.mark.parametrize(
+    "gas_components, runs", [(1, ("gas free", "gas tied", "gas masked")), (0, ("gas none", "gas none"))]
+)
 def test_a_fit_on_a_bound_is_retried_then_not_ok(setup, gas_components, runs):
     lib, inst, _ = setup
     grid, _ = _noiseless(setup, 0.1, 250.0, 0.1, [(7.9433, 0.0, 1.0)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 
+import make_test_data
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -12,8 +13,6 @@ from astropy.table import Table
 
 from stellarpop.components import readers, spectra
 from stellarpop.components.spectra import SpectrumError
-
-import make_test_data
 
 
 def _specobj(path):
@@ -49,7 +48,9 @@ def test_dr18_spec_values_match_header(bundled, name, plate, mjd, fiber, z, vdis
         np.testing.assert_allclose(spec.wave, 10.0 ** coadd["loglam"].astype(float))
         np.testing.assert_array_equal(spec.flux, coadd["flux"])
         np.testing.assert_array_equal(spec.ivar, coadd["ivar"])
-        assert np.array_equal(spec.bad, (coadd["ivar"] <= 0) | ((coadd["and_mask"] & sum(1 << b for b in (18, 22, 23, 24))) != 0))
+        assert np.array_equal(
+            spec.bad, (coadd["ivar"] <= 0) | ((coadd["and_mask"] & sum(1 << b for b in (18, 22, 23, 24))) != 0)
+        )
 
 
 def test_fast_table_path_equals_astropy_for_every_column(bundled):
@@ -124,7 +125,15 @@ def test_boss_spall_variant(fixtures_dir, bundled):
 def test_generic_tables_round_trip(tmp_path, bundled, suffix):
     ref = readers.read_spectrum(bundled["NGC3522"])
     err = np.where(ref.ivar > 0, 1 / np.sqrt(np.where(ref.ivar > 0, ref.ivar, 1)), 0)
-    table = Table({"wavelength": ref.wave, "flux": ref.flux, "error": err, "z": np.full(len(ref.wave), 0.05), "id": ["gal-1"] * len(ref.wave)})
+    table = Table(
+        {
+            "wavelength": ref.wave,
+            "flux": ref.flux,
+            "error": err,
+            "z": np.full(len(ref.wave), 0.05),
+            "id": ["gal-1"] * len(ref.wave),
+        }
+    )
     path = tmp_path / f"spectrum{suffix}"
     if suffix == ".parquet":
         table.to_pandas().to_parquet(path)
@@ -168,7 +177,9 @@ def test_resolve_files_dirs_globs_and_list_files(tmp_path, bundled):
     (tmp_path / "a" / "notes.txt").write_text("not a spectrum")
     listing = tmp_path / "list.txt"
     listing.write_text("# my sample\na/x.fits\nmissing.fits\n")
-    files, missing = readers.inputs.resolve_inputs([str(tmp_path / "a"), str(tmp_path / "**" / "y.fits"), f"@{listing}"])
+    files, missing = readers.inputs.resolve_inputs(
+        [str(tmp_path / "a"), str(tmp_path / "**" / "y.fits"), f"@{listing}"]
+    )
     assert files == sorted({str(a), str(b)})
     assert [m.file for m in missing] == [str(tmp_path / "missing.fits")]
     files, missing = readers.inputs.resolve_inputs(["bundled", str(tmp_path / "nothing*.fits")])

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from scipy.ndimage import uniform_filter1d
 
-from stellarpop.components import bpt, dust, examples, nuisances as N, priors, simulate as S, spectra, templates
+from stellarpop.components import bpt, dust, examples, priors, readers, spectra, templates
+from stellarpop.components import nuisances as N
+from stellarpop.components import simulate as S
 from stellarpop.components.instrument import C_KMS, FWHM_PER_SIGMA, SPPIXMASK, Instrument
-from stellarpop.components import readers
 from stellarpop.components.templates import LIGHT_WINDOW, Library, load_library
 
 
@@ -40,8 +41,14 @@ def test_template_lsf_brought_to_sdss_resolution(instrument, centre):
     lam = np.arange(4500.0, 8000.0, 0.05)  # covers the light window, as a library must
     sig_tem = 2.51 / FWHM_PER_SIGMA
     line = 1 - 0.5 * np.exp(-0.5 * ((lam - centre) / sig_tem) ** 2)
-    lib = Library(templates=line[:, None, None], lam=lam, fwhm=np.full(lam.size, 2.51), ages=np.array([10.0]),
-                  metals=np.array([0.0]), masses=np.ones((1, 1)))
+    lib = Library(
+        templates=line[:, None, None],
+        lam=lam,
+        fwhm=np.full(lam.size, 2.51),
+        ages=np.array([10.0]),
+        metals=np.array([0.0]),
+        masses=np.ones((1, 1)),
+    )
     prep = templates.prepare(lib, instrument, oversample=8)
     x = np.exp(prep.ln_lam)
     depth = 1 - prep.templates[:, 0]
@@ -74,9 +81,16 @@ def _lines_only(params, prep, instrument, nuisance=None):
 @pytest.mark.parametrize("z, sigma_gas", [(0.05, 60.0), (0.2, 150.0)])
 def test_emission_line_lands_at_redshifted_wavelength_with_expected_width(prep, instrument, z, sigma_gas):
     rng = np.random.default_rng(3)
-    params = dataclasses.replace(priors.draw_params(rng), galaxy_class="star-forming", z=z, sigma_gas=sigma_gas,
-                                 log_nii_ha=-0.6, log_oiii_hb=0.3, ebv=0.0,
-                                 components=(priors.Component(0.08, 0.0, 0.0, 0.05), priors.Component(10.0, 1.0, 0.0, 1.0)))
+    params = dataclasses.replace(
+        priors.draw_params(rng),
+        galaxy_class="star-forming",
+        z=z,
+        sigma_gas=sigma_gas,
+        log_nii_ha=-0.6,
+        log_oiii_hb=0.3,
+        ebv=0.0,
+        components=(priors.Component(0.08, 0.0, 0.0, 0.05), priors.Component(10.0, 1.0, 0.0, 1.0)),
+    )
     wave, lines = _lines_only(params, prep, instrument)
     mu = S.LINES["OIII5007"] * (1 + z)
     sel = np.abs(wave - mu) < 15
@@ -178,7 +192,9 @@ def test_same_seed_gives_identical_bytes(prep, instrument):
         mock = S.simulate(priors.draw_params(rng), prep, instrument, rng, "sim")
         spec, truth = mock.spectrum, mock.truth
         grid = spectra.to_model_grid(spec)
-        return examples.to_example(grid, truth={k: truth[k] for k in ("log_age", "mh", "ebv", "vd")}).SerializeToString(deterministic=True)
+        return examples.to_example(grid, truth={k: truth[k] for k in ("log_age", "mh", "ebv", "vd")}).SerializeToString(
+            deterministic=True
+        )
 
     assert one(11) == one(11)
     assert one(11) != one(12)
@@ -200,7 +216,10 @@ TODAY = {
 def _pair(prep, instrument, nuisance, seed=21, **changes):
     """The same galaxy and noise without and with a nuisance draw."""
     params = dataclasses.replace(priors.draw_params(np.random.default_rng(seed)), **changes)
-    return tuple(S.simulate(params, prep, instrument, np.random.default_rng([seed, 1]), "t", nuisance=d) for d in (None, nuisance))
+    return tuple(
+        S.simulate(params, prep, instrument, np.random.default_rng([seed, 1]), "t", nuisance=d)
+        for d in (None, nuisance)
+    )
 
 
 def _draws(nuis: N.Nuisances, n: int, wave_range=(3800.0, 9200.0)) -> list[N.Draw]:
@@ -227,7 +246,9 @@ def test_nuisances_off_reproduce_todays_mocks(prep, instrument, mode, i):
     mocks = []
     for d in (None, N.Draw(), zero):
         rng = np.random.default_rng([3, i])
-        mocks.append(S.simulate(priors.draw_params(rng, priors.Priors(mode=mode)), prep, instrument, rng, "x", nuisance=d))
+        mocks.append(
+            S.simulate(priors.draw_params(rng, priors.Priors(mode=mode)), prep, instrument, rng, "x", nuisance=d)
+        )
     for m in mocks[1:]:
         np.testing.assert_array_equal(m.spectrum.flux, mocks[0].spectrum.flux)
         np.testing.assert_array_equal(m.spectrum.ivar, mocks[0].spectrum.ivar)
@@ -246,8 +267,14 @@ def test_nuisance_draws_follow_their_configuration(instrument):
     own = [dataclasses.replace(d, calib_plate=()) for d in draws[:500]]
     calib = np.array([np.mean((N.calibration(d, instrument.loglam) - 1) ** 2) for d in own])
     assert _within(calib, nuis.calib_rms**2)
-    for values, rms in [([d.shift_kms for d in draws], nuis.wave_shift_kms), ([d.stretch_kms for d in draws], nuis.wave_stretch_kms),
-                        *[([d.sky[k] for d in draws], a) for k, a in enumerate((nuis.sky_line_rms, nuis.sky_shift_pix, nuis.sky_cont_rms))]]:
+    for values, rms in [
+        ([d.shift_kms for d in draws], nuis.wave_shift_kms),
+        ([d.stretch_kms for d in draws], nuis.wave_stretch_kms),
+        *[
+            ([d.sky[k] for d in draws], a)
+            for k, a in enumerate((nuis.sky_line_rms, nuis.sky_shift_pix, nuis.sky_cont_rms))
+        ],
+    ]:
         assert _within(np.square(values), rms**2), (values[:3], rms)
     assert _within(np.array([d.lsf_kms for d in draws]) ** 2, nuis.lsf_extra_kms**2 / 2)
     assert max(d.lsf_kms for d in draws) <= nuis.lsf_extra_kms
@@ -311,12 +338,22 @@ def test_lsf_variation_broadens_in_quadrature(prep, instrument):
     """Emission lines widen by the drawn extra sigma in quadrature; stars are broadened as
     if their dispersion were sigma (+) the extra."""
     rng = np.random.default_rng(3)
-    params = dataclasses.replace(priors.draw_params(rng), galaxy_class="star-forming", z=0.08, sigma_gas=60.0, ebv=0.0,
-                                 log_nii_ha=-0.6, log_oiii_hb=0.3,
-                                 components=(priors.Component(0.08, 0.0, 0.0, 0.05), priors.Component(10.0, 1.0, 0.0, 1.0)))
+    params = dataclasses.replace(
+        priors.draw_params(rng),
+        galaxy_class="star-forming",
+        z=0.08,
+        sigma_gas=60.0,
+        ebv=0.0,
+        log_nii_ha=-0.6,
+        log_oiii_hb=0.3,
+        components=(priors.Component(0.08, 0.0, 0.0, 0.05), priors.Component(10.0, 1.0, 0.0, 1.0)),
+    )
     d = N.Draw(lsf_kms=45.0)
     for line in ("Hbeta", "OIII5007"):  # lines with no neighbour within 20 A
-        (w0, mu), (w1, _) = _lines_width(params, prep, instrument, line), _lines_width(params, prep, instrument, line, d)
+        (w0, mu), (w1, _) = (
+            _lines_width(params, prep, instrument, line),
+            _lines_width(params, prep, instrument, line, d),
+        )
         assert math.sqrt(w1**2 - w0**2) == pytest.approx(mu * 45.0 / C_KMS, rel=0.05)
     passive = dataclasses.replace(params, galaxy_class="passive")
     broadened = dataclasses.replace(passive, sigma=math.hypot(passive.sigma, 45.0))
@@ -333,7 +370,7 @@ def _velocity_by_chi2(flux, ivar, rest, z, prep, instrument, sel):
         a = np.sum(ivar[sel] * flux[sel] * m) / np.sum(ivar[sel] * m * m)
         chi2.append(np.sum(ivar[sel] * (flux[sel] - a * m) ** 2))
     k = int(np.clip(np.argmin(chi2), 3, trial.size - 4))
-    c2, c1, _ = np.polyfit(trial[k - 3:k + 4], chi2[k - 3:k + 4], 2)
+    c2, c1, _ = np.polyfit(trial[k - 3 : k + 4], chi2[k - 3 : k + 4], 2)
     m0, m1 = (S.redshift_to_sdss(rest, (1 + z) * math.exp(v / C_KMS) - 1, prep, instrument) for v in (-2.0, 2.0))
     info = ivar * (m1 - m0) ** 2
     x = np.linspace(-1, 1, flux.size)
@@ -344,19 +381,29 @@ def test_wavelength_shift_and_stretch_recovered_by_cross_correlation(prep, instr
     """Chi^2 against the same galaxy redshifted by trial velocities, in four ranges of the
     spectrum, finds shift + stretch * x within 4 errors from the noise."""
     d = N.Draw(shift_kms=25.0, stretch_kms=15.0)
-    params = dataclasses.replace(priors.draw_params(np.random.default_rng(31)), galaxy_class="passive", z=0.1, snr_r=80.0,
-                                 calib=(0.0, 0.0, 0.0), sky_residual=0.0)
+    params = dataclasses.replace(
+        priors.draw_params(np.random.default_rng(31)),
+        galaxy_class="passive",
+        z=0.1,
+        snr_r=80.0,
+        calib=(0.0, 0.0, 0.0),
+        sky_residual=0.0,
+    )
     mock = S.simulate(params, prep, instrument, np.random.default_rng(32), "t", nuisance=d)
     rest = S.rest_model(params, prep)[0]
     flux, ivar = mock.spectrum.flux, mock.spectrum.ivar
-    fits = [_velocity_by_chi2(flux, ivar, rest, params.z, prep, instrument, sel)
-            for sel in np.array_split(np.arange(flux.size), 4)]
+    fits = [
+        _velocity_by_chi2(flux, ivar, rest, params.z, prep, instrument, sel)
+        for sel in np.array_split(np.arange(flux.size), 4)
+    ]
     v, err, x = map(np.array, zip(*fits))
     assert np.all(np.abs(v - (d.shift_kms + d.stretch_kms * x)) <= 4 * err), (v, err, x)
     design = np.column_stack([np.ones(4), x]) / err[:, None]
     (shift, stretch), *_ = np.linalg.lstsq(design, v / err, rcond=None)
     cov = np.linalg.inv(design.T @ design)
-    assert abs(shift - d.shift_kms) <= 4 * math.sqrt(cov[0, 0]) and abs(stretch - d.stretch_kms) <= 4 * math.sqrt(cov[1, 1])
+    assert abs(shift - d.shift_kms) <= 4 * math.sqrt(cov[0, 0]) and abs(stretch - d.stretch_kms) <= 4 * math.sqrt(
+        cov[1, 1]
+    )
     assert math.sqrt(cov[0, 0]) < 3.0  # the test has the power to see the shift
 
 
@@ -389,7 +436,11 @@ def test_masked_gap_is_contiguous_zero_and_flagged(prep, instrument):
         assert idx.size and np.all(np.diff(idx) == 1)
         pixel = wave[idx[-1]] * math.log(10) * 1e-4
         assert 100.0 - 2 * pixel <= wave[idx[-1]] - wave[idx[0]] <= 1000.0
-        assert np.all(mock.spectrum.ivar[gap] == 0) and np.all(mock.spectrum.flux[gap] == 0) and np.all(mock.spectrum.bad[gap])
+        assert (
+            np.all(mock.spectrum.ivar[gap] == 0)
+            and np.all(mock.spectrum.flux[gap] == 0)
+            and np.all(mock.spectrum.bad[gap])
+        )
         np.testing.assert_array_equal(mock.spectrum.flux[~gap], plain.spectrum.flux[~gap])
         np.testing.assert_array_equal(mock.and_mask[~gap], plain.and_mask[~gap])
 
@@ -467,7 +518,14 @@ def test_wide_priors_cover_the_real_sample():
     rng = np.random.default_rng(51)
     draws = [priors.draw_params(rng, wide) for _ in range(4000)]
     z, sigma, snr, ebv = (np.array([getattr(p, k) for p in draws]) for k in ("z", "sigma", "snr_r", "ebv"))
-    assert z.min() >= 0.002 and z.max() <= 0.3 and sigma.min() >= 50 and sigma.max() <= 500 and snr.min() >= 3 and snr.max() <= 100
+    assert (
+        z.min() >= 0.002
+        and z.max() <= 0.3
+        and sigma.min() >= 50
+        and sigma.max() <= 500
+        and snr.min() >= 3
+        and snr.max() <= 100
+    )
     f = priors.WIDE_LOW_Z_FRACTION
     expected = {
         "z < 0.05": (np.mean(z < 0.05), f + (1 - f) * 0.048 / 0.298),
@@ -484,14 +542,19 @@ def test_sdss_fraction_mixes_the_sdss_priors_into_wide():
     """sdss_fraction 0.4: 40% of the galaxies from the sdss priors (old, metal-rich passive
     ones, sigma down to 30 km/s), within 4 binomial errors; 0 draws what wide drew before;
     refused out of [0, 1] and with sdss priors."""
+
     def draws(fraction, n=3000):
-        return [priors.draw_params(np.random.default_rng([7, i]), priors.Priors(mode="wide", sdss_fraction=fraction))
-                for i in range(n)]
+        return [
+            priors.draw_params(np.random.default_rng([7, i]), priors.Priors(mode="wide", sdss_fraction=fraction))
+            for i in range(n)
+        ]
 
     # Drawn by the code before sdss_fraction existed (commit 8402ea0): 0 draws the same numbers.
-    before = [(0.23315433569306765, 99.80132087837954, 0.1801657519924735),
-              (0.0036760150654331484, 135.18821270679504, 0.12796420924724014),
-              (0.2802540448936112, 88.86846270632675, 0.5462729265060453)]
+    before = [
+        (0.23315433569306765, 99.80132087837954, 0.1801657519924735),
+        (0.0036760150654331484, 135.18821270679504, 0.12796420924724014),
+        (0.2802540448936112, 88.86846270632675, 0.5462729265060453),
+    ]
     np.testing.assert_allclose([(p.z, p.sigma, p.ebv) for p in draws(0.0, 3)], before, rtol=1e-12)
     wide, mixed = draws(0.0), draws(0.4)
     # Passive sdss galaxies (45%) all began more than 9 Gyr ago (z < 0.3); wide's at any time.
@@ -508,7 +571,9 @@ def test_same_seed_gives_identical_bytes_with_nuisances(prep, instrument):
     def one(seed):
         d = _draws(N.Nuisances.realistic(), seed + 1)[seed]
         rng = np.random.default_rng(seed)
-        spec = S.simulate(priors.draw_params(rng, priors.Priors(mode="wide")), prep, instrument, rng, "sim", nuisance=d).spectrum
+        spec = S.simulate(
+            priors.draw_params(rng, priors.Priors(mode="wide")), prep, instrument, rng, "sim", nuisance=d
+        ).spectrum
         return spec.flux.tobytes() + spec.ivar.tobytes()
 
     assert one(3) == one(3)

@@ -10,9 +10,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stellarpop.components import readers
-from stellarpop.components.spectra import Spectrum, SpectrumError, failed_cuts, normalisation, pixel_edges, to_model_grid, validate
-from stellarpop.schema.preparation import Selection
+from stellarpop.components.spectra import (
+    Spectrum,
+    SpectrumError,
+    failed_cuts,
+    normalisation,
+    pixel_edges,
+    to_model_grid,
+    validate,
+)
 from stellarpop.schema import features as F
+from stellarpop.schema.preparation import Selection
 
 # An SDSS coadd grid: log10(lambda) = 3.5790 + 1e-4 i (3793-9300 A), like NGC3073 DR18.
 SDSS_WAVE = 10.0 ** (3.5790 + 1e-4 * np.arange(3900))
@@ -78,7 +86,9 @@ def test_ivar_propagation_matches_noise_of_rebinned_realisations():
     rng = np.random.default_rng(2)
     sigma = 0.5
     ivar = np.full(SDSS_WAVE.size, 1 / sigma**2)
-    outs = np.array([to_model_grid(_spectrum(SDSS_WAVE, 10 + rng.normal(0, sigma, SDSS_WAVE.size), ivar)).flux for _ in range(300)])
+    outs = np.array(
+        [to_model_grid(_spectrum(SDSS_WAVE, 10 + rng.normal(0, sigma, SDSS_WAVE.size), ivar)).flux for _ in range(300)]
+    )
     predicted = to_model_grid(_spectrum(SDSS_WAVE, np.full(SDSS_WAVE.size, 10.0), ivar)).ivar
     measured = 1 / outs.var(axis=0)
     # 300 realisations: the variance is known to ~8%; compare in the median per 100 pixels.

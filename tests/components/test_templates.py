@@ -50,8 +50,15 @@ def test_ppxf_reads_the_library():
 def test_user_library_and_checks(tmp_path):
     lib = templates.load_library()
     mine = tmp_path / "mine.npz"
-    np.savez(mine, templates=lib.templates[:, :2, :3], lam=lib.lam, fwhm=lib.fwhm, ages=lib.ages[:2],
-             metals=lib.metals[:3], masses=lib.masses[:2, :3])
+    np.savez(
+        mine,
+        templates=lib.templates[:, :2, :3],
+        lam=lib.lam,
+        fwhm=lib.fwhm,
+        ages=lib.ages[:2],
+        metals=lib.metals[:3],
+        masses=lib.masses[:2, :3],
+    )
     assert templates.load_library(mine).templates.shape[1:] == (2, 3)
     bad = tmp_path / "bad.npz"
     np.savez(bad, templates=lib.templates[:, :2, :3], lam=lib.lam)
@@ -63,6 +70,8 @@ def test_user_library_and_checks(tmp_path):
 
 def test_clear_error_when_neither_registry_nor_cache_has_it(tmp_path, monkeypatch):
     monkeypatch.setenv("STELLARPOP_CACHE", str(tmp_path))
-    monkeypatch.setattr(reference_data, "PPXF", dataclasses.replace(reference_data.PPXF, spec="ppxf==0.0.0.dev0"))  # no such release
+    monkeypatch.setattr(
+        reference_data, "PPXF", dataclasses.replace(reference_data.PPXF, spec="ppxf==0.0.0.dev0")
+    )  # no such release
     with pytest.raises(templates.TemplateError, match="cannot obtain ppxf==0.0.0.dev0"):
         templates.library_path()

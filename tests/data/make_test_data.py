@@ -93,8 +93,20 @@ def _modified(out: Path, edit) -> Path:
     return out
 
 
-DR7 = {"PLATEID": 266, "MJD": 51630, "FIBERID": 12, "Z": 0.0731, "Z_ERR": 1.2e-4, "Z_WARNIN": 0, "SPEC_CLN": 2,
-       "RAOBJ": 146.71421, "DECOBJ": -1.04128, "VEL_DIS": 182.5, "VEL_DISE": 6.1, "OBJID": "587722982278086712"}
+DR7 = {
+    "PLATEID": 266,
+    "MJD": 51630,
+    "FIBERID": 12,
+    "Z": 0.0731,
+    "Z_ERR": 1.2e-4,
+    "Z_WARNIN": 0,
+    "SPEC_CLN": 2,
+    "RAOBJ": 146.71421,
+    "DECOBJ": -1.04128,
+    "VEL_DIS": 182.5,
+    "VEL_DISE": 6.1,
+    "OBJID": "587722982278086712",
+}
 
 
 def dr7_spspec(outdir: Path) -> Path:

@@ -11,15 +11,13 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from stellarpop.components import examples, priors, spectra, templates
+from stellarpop.components import examples, priors, readers, spectra, templates
 from stellarpop.components import nuisances as N
-from stellarpop.components.instrument import Instrument
-from stellarpop.components import readers
 from stellarpop.components.mock_example_gen import job as sim_job
 from stellarpop.pipeline.training import calibration as C
 from stellarpop.pipeline.training import models
-from stellarpop.serving import predict as pred
 from stellarpop.schema import features as F
+from stellarpop.serving import predict as pred
 
 DIM = 3
 SIGMA, TRUE_SIGMA = 0.1, 0.05  # the toy model claims twice the true error
@@ -40,7 +38,7 @@ def toy_model() -> keras.Model:
 def batches(rng: np.random.Generator, n: int, shift: float = 0.0, batch: int = 100):
     x = rng.standard_normal((n, DIM)).astype(np.float32) + shift
     y = 0.5 + 0.1 * x[:, :1] + TRUE_SIGMA * rng.standard_normal((n, models.N_LABELS)).astype(np.float32)
-    return [({"x": x[i:i + batch]}, y[i:i + batch]) for i in range(0, n, batch)]
+    return [({"x": x[i : i + batch]}, y[i : i + batch]) for i in range(0, n, batch)]
 
 
 def test_conformal_quantile_is_the_finite_sample_rank():
@@ -66,14 +64,18 @@ def test_fit_scales_the_intervals_and_scores_the_distance():
     # errors grow.
     applied = C.Applied(calib)
     for shift in (0.0, 6.0):
-        (x, _), = batches(rng, 50, shift=shift, batch=50)
-        physical = {k: tf.fill([50], 1.0) for k in F.LABEL_KEYS} | {k + "_err": tf.fill([50], 2.0) for k in F.LABEL_KEYS}
+        ((x, _),) = batches(rng, 50, shift=shift, batch=50)
+        physical = {k: tf.fill([50], 1.0) for k in F.LABEL_KEYS} | {
+            k + "_err": tf.fill([50], 2.0) for k in F.LABEL_KEYS
+        }
         out = {k: v.numpy() for k, v in applied(physical, tf.constant(x["x"])).items()}
         score = C.squared_distance(x["x"], calib.mean, calib.whitener) / calib.median_d2
         np.testing.assert_allclose(out[F.OOD_SCORE], score, rtol=1e-4)
         np.testing.assert_array_equal(out[F.OOD_FLAG], score > calib.threshold)
         for key in F.LABEL_KEYS:
-            np.testing.assert_allclose(out[key + "_err"], 2.0 * np.sqrt(np.maximum(score, 1)) * calib.interval_scale[key], rtol=1e-4)
+            np.testing.assert_allclose(
+                out[key + "_err"], 2.0 * np.sqrt(np.maximum(score, 1)) * calib.interval_scale[key], rtol=1e-4
+            )
             np.testing.assert_array_equal(out[key], 1.0)
         if shift:
             assert np.median(score) > 5 * calib.threshold and out[F.OOD_FLAG].all()
@@ -97,6 +99,7 @@ def test_no_data_is_an_error():
 
 
 # --- the shipped model on spectra it should not trust -------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def stressed() -> dict[str, dict[str, np.ndarray]]:

@@ -30,11 +30,17 @@ def _write_records(path, n: int) -> None:
 def tmp(tmp_path):
     """Bad inputs of every kind; ``out`` (every case's output) is never created."""
     for name, text in {
-        "bad.yaml": "name: [unclosed\n", "list.yaml": "- a\n- b\n", "unknown.yaml": "nmae: x\n",
+        "bad.yaml": "name: [unclosed\n",
+        "list.yaml": "- a\n- b\n",
+        "unknown.yaml": "nmae: x\n",
         "trainer_window.yaml": "trainer: {norm_centre: 5500}\n",
         "examples_typo.yaml": "examples: {source: simulate, nn: 5}\n",
-        "sdss_fraction.yaml": "examples: {source: simulate, mode: sdss, sdss_fraction: 0.5}\n", "label_typo.yaml": "label: {fit: {gas: 1}}\n", "preparation.yaml": "preparation: {norm_half_width: 0}\n",
-        "wrongtype.yaml": "workers: many\n", "afile.txt": "text\n", "cat.csv": "plate,mjd,fiber\n266,51630,1\n",
+        "sdss_fraction.yaml": "examples: {source: simulate, mode: sdss, sdss_fraction: 0.5}\n",
+        "label_typo.yaml": "label: {fit: {gas: 1}}\n",
+        "preparation.yaml": "preparation: {norm_half_width: 0}\n",
+        "wrongtype.yaml": "workers: many\n",
+        "afile.txt": "text\n",
+        "cat.csv": "plate,mjd,fiber\n266,51630,1\n",
     }.items():
         (tmp_path / name).write_text(text)
     for folder in ("empty", "sim/examples", "dir.csv"):
@@ -49,27 +55,61 @@ def tmp(tmp_path):
 
 CASES = [
     # predict
-    (["predict", "bundled", "-o", "{tmp}/out/r.txt"], 2, "--output {tmp}/out/r.txt: the output is a .csv or .parquet file"),
+    (
+        ["predict", "bundled", "-o", "{tmp}/out/r.txt"],
+        2,
+        "--output {tmp}/out/r.txt: the output is a .csv or .parquet file",
+    ),
     (["predict", "bundled", "-o", "{tmp}/dir.csv"], 2, "--output {tmp}/dir.csv: a folder, not a file"),
     (["predict", "{tmp}/missing.fits", "-o", "{tmp}/out/r.csv"], 2, f"INPUTS: no spectrum file ({{tmp}}/{NO_FILE})"),
-    (["predict", "bundled", "-o", "{tmp}/out/r.csv", "--model", "{tmp}/empty"], 2, "--model {tmp}/empty: neither a SavedModel"),
+    (
+        ["predict", "bundled", "-o", "{tmp}/out/r.csv", "--model", "{tmp}/empty"],
+        2,
+        "--model {tmp}/empty: neither a SavedModel",
+    ),
     (["predict", "bundled", "-o", "{tmp}/out/r.csv", "--batch-size", "0"], 2, "'--batch-size'"),
     # run-pipeline
     (["run-pipeline", "--config", "{tmp}/missing.yaml"], 2, "--config {tmp}/missing.yaml: no such file"),
     (["run-pipeline", "--config", "{tmp}/bad.yaml"], 2, "--config {tmp}/bad.yaml: invalid YAML at line 2"),
-    (["run-pipeline", "--config", "{tmp}/list.yaml"], 2, "--config {tmp}/list.yaml: the top level is a list, not a mapping"),
+    (
+        ["run-pipeline", "--config", "{tmp}/list.yaml"],
+        2,
+        "--config {tmp}/list.yaml: the top level is a list, not a mapping",
+    ),
     (["run-pipeline", "--config", "{tmp}/unknown.yaml"], 2, "--config {tmp}/unknown.yaml: unknown keys ['nmae']"),
     # A Transform setting given to the Trainer alone used to reach the model's metadata only.
-    (["run-pipeline", "--config", "{tmp}/trainer_window.yaml"], 2,
-     "--config {tmp}/trainer_window.yaml: trainer config: unknown keys ['norm_centre']"),
-    (["run-pipeline", "--config", "{tmp}/examples_typo.yaml"], 2, "--config {tmp}/examples_typo.yaml: examples: unknown keys ['nn']"),
-    (["run-pipeline", "--config", "{tmp}/sdss_fraction.yaml"], 2, "--config {tmp}/sdss_fraction.yaml: priors sdss_fraction is in [0, 1] "
-     "and only for broad or wide priors, not 0.5 with sdss"),
-    (["run-pipeline", "--config", "{tmp}/label_typo.yaml"], 2, "--config {tmp}/label_typo.yaml: label.fit: unknown keys ['gas']"),
+    (
+        ["run-pipeline", "--config", "{tmp}/trainer_window.yaml"],
+        2,
+        "--config {tmp}/trainer_window.yaml: trainer config: unknown keys ['norm_centre']",
+    ),
+    (
+        ["run-pipeline", "--config", "{tmp}/examples_typo.yaml"],
+        2,
+        "--config {tmp}/examples_typo.yaml: examples: unknown keys ['nn']",
+    ),
+    (
+        ["run-pipeline", "--config", "{tmp}/sdss_fraction.yaml"],
+        2,
+        "--config {tmp}/sdss_fraction.yaml: priors sdss_fraction is in [0, 1] "
+        "and only for broad or wide priors, not 0.5 with sdss",
+    ),
+    (
+        ["run-pipeline", "--config", "{tmp}/label_typo.yaml"],
+        2,
+        "--config {tmp}/label_typo.yaml: label.fit: unknown keys ['gas']",
+    ),
     (["run-pipeline", "--config", "pipeline/demo.yaml", "--span", "3"], 2, "--span 3: the config has no `spans`"),
-    (["run-pipeline", "--config", "{tmp}/preparation.yaml"], 2,
-     "--config {tmp}/preparation.yaml: norm_half_width 0: the window's half width is > 0 Angstrom"),
-    (["run-pipeline", "--config", "{tmp}/wrongtype.yaml"], 2, "--config {tmp}/wrongtype.yaml: workers is 'many', expected int"),
+    (
+        ["run-pipeline", "--config", "{tmp}/preparation.yaml"],
+        2,
+        "--config {tmp}/preparation.yaml: norm_half_width 0: the window's half width is > 0 Angstrom",
+    ),
+    (
+        ["run-pipeline", "--config", "{tmp}/wrongtype.yaml"],
+        2,
+        "--config {tmp}/wrongtype.yaml: workers is 'many', expected int",
+    ),
     (["run-pipeline", "--config", "{tmp}/empty"], 2, "--config {tmp}/empty: "),
     (["run-pipeline", "--config", "pipeline/demo.yaml", "--workers", "-1"], 2, "'--workers'"),
     # label
@@ -77,7 +117,11 @@ CASES = [
     (["label", "{tmp}/empty", "-o", "{tmp}/out"], 2, f"{{tmp}}/empty: {NO_EXAMPLES}"),
     (["label", "{tmp}/nothing", "-o", "{tmp}/out"], 2, "{tmp}/nothing: no such file or Examples folder"),
     (["label", "{tmp}/zero", "-o", "{tmp}/out"], 2, "INPUTS {tmp}/zero: 0 tf.Examples in 1 TFRecord file(s)"),
-    (["label", "{tmp}/notrecord", "-o", "{tmp}/out"], 2, f"{{tmp}}/notrecord/examples/Split-train/{SHARD}: not a TFRecord file"),
+    (
+        ["label", "{tmp}/notrecord", "-o", "{tmp}/out"],
+        2,
+        f"{{tmp}}/notrecord/examples/Split-train/{SHARD}: not a TFRecord file",
+    ),
     (["label", "{tmp}/sim", "-o", "{tmp}/out", "--gas-components", "3"], 2, "'--gas-components'"),
     (["label", "{tmp}/sim", "-o", "{tmp}/out", "--min-vd", "-1"], 2, "'--min-vd'"),
     (["label", "{tmp}/sim", "-o", "{tmp}/out", "--workers", "0"], 2, "'--workers'"),
@@ -86,30 +130,59 @@ CASES = [
     (["simulate", "--n", "-5", "-o", "{tmp}/out"], 2, "'--n'"),
     (["simulate", "--shard-size", "0", "-o", "{tmp}/out"], 2, "'--shard-size'"),
     (["simulate", "--workers", "0", "-o", "{tmp}/out"], 2, "'--workers'"),
-    (["simulate", "--mode", "flat", "-o", "{tmp}/out"], 2, "--mode priors mode is one of ('sdss', 'broad', 'wide'), not 'flat'"),
-    (["simulate", "--sdss-fraction", "0.5", "-o", "{tmp}/out"], 2,
-     "--sdss-fraction priors sdss_fraction is in [0, 1] and only for broad or wide priors, not 0.5 with sdss"),
-    (["simulate", "--nuisances", "some", "-o", "{tmp}/out"], 2, "--nuisances nuisances preset is 'none' or 'realistic', not 'some'"),
+    (
+        ["simulate", "--mode", "flat", "-o", "{tmp}/out"],
+        2,
+        "--mode priors mode is one of ('sdss', 'broad', 'wide'), not 'flat'",
+    ),
+    (
+        ["simulate", "--sdss-fraction", "0.5", "-o", "{tmp}/out"],
+        2,
+        "--sdss-fraction priors sdss_fraction is in [0, 1] and only for broad or wide priors, not 0.5 with sdss",
+    ),
+    (
+        ["simulate", "--nuisances", "some", "-o", "{tmp}/out"],
+        2,
+        "--nuisances nuisances preset is 'none' or 'realistic', not 'some'",
+    ),
     (["simulate", "--library", "{tmp}/no.npz", "-o", "{tmp}/out"], 2, "--library {tmp}/no.npz: no such file"),
     (["simulate", "--library", "{tmp}/empty", "-o", "{tmp}/out"], 2, "--library {tmp}/empty: a folder, not a file"),
     (["simulate", "--n", "1", "-o", "{tmp}/afile.txt"], 2, "--output {tmp}/afile.txt: a file, not a folder"),
     # ingest
     (["ingest", "{tmp}/missing.fits", "-o", "{tmp}/out"], 2, f"INPUTS: no spectrum file ({{tmp}}/{NO_FILE})"),
-    (["ingest", "--catalogue", "{tmp}/no.csv", "--sdss-root", "{tmp}/empty", "-o", "{tmp}/out"], 2, "--catalogue {tmp}/no.csv: no such file"),
-    (["ingest", "--catalogue", "{tmp}/cat.csv", "--sdss-root", "{tmp}/afile.txt", "-o", "{tmp}/out"], 2, "--sdss-root {tmp}/afile.txt: not a folder"),
-    (["ingest", "--catalogue", "{tmp}/cat.csv", "--sdss-root", "{tmp}/empty", "-o", "{tmp}/out"], 2, "--catalogue: no spectrum file ("),
+    (
+        ["ingest", "--catalogue", "{tmp}/no.csv", "--sdss-root", "{tmp}/empty", "-o", "{tmp}/out"],
+        2,
+        "--catalogue {tmp}/no.csv: no such file",
+    ),
+    (
+        ["ingest", "--catalogue", "{tmp}/cat.csv", "--sdss-root", "{tmp}/afile.txt", "-o", "{tmp}/out"],
+        2,
+        "--sdss-root {tmp}/afile.txt: not a folder",
+    ),
+    (
+        ["ingest", "--catalogue", "{tmp}/cat.csv", "--sdss-root", "{tmp}/empty", "-o", "{tmp}/out"],
+        2,
+        "--catalogue: no spectrum file (",
+    ),
     (["ingest", "--catalogue", "{tmp}/cat.csv", "-o", "{tmp}/out"], 2, "--catalogue needs --sdss-root"),
     (["ingest", "bundled", "-o", "{tmp}/afile.txt"], 2, "--output {tmp}/afile.txt: a file, not a folder"),
     (["ingest", "bundled", "-o", "{tmp}/out", "--workers", "0"], 2, "'--workers'"),
     (["ingest", "bundled", "-o", "{tmp}/out", "--chunk-size", "-1"], 2, "'--chunk-size'"),
-    (["ingest", "bundled", "-o", "{tmp}/out", "--norm-half-width", "0"], 2, "--norm-half-width 0: the window's half width is > 0"),
+    (
+        ["ingest", "bundled", "-o", "{tmp}/out", "--norm-half-width", "0"],
+        2,
+        "--norm-half-width 0: the window's half width is > 0",
+    ),
     # templates
     (["templates", "--library", "{tmp}/no.npz"], 2, "--library {tmp}/no.npz: no such file"),
     (["templates", "--library", "{tmp}/afile.txt"], 2, "afile.txt: not an sps_lib file"),
 ]
 
 
-@pytest.mark.parametrize("argv, code, message", CASES, ids=[" ".join(a[:2]) + f" {i}" for i, (a, _, _) in enumerate(CASES)])
+@pytest.mark.parametrize(
+    "argv, code, message", CASES, ids=[" ".join(a[:2]) + f" {i}" for i, (a, _, _) in enumerate(CASES)]
+)
 def test_user_error_is_one_line_before_any_work(tmp, argv, code, message):
     result = CliRunner().invoke(cli.app, [a.format(tmp=tmp) for a in argv])
     assert result.exit_code == code, result.output

@@ -77,7 +77,10 @@ def test_paper_model_is_table_1():
             assert layer.count_params() == params, name
         convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv1D)]
         assert len(convs) == 8 and all(
-            c.kernel_size == (3,) and c.strides == (1,) and c.padding == "valid" and c.activation is keras.activations.relu
+            c.kernel_size == (3,)
+            and c.strides == (1,)
+            and c.padding == "valid"
+            and c.activation is keras.activations.relu
             for c in convs
         )
         assert model.get_layer("labels").activation is keras.activations.linear

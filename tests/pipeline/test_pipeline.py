@@ -17,14 +17,19 @@ from tfx import v1 as tfx
 from typer.testing import CliRunner
 
 from stellarpop.components import cache_key
-from stellarpop.pipeline import fingerprint
-from stellarpop.pipeline import configs, kubeflow_runner, local_runner
+from stellarpop.pipeline import configs, fingerprint, kubeflow_runner, local_runner
 from stellarpop.pipeline import pipeline as pipeline_lib
 from stellarpop.pipeline.cli import app
 
 COMPONENTS = {
-    "MockExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator", "Transform", "Trainer",
-    "Evaluator", "Pusher",
+    "MockExampleGen",
+    "ImportSchemaGen",
+    "StatisticsGen",
+    "ExampleValidator",
+    "Transform",
+    "Trainer",
+    "Evaluator",
+    "Pusher",
 }
 
 
@@ -67,7 +72,10 @@ def test_every_component_ran_and_the_model_was_pushed(pushed):
         tfx.orchestration.metadata.sqlite_metadata_connection_config(local_runner.metadata_path(cfg))
     )
     executions = store.get_executions()
-    ran = {e.custom_properties["tfx_node_id"].string_value if "tfx_node_id" in e.custom_properties else "" for e in executions}
+    ran = {
+        e.custom_properties["tfx_node_id"].string_value if "tfx_node_id" in e.custom_properties else ""
+        for e in executions
+    }
     types = {store.get_execution_types_by_id([e.type_id])[0].name.split(".")[-1] for e in executions}
     assert COMPONENTS <= ran | types, (ran, types)
     assert all(e.last_known_state in (e.COMPLETE, e.CACHED) for e in executions)
@@ -83,8 +91,19 @@ def test_every_component_ran_and_the_model_was_pushed(pushed):
 def test_predict_with_the_pushed_model(pushed, bundled, tmp_path):
     out = tmp_path / "results.csv"
     missing = str(tmp_path / "nope.fits")
-    result = CliRunner().invoke(app, ["predict", str(bundled["NGC3522"]), str(bundled["NGC3073"]), missing,
-                                      "--model", pushed.serving_dir, "-o", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            str(bundled["NGC3522"]),
+            str(bundled["NGC3073"]),
+            missing,
+            "--model",
+            pushed.serving_dir,
+            "-o",
+            str(out),
+        ],
+    )
     assert result.exit_code == 1, result.output  # the missing file is an error row
     import pandas as pd
 
@@ -142,8 +161,14 @@ def test_serve_the_pushed_model_and_its_next_version(pushed, bundled, tmp_path):
 
 def test_kubeflow_v2_spec_compiles(tmp_path):
     out = str(tmp_path / "stellarpop_kfp.json")
-    kubeflow_runner.compile_pipeline(_tiny(str(tmp_path)), "my-project", "europe-west4", str(tmp_path / "bucket"),
-                                     "gcr.io/my-project/stellarpop:1", out)
+    kubeflow_runner.compile_pipeline(
+        _tiny(str(tmp_path)),
+        "my-project",
+        "europe-west4",
+        str(tmp_path / "bucket"),
+        "gcr.io/my-project/stellarpop:1",
+        out,
+    )
     spec = json.load(open(out))
     text = json.dumps(spec)
     tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
@@ -159,8 +184,10 @@ def test_kubeflow_v2_spec_compiles(tmp_path):
 
 def test_code_fingerprints_follow_the_imports(edit_source):
     modules = {
-        "transform": pipeline_lib._module(configs.PREPROCESSING_FN), "trainer": pipeline_lib._module(configs.RUN_FN),
-        "evaluator": "stellarpop.pipeline.evaluation.eval_config", "examples": "stellarpop.components.mock_example_gen.component",
+        "transform": pipeline_lib._module(configs.PREPROCESSING_FN),
+        "trainer": pipeline_lib._module(configs.RUN_FN),
+        "evaluator": "stellarpop.pipeline.evaluation.eval_config",
+        "examples": "stellarpop.components.mock_example_gen.component",
     }
 
     def changed(module: str) -> set[str]:
@@ -175,7 +202,9 @@ def test_code_fingerprints_follow_the_imports(edit_source):
 
 
 def test_simulate_source_takes_the_priors_mode_and_sdss_fraction(tmp_path):
-    cfg = dataclasses.replace(_tiny(str(tmp_path)), examples={**_tiny("").examples, "mode": "wide", "sdss_fraction": 0.25})
+    cfg = dataclasses.replace(
+        _tiny(str(tmp_path)), examples={**_tiny("").examples, "mode": "wide", "sdss_fraction": 0.25}
+    )
     cfg.check_examples()
     gen = {n.id: n for n in pipeline_lib.create_pipeline(cfg, "schema.pbtxt").components}["MockExampleGen"]
     priors = json.loads(gen.exec_properties["sim_config"])["priors"]

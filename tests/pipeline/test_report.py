@@ -22,10 +22,10 @@ import tensorflow_model_analysis as tfma
 from PIL import Image
 from test_pipeline import _tiny  # the tiny configuration of the pipeline's own end-to-end test
 
-from stellarpop.pipeline.evaluation import eval_config, metrics
 from stellarpop.pipeline import local_runner
-from stellarpop.pipeline.report import run_report as report
+from stellarpop.pipeline.evaluation import eval_config, metrics
 from stellarpop.pipeline.report import figures as figs
+from stellarpop.pipeline.report import run_report as report
 from stellarpop.pipeline.report import tables
 from stellarpop.schema import features as F
 from stellarpop.transforms import preprocessing as P
@@ -58,8 +58,10 @@ class _Page(HTMLParser):
 
 def _rows(section_html: str) -> list[list[str]]:
     """The cells of every table row of a piece of the page."""
-    return [[re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row)]
-            for row in re.findall(r"<tr>(.*?)</tr>", section_html)]
+    return [
+        [re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row)]
+        for row in re.findall(r"<tr>(.*?)</tr>", section_html)
+    ]
 
 
 def _section_html(page: str, anchor: str) -> str:
@@ -89,8 +91,9 @@ def test_threshold_checks_name_what_passed_and_failed():
     assert "NOT BLESSED" in html and "6 of 8 thresholds passed" in html and "35 &gt; 30" in html
 
 
-@pytest.mark.parametrize("feature, edges, closed_last", [(P.SNR_BIN_XF, F.SNR_BIN_EDGES, False),
-                                                          (P.Z_BIN_XF, F.Z_BIN_EDGES, True)])
+@pytest.mark.parametrize(
+    "feature, edges, closed_last", [(P.SNR_BIN_XF, F.SNR_BIN_EDGES, False), (P.Z_BIN_XF, F.Z_BIN_EDGES, True)]
+)
 def test_bin_labels_bracket_the_values_transform_puts_in_them(feature, edges, closed_last):
     values = np.array([edges[0] - 1.0, *edges, *(np.asarray(edges[1:]) - 1e-3), edges[-1] + 1.0], np.float32)
     bins = P.bucketize(tf.constant(values), edges, closed_last=closed_last).numpy()
@@ -158,14 +161,28 @@ def test_model_section_reads_as_a_model_card(tmp_path):
     the metadata folded away; paths relative to the run folder, none of this machine's."""
     info = json.loads((SHIPPED_INFO).read_text())
     root = tmp_path / "my-run"
-    run = report.RunArtifacts(str(root), "e", "b", True, str(root / "artifacts" / "Trainer" / "model" / "7"),
-                              str(root / "artifacts" / "Transform" / "examples" / "3"))
-    by_kind = {((F.BPT_CLASS, c),): {metrics.metric_name("example_count", F.LOG_AGE): 10.0 + i,
-                                     **{metrics.metric_name("clipped_std", k): 0.1 * (i + 1) for k in F.LABEL_KEYS},
-                                     **{metrics.metric_name("coverage68", k): 0.68 for k in F.LABEL_KEYS}}
-               for i, c in enumerate(("passive", "star-forming"))}
-    evaluation = report.Evaluation(by_kind, {}, eval_config.make_eval_config(dict(zip(F.LABEL_KEYS, F.TRUTH_KEYS))),
-                                   tfma.ValidationResult(validation_ok=True))
+    run = report.RunArtifacts(
+        str(root),
+        "e",
+        "b",
+        True,
+        str(root / "artifacts" / "Trainer" / "model" / "7"),
+        str(root / "artifacts" / "Transform" / "examples" / "3"),
+    )
+    by_kind = {
+        ((F.BPT_CLASS, c),): {
+            metrics.metric_name("example_count", F.LOG_AGE): 10.0 + i,
+            **{metrics.metric_name("clipped_std", k): 0.1 * (i + 1) for k in F.LABEL_KEYS},
+            **{metrics.metric_name("coverage68", k): 0.68 for k in F.LABEL_KEYS},
+        }
+        for i, c in enumerate(("passive", "star-forming"))
+    }
+    evaluation = report.Evaluation(
+        by_kind,
+        {},
+        eval_config.make_eval_config(dict(zip(F.LABEL_KEYS, F.TRUTH_KEYS))),
+        tfma.ValidationResult(validation_ok=True),
+    )
     html = tables.model_section(run, info, evaluation)
     assert "By kind of galaxy" in html and "Calibration" in html and "<details>" in html
     rows = {r[0]: r for r in _rows(html.split("<details>")[0]) if r}
@@ -196,8 +213,14 @@ def reports(tmp_path_factory):
     out = {}
     for name in ("first", "second"):
         cfg = local_runner.run(cfg, beam_pipeline_args=["--runner=DirectRunner"])
-        out[name] = cfg, report.write_report(cfg.root, str(tmp_path_factory.mktemp(f"report-{name}")),
-                                             benchmarks=[str(DOCS / "default_model_metrics.json")])
+        out[name] = (
+            cfg,
+            report.write_report(
+                cfg.root,
+                str(tmp_path_factory.mktemp(f"report-{name}")),
+                benchmarks=[str(DOCS / "default_model_metrics.json")],
+            ),
+        )
     return out
 
 
@@ -210,8 +233,14 @@ def test_report_of_a_run(reports, which):
     parsed = _Page(page)
     assert Path(index).name == "index.html"
     images = [img["src"] for img in parsed.tags["img"]]
-    assert {"loss_curve.png", "pred_vs_label.png", "slices_snr.png", "slices_z.png", "slices_bpt.png",
-            "zscores.png"} == set(images)
+    assert {
+        "loss_curve.png",
+        "pred_vs_label.png",
+        "slices_snr.png",
+        "slices_z.png",
+        "slices_bpt.png",
+        "zscores.png",
+    } == set(images)
     for src in images:
         with Image.open(Path(index).parent / src) as im:
             assert im.format == "PNG" and im.size[0] > 300
@@ -250,19 +279,23 @@ def test_report_numbers_are_the_evaluators(reports):
             stats = evaluation.candidate[((feature, value),)]
             row = table[tables.bin_label(feature, value)]
             assert row[1] == f"{stats[metrics.metric_name('example_count', F.LOG_AGE)]:.0f}"
-            assert row[2] == f"{stats[metrics.metric_name('clipped_mean', F.LOG_AGE)]:+.4f} / " \
-                             f"{stats[metrics.metric_name('clipped_std', F.LOG_AGE)]:.4f}"
+            assert (
+                row[2] == f"{stats[metrics.metric_name('clipped_mean', F.LOG_AGE)]:+.4f} / "
+                f"{stats[metrics.metric_name('clipped_std', F.LOG_AGE)]:.4f}"
+            )
     # The test split (< 5000 examples) run again through the exported model gives the
     # Evaluator's statistics: same examples, same labels, same model.
-    predictions = report.predict_test_split(os.path.join(run.model, report.SERVING_DIR), run.examples,
-                                            evaluation.label_keys)
+    predictions = report.predict_test_split(
+        os.path.join(run.model, report.SERVING_DIR), run.examples, evaluation.label_keys
+    )
     stats = report.example_statistics(predictions)
     for key in F.LABEL_KEYS:
         assert stats[key]["n"] == overall[metrics.metric_name("example_count", key)]
         assert stats[key]["clipped_std"] == pytest.approx(overall[metrics.metric_name("clipped_std", key)], rel=1e-4)
         assert stats[key]["coverage68"] == pytest.approx(overall[metrics.metric_name("coverage68", key)])
-    few = report.predict_test_split(os.path.join(run.model, report.SERVING_DIR), run.examples,
-                                    evaluation.label_keys, max_examples=4, batch_size=3)
+    few = report.predict_test_split(
+        os.path.join(run.model, report.SERVING_DIR), run.examples, evaluation.label_keys, max_examples=4, batch_size=3
+    )
     assert len(few[F.Z]) == 4 and np.all(np.isfinite(few["pred/vd"]))
     benchmarks = _Page(page).sections["benchmarks"]
     assert "real_sdss.json" in benchmarks and "default_model_metrics.json" in benchmarks
@@ -274,7 +307,9 @@ def _browser() -> str | None:
 
 @pytest.mark.slow
 @pytest.mark.e2e
-@pytest.mark.skipif(_browser() is None, reason=f"no headless Chromium on this machine (looked for {', '.join(BROWSERS)})")
+@pytest.mark.skipif(
+    _browser() is None, reason=f"no headless Chromium on this machine (looked for {', '.join(BROWSERS)})"
+)
 def test_a_headless_browser_renders_the_report(reports, tmp_path):
     _, index = reports["second"]
     common = [_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--host-resolver-rules=MAP * ~NOTFOUND"]
@@ -282,8 +317,9 @@ def test_a_headless_browser_renders_the_report(reports, tmp_path):
     dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True).stdout
     assert all(f'id="{a}"' in dom for a in ("blessing", "slices-snr", "slices-z", "slices-bpt", "benchmarks"))
     shot = tmp_path / "page.png"
-    subprocess.run([*common, f"--screenshot={shot}", "--window-size=1400,3000", url], capture_output=True,
-                   timeout=120, check=True)
+    subprocess.run(
+        [*common, f"--screenshot={shot}", "--window-size=1400,3000", url], capture_output=True, timeout=120, check=True
+    )
     with Image.open(shot) as im:
         pixels = np.asarray(im.convert("L"), float)
     assert im.size == (1400, 3000) and pixels.std() > 10  # not a blank page

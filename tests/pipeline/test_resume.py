@@ -75,8 +75,12 @@ def _run_killed_during_training(cfg: configs.PipelineConfig, log_path: str) -> i
     with open(cfg_path, "w") as fh:
         json.dump(cfg.__dict__, fh)
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-c", RUN_IN_SUBPROCESS, cfg_path], stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", RUN_IN_SUBPROCESS, cfg_path],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.time() + 900
     while _saved_epochs(cfg) < 1:
         assert proc.poll() is None and time.time() < deadline, open(log_path).read()[-3000:]

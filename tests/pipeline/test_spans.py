@@ -23,12 +23,12 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import proto_utils
 
+from stellarpop.components import spans
 from stellarpop.components.fits_example_gen import component as fits_component
 from stellarpop.components.fits_example_gen import job as ingest_job
 from stellarpop.pipeline import configs, kubeflow_runner, local_runner
-from stellarpop.components import spans
-from stellarpop.pipeline.training import export, models, trainer
 from stellarpop.pipeline import pipeline as pipeline_lib
+from stellarpop.pipeline.training import export, models, trainer
 from stellarpop.schema import model_contract as contract
 
 PATTERN = "span-{SPAN}/*"
@@ -36,8 +36,11 @@ PATTERN = "span-{SPAN}/*"
 
 def _span_config(root, input_base, spans: int = 2, **kw) -> configs.PipelineConfig:
     return configs.PipelineConfig(
-        name="spans", root=str(root), spans=spans,
-        examples={"source": "ingest", "input_base": str(input_base), "pattern": PATTERN}, **kw,
+        name="spans",
+        root=str(root),
+        spans=spans,
+        examples={"source": "ingest", "input_base": str(input_base), "pattern": PATTERN},
+        **kw,
     )
 
 
@@ -130,7 +133,8 @@ def test_fits_example_gen_reads_the_latest_span_or_the_one_named(tmp_path, span_
 
 def test_the_component_passes_range_config_through(tmp_path):
     gen = fits_component.FitsExampleGen(
-        input_base=str(tmp_path), input_config=fits_component.default_input_config(PATTERN),
+        input_base=str(tmp_path),
+        input_config=fits_component.default_input_config(PATTERN),
         range_config=spans.static_span(4),
     )
     stored = tfx.proto.RangeConfig()
@@ -150,15 +154,22 @@ def test_a_span_run_reads_a_window_the_cache_and_the_blessed_model(tmp_path):
     cfg = dataclasses.replace(_span_config(tmp_path / "root", tmp_path / "in", spans=3), label_source="ppxf")
     nodes = _ir_nodes(cfg, span=7)
     gen = tfx.proto.RangeConfig()
-    proto_utils.json_to_proto(nodes["FitsExampleGen"].parameters.parameters["range_config"].field_value.string_value, gen)
+    proto_utils.json_to_proto(
+        nodes["FitsExampleGen"].parameters.parameters["range_config"].field_value.string_value, gen
+    )
     assert gen == spans.static_span(7)
     # Transform, Trainer and Evaluator read spans 5..7 of the labeller's output from MLMD.
     for name in ("Transform", "Trainer", "Evaluator"):
         graph = nodes[name].inputs.input_graphs[nodes[name].inputs.inputs["examples"].input_graph_ref.graph_id]
         text = str(graph)
         assert "StaticSpanRange" in text and "PpxfLabeler" in str(nodes[name].inputs), name
-        assert [v.value.field_value.int_value for n in graph.nodes.values() if n.op_node.op_type.endswith("StaticSpanRange")
-                for k, v in sorted(n.op_node.kwargs.items()) if k in ("end_span", "start_span")] == [7, 5]
+        assert [
+            v.value.field_value.int_value
+            for n in graph.nodes.values()
+            if n.op_node.op_type.endswith("StaticSpanRange")
+            for k, v in sorted(n.op_node.kwargs.items())
+            if k in ("end_span", "start_span")
+        ] == [7, 5]
         assert "PpxfLabeler" in nodes[name].upstream_nodes
     assert "analyzer_cache" in nodes["Transform"].inputs.inputs
     assert "base_model" in nodes["Trainer"].inputs.inputs
@@ -184,7 +195,9 @@ def test_kubeflow_spec_and_schedule(tmp_path):
     assert schedule["createPipelineJobRequest"]["parent"] == "projects/my-project/locations/europe-west4"
     assert schedule["createPipelineJobRequest"]["pipelineJob"] == spec
     no_schedule = str(tmp_path / "once.json")
-    kubeflow_runner.compile_pipeline(dataclasses.replace(cfg, schedule=""), "p", "r", str(tmp_path / "b"), "i", no_schedule)
+    kubeflow_runner.compile_pipeline(
+        dataclasses.replace(cfg, schedule=""), "p", "r", str(tmp_path / "b"), "i", no_schedule
+    )
     assert not os.path.exists(kubeflow_runner.schedule_path(no_schedule))
 
 
@@ -210,8 +223,10 @@ class _Store:
     def execution(self, inputs, outputs) -> None:
         type_id = self.store.put_execution_type(metadata_store_pb2.ExecutionType(name="Component"))
         pairs = []
-        for kind, key, artifacts in ((metadata_store_pb2.Event.INPUT, "examples", inputs),
-                                     (metadata_store_pb2.Event.OUTPUT, "out", outputs)):
+        for kind, key, artifacts in (
+            (metadata_store_pb2.Event.INPUT, "examples", inputs),
+            (metadata_store_pb2.Event.OUTPUT, "out", outputs),
+        ):
             for i, artifact in enumerate(artifacts):
                 event = metadata_store_pb2.Event(type=kind)
                 event.path.steps.add().key = key
@@ -270,7 +285,9 @@ def test_warm_start_restores_the_exported_weights(tmp_path):
     keras.utils.set_random_seed(1)
     first = models.build("default")
     base = _fake_export(first, str(tmp_path / "base"))
-    assert export.weights_digest(export.exported_weights(base)) == export.weights_digest([w.numpy() for w in first.weights])
+    assert export.weights_digest(export.exported_weights(base)) == export.weights_digest(
+        [w.numpy() for w in first.weights]
+    )
     keras.utils.set_random_seed(2)
     fresh = models.build("default")
     before = [w.numpy() for w in fresh.weights]
@@ -313,14 +330,20 @@ def _node_executions(store, component: str) -> list:
 
 
 def _inputs(store, execution, key: str) -> list:
-    ids = [e.artifact_id for e in store.get_events_by_execution_ids([execution.id])
-           if e.type == e.INPUT and e.path.steps[0].key == key]
+    ids = [
+        e.artifact_id
+        for e in store.get_events_by_execution_ids([execution.id])
+        if e.type == e.INPUT and e.path.steps[0].key == key
+    ]
     return store.get_artifacts_by_id(ids)
 
 
 def _output(store, execution, key: str):
-    [artifact_id] = [e.artifact_id for e in store.get_events_by_execution_ids([execution.id])
-                     if e.type == e.OUTPUT and e.path.steps[0].key == key]
+    [artifact_id] = [
+        e.artifact_id
+        for e in store.get_events_by_execution_ids([execution.id])
+        if e.type == e.OUTPUT and e.path.steps[0].key == key
+    ]
     return store.get_artifacts_by_id([artifact_id])[0]
 
 
@@ -348,9 +371,14 @@ def test_two_spans_window_cache_warm_start_and_baseline(tmp_path, monkeypatch):
 
     monkeypatch.setattr(graph_builder, "get_analysis_dataset_keys", recording)
     cfg = _span_config(
-        tmp_path / "run", base, spans=2, label_source="ppxf", label={"fit": {"gas_components": 0}},
+        tmp_path / "run",
+        base,
+        spans=2,
+        label_source="ppxf",
+        label={"fit": {"gas_components": 0}},
         trainer={"model": "default", "epochs": 2, "batch_size": 16},
-        thresholds={"log_age": 10.0, "mh": 10.0, "ebv": 10.0, "vd": 10000.0}, workers=1,
+        thresholds={"log_age": 10.0, "mh": 10.0, "ebv": 10.0, "vd": 10000.0},
+        workers=1,
     )
     beam = ["--runner=DirectRunner"]
     cfg = local_runner.run(cfg, span=1, beam_pipeline_args=beam)
@@ -367,8 +395,11 @@ def test_two_spans_window_cache_warm_start_and_baseline(tmp_path, monkeypatch):
     assert {a.id for a in _inputs(store, second, "examples")} == {labelled[1].id, labelled[2].id}
 
     # The labeller fitted span 2's spectra only (its checkpoints keep span 1's fits).
-    ingested = {span(a): a.custom_properties["num_examples"].int_value
-                for a in store.get_artifacts_by_type("Examples") if "FitsExampleGen" in a.uri}
+    ingested = {
+        span(a): a.custom_properties["num_examples"].int_value
+        for a in store.get_artifacts_by_type("Examples")
+        if "FitsExampleGen" in a.uri
+    }
     summary = json.load(open(os.path.join(labelled[2].uri, "label_summary.json")))
     assert summary["fitted_before"] == ingested[1] and summary["fitted"] - summary["fitted_before"] == ingested[2]
 
@@ -401,7 +432,9 @@ def test_two_spans_window_cache_warm_start_and_baseline(tmp_path, monkeypatch):
     local_runner.run(cfg, span=2, beam_pipeline_args=beam)
     store = _mlmd(cfg)
     again = [e for e in store.get_executions() if e.id not in done]
-    states = {store.get_execution_types_by_id([e.type_id])[0].name.rpartition(".")[2]: e.last_known_state for e in again}
+    states = {
+        store.get_execution_types_by_id([e.type_id])[0].name.rpartition(".")[2]: e.last_known_state for e in again
+    }
     assert states.pop("Resolver") == metadata_store_pb2.Execution.COMPLETE  # resolvers always run
     assert len(states) == 9 and set(states.values()) == {metadata_store_pb2.Execution.CACHED}, states
     assert len(store.get_artifacts_by_type("Model")) == n_models

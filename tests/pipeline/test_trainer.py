@@ -16,6 +16,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 import tf_keras as keras
+from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
 from tfx.components.trainer.fn_args_utils import FnArgs  # = tfx.v1.components.FnArgs, without importing all of TFX
 from tfx_bsl.public import tfxio
 
@@ -23,9 +24,8 @@ from stellarpop.components import examples
 from stellarpop.components.spectra import Spectrum
 from stellarpop.pipeline.training import export, inputs, models, resume, trainer
 from stellarpop.schema import features as F
-from stellarpop.transforms import preprocessing as P
 from stellarpop.schema import model_contract as contract
-from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
+from stellarpop.transforms import preprocessing as P
 
 GRID = F.model_grid()
 N_TRAIN, N_EVAL = 48, 16
@@ -43,8 +43,14 @@ def mock(rng: np.random.Generator, i: int) -> tuple[Spectrum, dict[str, float]]:
     bad = rng.uniform(size=F.N_PIXELS) < 0.01
     ivar[bad] = 0
     spec = Spectrum(
-        wave=GRID, flux=flux.astype(np.float32), ivar=ivar.astype(np.float32), bad=bad, spec_id=f"mock-{i}",
-        z=float(rng.uniform(0.01, 0.3)), snr_r=snr, bpt_class=("passive", "star-forming")[i % 2],
+        wave=GRID,
+        flux=flux.astype(np.float32),
+        ivar=ivar.astype(np.float32),
+        bad=bad,
+        spec_id=f"mock-{i}",
+        z=float(rng.uniform(0.01, 0.3)),
+        snr_r=snr,
+        bpt_class=("passive", "star-forming")[i % 2],
     )
     return spec, labels
 
@@ -63,8 +69,10 @@ def data(tmp_path_factory) -> dict:
     mocks = [mock(rng, i) for i in range(N_TRAIN + N_EVAL)]
     for split, part in (("train", mocks[:N_TRAIN]), ("eval", mocks[N_TRAIN:])):
         os.makedirs(root / f"Split-{split}")
-        write_gzip(str(root / f"Split-{split}" / "data.gz"),
-                   [examples.to_example(s, labels=lab).SerializeToString() for s, lab in part])
+        write_gzip(
+            str(root / f"Split-{split}" / "data.gz"),
+            [examples.to_example(s, labels=lab).SerializeToString() for s, lab in part],
+        )
     schema = schema_utils.schema_from_feature_spec(examples.feature_spec(labels=True))
     source = tfxio.TFExampleRecord(str(root / "Split-train" / "*"), schema=schema)
     transform_dir = str(root / "transform")
@@ -93,8 +101,13 @@ def trained(data) -> dict:
         train_steps=None,
         eval_steps=None,
         custom_config={
-            "model": "default", "epochs": 2, "batch_size": 16, "seed": 1, "cache": True,
-            "preprocessing": {"label_source": "ppxf"}, "code_fingerprint": "bookkeeping",
+            "model": "default",
+            "epochs": 2,
+            "batch_size": 16,
+            "seed": 1,
+            "cache": True,
+            "preprocessing": {"label_source": "ppxf"},
+            "code_fingerprint": "bookkeeping",
         },
         data_accessor=None,
     )
@@ -111,8 +124,11 @@ def test_serving_default_takes_unlabelled_examples_and_returns_physical_units(da
     assert list(serve.structured_input_signature[1]) == [contract.INPUT_KEY]
     eval_mocks = data["mocks"][N_TRAIN:]
     out = {k: v.numpy() for k, v in serve(examples=serialized(eval_mocks, labels=False)).items()}
-    assert set(out) == set(export.OUTPUT_KEYS) == set(F.LABEL_KEYS) | {k + "_err" for k in F.LABEL_KEYS} | {
-        F.OOD_SCORE, F.OOD_FLAG}
+    assert (
+        set(out)
+        == set(export.OUTPUT_KEYS)
+        == set(F.LABEL_KEYS) | {k + "_err" for k in F.LABEL_KEYS} | {F.OOD_SCORE, F.OOD_FLAG}
+    )
     assert np.all(np.isfinite(out[F.OOD_SCORE])) and out[F.OOD_FLAG].dtype == bool
     train_labels = {k: np.array([lab[k] for _, lab in data["mocks"][:N_TRAIN]], np.float32) for k in F.LABEL_KEYS}
     for key in F.LABEL_KEYS:
@@ -142,8 +158,12 @@ def test_serving_equals_checkpoint_behind_transform_features(data, trained):
     np.testing.assert_array_equal(got[F.OOD_FLAG].numpy(), score > calib["ood_threshold"])
     for key in F.LABEL_KEYS:
         np.testing.assert_allclose(got[key].numpy(), want[key].numpy(), rtol=1e-5, err_msg=key)
-        np.testing.assert_allclose(got[key + "_err"].numpy(), want[key + "_err"].numpy() * np.sqrt(np.maximum(score, 1))
-                                   * calib["interval_scale"][key], rtol=1e-5, err_msg=key)
+        np.testing.assert_allclose(
+            got[key + "_err"].numpy(),
+            want[key + "_err"].numpy() * np.sqrt(np.maximum(score, 1)) * calib["interval_scale"][key],
+            rtol=1e-5,
+            err_msg=key,
+        )
 
 
 def test_model_carries_its_metadata(data, trained):
@@ -156,7 +176,11 @@ def test_model_carries_its_metadata(data, trained):
         assert json.load(f) == info
     assert info["architecture"] == "default" and info["label_source"] == "ppxf" and info["predicts_variance"]
     assert info["wavelength_grid"] == {
-        "start": 3800.0, "step": 1.0, "n_pixels": 5100, "unit": "Angstrom", "frame": "observed, vacuum"
+        "start": 3800.0,
+        "step": 1.0,
+        "n_pixels": 5100,
+        "unit": "Angstrom",
+        "frame": "observed, vacuum",
     }
     assert info["normalisation_window"] == {"centre": F.NORM_CENTRE, "half_width": F.NORM_HALF_WIDTH}
     assert info["stellarpop_version"] == "0.1.0"
@@ -233,8 +257,12 @@ def test_to_physical_inverts_the_scaling_and_paper_errors_are_nan():
 
 def test_config_and_steps():
     config = trainer.TrainConfig.from_custom_config(
-        {"preprocessing": {"label_source": "truth", "preparation": {"norm_centre": 5500.0}}, "model": "paper",
-         "resume_dir": "", "code_fingerprint": "x"}
+        {
+            "preprocessing": {"label_source": "truth", "preparation": {"norm_centre": 5500.0}},
+            "model": "paper",
+            "resume_dir": "",
+            "code_fingerprint": "x",
+        }
     )
     assert config.epochs == 20 and config.lr == 1e-4 and config.preprocessing.label_source == "truth"
     assert config.preprocessing.norm_window == (5500.0, F.NORM_HALF_WIDTH)
@@ -285,10 +313,14 @@ class Killed(Exception):
 def test_a_killed_training_resumes_to_the_uninterrupted_result(data, tmp_path, monkeypatch):
     """Same weights, optimizer, learning-rate schedule, data order and dropout masks: the
     histories are identical."""
-    config = trainer.TrainConfig(model="default", epochs=3, batch_size=16, seed=2, patience=5, cache=True,
-                                 lr_schedule="cosine")
-    args = (str(data["root"] / "Split-train" / "*"), str(data["root"] / "Split-eval" / "*"),
-            tft.TFTransformOutput(data["transform_dir"]))
+    config = trainer.TrainConfig(
+        model="default", epochs=3, batch_size=16, seed=2, patience=5, cache=True, lr_schedule="cosine"
+    )
+    args = (
+        str(data["root"] / "Split-train" / "*"),
+        str(data["root"] / "Split-eval" / "*"),
+        tft.TFTransformOutput(data["transform_dir"]),
+    )
     _, whole = trainer.train(config, *args, str(tmp_path / "whole"), state_dir=str(tmp_path / "whole-state"))
     save = resume.EpochState.on_epoch_end
 
@@ -312,9 +344,14 @@ def test_beta_nll_training_stops_and_picks_on_the_plain_nll(data, tmp_path):
     (a first run stopped at epoch 11 and exported epoch 1): with nll_beta, early stopping and
     the best epoch read the plain Gaussian NLL on the eval split."""
     config = trainer.TrainConfig(model="default", epochs=3, batch_size=16, seed=2, patience=5, nll_beta=0.5)
-    _, record = trainer.train(config, str(data["root"] / "Split-train" / "*"), str(data["root"] / "Split-eval" / "*"),
-                              tft.TFTransformOutput(data["transform_dir"]), str(tmp_path / "run"),
-                              state_dir=str(tmp_path / "state"))
+    _, record = trainer.train(
+        config,
+        str(data["root"] / "Split-train" / "*"),
+        str(data["root"] / "Split-eval" / "*"),
+        tft.TFTransformOutput(data["transform_dir"]),
+        str(tmp_path / "run"),
+        state_dir=str(tmp_path / "state"),
+    )
     nll = record["history"]["val_gaussian_nll"]
     assert record["monitor"] == "val_gaussian_nll" and record["loss"] == "beta_nll" and len(nll) == 3
     assert record["best_epoch"] == int(np.argmin(nll)) + 1 and record["best_val_loss"] == min(nll)
@@ -328,7 +365,11 @@ def test_beta_nll_training_stops_and_picks_on_the_plain_nll(data, tmp_path):
 def test_epoch_state_stops_on_its_monitor(tmp_path):
     """The same history stops a training that watches the plain NLL (no better for 2 epochs)
     and not one that watches the beta-NLL loss (still improving)."""
-    history = {"loss": [0.0] * 4, "val_loss": [-0.05, -0.06, -0.07, -0.08], "val_gaussian_nll": [-1.0, -1.2, -1.1, -1.15]}
+    history = {
+        "loss": [0.0] * 4,
+        "val_loss": [-0.05, -0.06, -0.07, -0.08],
+        "val_gaussian_nll": [-1.0, -1.2, -1.1, -1.15],
+    }
     (tmp_path / resume.STATE_FILE).write_text(json.dumps({"history": history, "seconds": 1.0}))
     assert resume.EpochState(str(tmp_path), patience=2, monitor="val_gaussian_nll").finished(epochs=10)
     assert not resume.EpochState(str(tmp_path), patience=2).finished(epochs=10)
@@ -369,21 +410,35 @@ def test_an_export_is_recalibrated_without_changing_its_means(data, trained, tmp
     given splits; a folder that exists is refused, and so is a graph that is not the model's."""
     from typer.testing import CliRunner
 
-    from stellarpop.pipeline.training import calibration, recalibrate
     from stellarpop.pipeline.cli import app
+    from stellarpop.pipeline.training import calibration, recalibrate
 
     root, old = data["root"], trained["fn_args"].serving_model_dir
     new = tmp_path / "7"
-    args = ["calibrate", "--model", old, "--transform-graph", data["transform_dir"],
-            "--train", str(root / "Split-train" / "*"), "--eval", str(root / "Split-eval" / "*"), "-o", str(new)]
+    args = [
+        "calibrate",
+        "--model",
+        old,
+        "--transform-graph",
+        data["transform_dir"],
+        "--train",
+        str(root / "Split-train" / "*"),
+        "--eval",
+        str(root / "Split-eval" / "*"),
+        "-o",
+        str(new),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     info = export.read_model_info(str(new))
     assert info["recalibrated_from"]["weights_sha256"] == export.weights_digest(export.exported_weights(old))
     assert info["calibration"]["n_eval"] == N_EVAL and info["architecture"] == "default"
     assert recalibrate.check_same_means(old, str(new), [str(root / "Split-eval" / "data.gz")]) <= recalibrate.MEAN_RTOL
-    for bad, named in ((args, "--output"), (args[:2] + [str(root / "none")] + args[3:], "--model"),
-                       (args[:6] + [str(root / "none*")] + args[7:], "--train")):
+    for bad, named in (
+        (args, "--output"),
+        (args[:2] + [str(root / "none")] + args[3:], "--model"),
+        (args[:6] + [str(root / "none*")] + args[7:], "--train"),
+    ):
         refused = CliRunner().invoke(app, bad)
         assert refused.exit_code == 2 and refused.output.startswith(f"error: {named} "), refused.output
     # The shipped model is another network: its means differ, and the check says so.

@@ -12,12 +12,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from make_test_data import real_spectrum_files
 
-from stellarpop.serving import predict
-from stellarpop.schema import features as F
 from stellarpop.schema import model_contract as contract
+from stellarpop.serving import predict
 
 SHIPPED = os.path.join(predict.REPO_MODELS, predict.DEFAULT_MODEL, "7")  # TF Serving layout: <base>/7/
 
@@ -51,7 +49,9 @@ def reference(examples) -> dict:
     return predict.Predictor(SHIPPED).predict(examples)
 
 
-def add_version(base: Path, version: int, source: str | Path = SHIPPED, warmup_examples: list[bytes] | None = None) -> Path:
+def add_version(
+    base: Path, version: int, source: str | Path = SHIPPED, warmup_examples: list[bytes] | None = None
+) -> Path:
     """Copy a SavedModel in as ``<base>/<version>/`` the way a pusher should: into a temporary
     name first (where warmup records, if given, are written 2 Examples each), then one rename,
     so the server never sees half a version."""

@@ -11,12 +11,12 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from make_test_data import SAME_PREDICTION
 from typer.testing import CliRunner
 
-from make_test_data import SAME_PREDICTION
 from stellarpop.pipeline.cli import app
-from stellarpop.serving.server import LocalServer
 from stellarpop.schema import features as F
+from stellarpop.serving.server import LocalServer
 
 VALUES = list(F.LABEL_KEYS + F.LABEL_ERR_KEYS) + [F.OOD_SCORE]
 
@@ -33,8 +33,9 @@ def test_predict_over_grpc_writes_the_local_table(base_path, bundled, tmp_path):
     server = LocalServer(str(base_path), port=0, rest_port=None)
     server.start()
     try:
-        served = _predict([*files, "--server", server.target, "--label", "", "-o", str(tmp_path / "served.csv"),
-                           "--batch-size", "1"])
+        served = _predict(
+            [*files, "--server", server.target, "--label", "", "-o", str(tmp_path / "served.csv"), "--batch-size", "1"]
+        )
     finally:
         server.stop()
     assert list(served.columns) == list(local.columns) and len(served) == 2
@@ -43,21 +44,41 @@ def test_predict_over_grpc_writes_the_local_table(base_path, bundled, tmp_path):
     assert served[F.OOD_FLAG].tolist() == local[F.OOD_FLAG].tolist() == [False, False]  # real galaxies: in domain
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--server", "localhost:1", "--model", "m"], "--model and --server"),
-    (["--server", "localhost:1", "--model-version", "2", "--label", "stable"], "one or the other"),
-    (["--server", "localhost:1", "--timeout", "1"], "localhost:1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--server", "localhost:1", "--model", "m"], "--model and --server"),
+        (["--server", "localhost:1", "--model-version", "2", "--label", "stable"], "one or the other"),
+        (["--server", "localhost:1", "--timeout", "1"], "localhost:1"),
+    ],
+)
 def test_predict_server_errors_are_one_line(bundled, tmp_path, args, message):
     result = CliRunner().invoke(app, ["predict", str(bundled["NGC3522"]), "-o", str(tmp_path / "t.csv"), *args])
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
 
 
 def test_serve_command_starts_and_stops(base_path):
-    cmd = [sys.executable, "-m", "stellarpop.pipeline.cli", "serve", "--model-base-path", str(base_path),
-           "--port", "0", "--rest-port", "0", "--version-labels", "stable=1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "stellarpop.pipeline.cli",
+        "serve",
+        "--model-base-path",
+        str(base_path),
+        "--port",
+        "0",
+        "--rest-port",
+        "0",
+        "--version-labels",
+        "stable=1",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     try:
         line = proc.stdout.readline()
         assert re.search(r"gRPC \S+:\d+, REST status http://\S+/v1/models/stellarpop", line), line
@@ -75,15 +96,43 @@ def test_serve_refuses_a_missing_folder(tmp_path):
 def test_stream_command_predicts_what_lands_and_refuses_bad_arguments(base_path, bundled, tmp_path):
     watch, out = tmp_path / "landing", tmp_path / "out"
     watch.mkdir()
-    bad = CliRunner().invoke(app, ["stream", "--watch", str(tmp_path / "none"), "--model-base-path", str(base_path),
-                                   "-o", str(out), "--stop-after", "1"])
+    bad = CliRunner().invoke(
+        app,
+        [
+            "stream",
+            "--watch",
+            str(tmp_path / "none"),
+            "--model-base-path",
+            str(base_path),
+            "-o",
+            str(out),
+            "--stop-after",
+            "1",
+        ],
+    )
     assert bad.exit_code == 2 and "--watch" in bad.output and "Traceback" not in bad.output
     import shutil
 
     shutil.copy(bundled["NGC3522"], watch / "a.fits")
     # 8 s: on a loaded machine, loading the model and the first window take several seconds.
-    result = CliRunner().invoke(app, ["stream", "--watch", str(watch), "--model-base-path", str(base_path), "-o", str(out),
-                                      "--stop-after", "8", "--window", "2", "--poll", "0.5"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "stream",
+            "--watch",
+            str(watch),
+            "--model-base-path",
+            str(base_path),
+            "-o",
+            str(out),
+            "--stop-after",
+            "8",
+            "--window",
+            "2",
+            "--poll",
+            "0.5",
+        ],
+    )
     assert result.exit_code == 0, result.output
     from stellarpop.serving import stream_io
 

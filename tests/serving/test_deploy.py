@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from google.protobuf import descriptor_pb2, descriptor_pool, text_format, wrappers_pb2
-from google.protobuf import message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 DEPLOY = Path(__file__).resolve().parents[2] / "serving" / "deploy"
@@ -22,24 +21,44 @@ def _message_classes() -> dict:
     tensorflow-serving-api wheel does not ship, built from TF Serving 2.16's
     session_bundle_config.proto and monitoring_config.proto (the fields used here, with their
     names, types and numbers). Text format checks names and types: a typo fails to parse."""
-    proto = descriptor_pb2.FileDescriptorProto(name="stellarpop_test/tf_serving_configs.proto",
-                                               package="tensorflow.serving", syntax="proto3",
-                                               dependency=["google/protobuf/wrappers.proto"])
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="stellarpop_test/tf_serving_configs.proto",
+        package="tensorflow.serving",
+        syntax="proto3",
+        dependency=["google/protobuf/wrappers.proto"],
+    )
     F = descriptor_pb2.FieldDescriptorProto
     batching = proto.message_type.add(name="BatchingParameters")
-    for number, name in enumerate(["max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads"], 1):
-        batching.field.add(name=name, number=number, type=F.TYPE_MESSAGE, label=F.LABEL_OPTIONAL,
-                           type_name=".google.protobuf.Int64Value")
-    batching.field.add(name="thread_pool_name", number=5, type=F.TYPE_MESSAGE, label=F.LABEL_OPTIONAL,
-                       type_name=".google.protobuf.StringValue")
+    for number, name in enumerate(
+        ["max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads"], 1
+    ):
+        batching.field.add(
+            name=name,
+            number=number,
+            type=F.TYPE_MESSAGE,
+            label=F.LABEL_OPTIONAL,
+            type_name=".google.protobuf.Int64Value",
+        )
+    batching.field.add(
+        name="thread_pool_name",
+        number=5,
+        type=F.TYPE_MESSAGE,
+        label=F.LABEL_OPTIONAL,
+        type_name=".google.protobuf.StringValue",
+    )
     batching.field.add(name="allowed_batch_sizes", number=6, type=F.TYPE_INT64, label=F.LABEL_REPEATED)
     batching.field.add(name="pad_variable_length_inputs", number=7, type=F.TYPE_BOOL, label=F.LABEL_OPTIONAL)
     prometheus = proto.message_type.add(name="PrometheusConfig")
     prometheus.field.add(name="enable", number=1, type=F.TYPE_BOOL, label=F.LABEL_OPTIONAL)
     prometheus.field.add(name="path", number=2, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
     monitoring = proto.message_type.add(name="MonitoringConfig")
-    monitoring.field.add(name="prometheus_config", number=1, type=F.TYPE_MESSAGE, label=F.LABEL_OPTIONAL,
-                         type_name=".tensorflow.serving.PrometheusConfig")
+    monitoring.field.add(
+        name="prometheus_config",
+        number=1,
+        type=F.TYPE_MESSAGE,
+        label=F.LABEL_OPTIONAL,
+        type_name=".tensorflow.serving.PrometheusConfig",
+    )
     pool = descriptor_pool.DescriptorPool()
     pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
     pool.AddSerializedFile(proto.SerializeToString())
@@ -120,8 +139,11 @@ def test_kubernetes_deployment():
     probe = container["readinessProbe"]["httpGet"]
     assert (probe["path"], probe["port"]) == ("/v1/models/stellarpop", 8501)
     flags = _flags(container["args"])
-    assert set(flags) >= set(FLAG_FILES) | {"--model_config_file_poll_wait_seconds", "--enable_batching",
-                                            "--allow_version_labels_for_unavailable_models"}
+    assert set(flags) >= set(FLAG_FILES) | {
+        "--model_config_file_poll_wait_seconds",
+        "--enable_batching",
+        "--allow_version_labels_for_unavailable_models",
+    }
     assert int(flags["--model_config_file_poll_wait_seconds"]) > 0
     copies, cmd = _dockerfile()
     assert {flags[f] for f in FLAG_FILES} <= set(copies.values())  # files the image has
@@ -143,7 +165,9 @@ def test_kubernetes_service_routes_to_the_pods():
     labels = _yaml("k8s/deployment.yaml")["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
     assert {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]} == {
-        "grpc": (8500, "grpc"), "rest": (8501, "rest")}
+        "grpc": (8500, "grpc"),
+        "rest": (8501, "rest"),
+    }
 
 
 def test_compose_runs_the_same_server():
@@ -153,12 +177,25 @@ def test_compose_runs_the_same_server():
     assert _flags(service["command"]) == _flags(_container()["args"])
     [gpu] = service["deploy"]["resources"]["reservations"]["devices"]
     assert gpu["driver"] == "nvidia" and gpu["count"] == 1 and "gpu" in gpu["capabilities"]
-    mounts = {dst: src for src, dst in (re.match(r"^(.*):(/[^:]*)(?::ro|:rw)?$", m).groups() for m in service["volumes"])}
+    mounts = {
+        dst: src for src, dst in (re.match(r"^(.*):(/[^:]*)(?::ro|:rw)?$", m).groups() for m in service["volumes"])
+    }
     assert "/models/stellarpop" in mounts
     assert mounts[str(Path(_flags(service["command"])["--model_config_file"]).parent)].rstrip("/") == "."
 
 
-@pytest.mark.parametrize("name", ["models.config", "batching_parameters.txt", "monitoring.config", "Dockerfile",
-                                  "docker-compose.yml", "k8s/deployment.yaml", "k8s/service.yaml", "README.md"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "models.config",
+        "batching_parameters.txt",
+        "monitoring.config",
+        "Dockerfile",
+        "docker-compose.yml",
+        "k8s/deployment.yaml",
+        "k8s/service.yaml",
+        "README.md",
+    ],
+)
 def test_deploy_files_exist(name):
     assert (DEPLOY / name).is_file()

@@ -9,9 +9,9 @@ import pytest
 
 from stellarpop.components import examples, readers
 from stellarpop.components.spectra import prepare
+from stellarpop.schema import features as F
 from stellarpop.schema.preparation import Preparation, Selection
 from stellarpop.serving import predict as pred
-from stellarpop.schema import features as F
 
 
 class _Recorder:
@@ -30,9 +30,9 @@ class _Recorder:
 def test_the_shipped_model_records_its_window():
     predictor = pred.Predictor(None)
     assert predictor.preparation == Preparation(norm_centre=F.NORM_CENTRE, norm_half_width=F.NORM_HALF_WIDTH)
-    assert pred.preparation_of({"preparation": {"norm_centre": 5500.0, "selection": {"snr_r_min": 2.0}}}) == Preparation(
-        norm_centre=5500.0, selection=Selection(snr_r_min=2.0)
-    )
+    assert pred.preparation_of(
+        {"preparation": {"norm_centre": 5500.0, "selection": {"snr_r_min": 2.0}}}
+    ) == Preparation(norm_centre=5500.0, selection=Selection(snr_r_min=2.0))
     with pytest.raises(ValueError, match="model_info.preparation: unknown keys"):
         pred.preparation_of({"preparation": {"norm_center": 5500.0}})
 

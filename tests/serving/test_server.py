@@ -19,6 +19,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from make_test_data import SAME_PREDICTION
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -28,7 +29,6 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from make_test_data import SAME_PREDICTION
 from stellarpop.serving.client import Client, ServingError
 from stellarpop.serving.server import LocalServer, parse_labels
 
@@ -98,9 +98,16 @@ def test_bare_stubs_match_in_process_prediction(stubs, examples, reference):
     assert_matches({k: tf.make_ndarray(v) for k, v in response.outputs.items()}, reference)
     status = model_stub.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "stellarpop"}))
     [entry] = status.model_version_status
-    assert (entry.version, entry.state, entry.status.error_code) == (1, get_model_status_pb2.ModelVersionStatus.AVAILABLE, 0)
-    meta = predict_stub.GetModelMetadata(get_model_metadata_pb2.GetModelMetadataRequest(
-        model_spec={"name": "stellarpop"}, metadata_field=["signature_def"]))
+    assert (entry.version, entry.state, entry.status.error_code) == (
+        1,
+        get_model_status_pb2.ModelVersionStatus.AVAILABLE,
+        0,
+    )
+    meta = predict_stub.GetModelMetadata(
+        get_model_metadata_pb2.GetModelMetadataRequest(
+            model_spec={"name": "stellarpop"}, metadata_field=["signature_def"]
+        )
+    )
     signatures = get_model_metadata_pb2.SignatureDefMap()
     meta.metadata["signature_def"].Unpack(signatures)
     assert list(signatures.signature_def["serving_default"].inputs) == ["examples"]
@@ -125,7 +132,10 @@ ERROR_CASES = {
     "wrong input name": (lambda ex: bare_request(ex[:1], key="inputs"), grpc.StatusCode.INVALID_ARGUMENT),
     "not an Example": (lambda ex: bare_request([b"\xff garbage"]), grpc.StatusCode.INVALID_ARGUMENT),
     "missing features": (lambda ex: bare_request([_missing_features_example()]), grpc.StatusCode.INVALID_ARGUMENT),
-    "batch over max_batch": (lambda ex: bare_request((ex * MAX_BATCH)[:MAX_BATCH + 1]), grpc.StatusCode.RESOURCE_EXHAUSTED),
+    "batch over max_batch": (
+        lambda ex: bare_request((ex * MAX_BATCH)[: MAX_BATCH + 1]),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ),
     "message over the limit": (lambda ex: bare_request((ex * 30)[:30]), grpc.StatusCode.RESOURCE_EXHAUSTED),
 }
 
@@ -204,8 +214,11 @@ def _get(url: str) -> tuple[int, dict]:
 
 def test_rest_status(server):
     root = f"http://localhost:{server.rest_port}/v1/models"
-    available = {"model_version_status": [{"version": "1", "state": "AVAILABLE",
-                                           "status": {"error_code": "OK", "error_message": ""}}]}
+    available = {
+        "model_version_status": [
+            {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        ]
+    }
     assert _get(f"{root}/stellarpop") == (200, available)
     assert _get(f"{root}/stellarpop/versions/1") == (200, available)
     assert _get(f"{root}/stellarpop/versions/9")[0] == 404
@@ -230,6 +243,7 @@ def test_new_version_served_without_restart(base_path, add_version, examples, re
 def test_labels_promote_and_roll_back(base_path, add_version, examples):
     add_version(base_path, 2)
     with LocalServer(str(base_path), port=0, rest_port=None, poll_s=0.2, labels="stable=1,canary=2") as srv:
+
         def served(label):
             with Client(srv.target, label=label) as client:
                 return client.model_version()
@@ -281,9 +295,17 @@ def test_client_arguments(server):
 def test_serve_runs_until_sigterm(base_path):
     """``serve`` (what ``stellarpop serve`` runs): prints where it listens, answers, and exits
     cleanly on SIGTERM."""
-    code = f"from stellarpop.serving.server import serve; serve({str(base_path)!r}, port=0, rest_port=0, labels='stable=1')"
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    code = (
+        f"from stellarpop.serving.server import serve; "
+        f"serve({str(base_path)!r}, port=0, rest_port=0, labels='stable=1')"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     try:
         line = proc.stdout.readline()
         target, rest_url = re.search(r"gRPC (\S+), REST status (\S+)", line).groups()

@@ -22,9 +22,9 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 from make_test_data import SAME_PREDICTION
 
+from stellarpop.schema import features as F
 from stellarpop.serving import predict, stream, stream_io, stream_model, stream_run
 from stellarpop.serving.stream_io import FileRecord
-from stellarpop.schema import features as F
 
 VALUES = list(F.LABEL_KEYS) + list(F.LABEL_ERR_KEYS) + [F.OOD_SCORE]
 
@@ -64,6 +64,7 @@ def committed(out: Path) -> list[dict]:
 
 # --- windows ---
 
+
 @pytest.mark.parametrize("clock", ["ticks", "watermark"])
 def test_windows_and_late_files_with_test_stream(clock):
     """Fixed 10 s windows, closed by ticks (the local runner) or by the watermark (Dataflow):
@@ -72,30 +73,60 @@ def test_windows_and_late_files_with_test_stream(clock):
     ticks = clock == "ticks"
 
     def element(name: str, seen: float):  # a batch of one row, as PredictFiles emits them
-        return TimestampedValue((0, (stream.BATCH, ((stream.ROW, FileRecord(name, 1, seen, seen), {"file": name}),))), seen)
+        return TimestampedValue(
+            (0, (stream.BATCH, ((stream.ROW, FileRecord(name, 1, seen, seen), {"file": name}),))), seen
+        )
 
     def tick(now: float):
         return [TimestampedValue((0, (stream.TICK, now)), min(now, 1e9))] if ticks else []
 
     events = BeamTestStream()
-    for step in ([element("a", 1.0), element("b", 4.0), element("c", 12.0)] + tick(9.5), 10,
-                 tick(10.2) + [element("d", 7.0)],  # d is late: behind the watermark, its window written
-                 15, tick(15.0), 20, tick(20.1) + [element("e", 25.0)],
-                 tick(math.inf), 31):  # the local job's last tick; the watermark passes e's window
+    for step in (
+        [element("a", 1.0), element("b", 4.0), element("c", 12.0)] + tick(9.5),
+        10,
+        tick(10.2) + [element("d", 7.0)],  # d is late: behind the watermark, its window written
+        15,
+        tick(15.0),
+        20,
+        tick(20.1) + [element("e", 25.0)],
+        tick(math.inf),
+        31,
+    ):  # the local job's last tick; the watermark passes e's window
         if isinstance(step, int):
             events.advance_watermark_to(step)
         elif step:
             events.add_elements(step)
     events.advance_watermark_to_infinity()  # (what a timer emits at the end of time is lost here: 31 first)
     with beam.Pipeline(options=PipelineOptions(streaming=True)) as p:
-        panes = (p | events | beam.ParDo(stream.CloseWindows(10.0, watermark_timers=not ticks))
-                 | beam.Map(lambda pane: (pane.start, pane.end, pane.number, pane.late,
-                                          tuple(sorted(item[1].path for item in pane.items)))))
-        assert_that(panes, equal_to([(0.0, 10.0, 0, False, ("a", "b")), (0.0, 10.0, 1, True, ("d",)),
-                                     (10.0, 20.0, 2, False, ("c",)), (20.0, 30.0, 3, False, ("e",))]))
+        panes = (
+            p
+            | events
+            | beam.ParDo(stream.CloseWindows(10.0, watermark_timers=not ticks))
+            | beam.Map(
+                lambda pane: (
+                    pane.start,
+                    pane.end,
+                    pane.number,
+                    pane.late,
+                    tuple(sorted(item[1].path for item in pane.items)),
+                )
+            )
+        )
+        assert_that(
+            panes,
+            equal_to(
+                [
+                    (0.0, 10.0, 0, False, ("a", "b")),
+                    (0.0, 10.0, 1, True, ("d",)),
+                    (10.0, 20.0, 2, False, ("c",)),
+                    (20.0, 30.0, 3, False, ("e",)),
+                ]
+            ),
+        )
 
 
 # --- runs on a watched folder ---
+
 
 @pytest.mark.e2e
 def test_files_landing_give_rows_and_dead_letters(tmp_path, real_files):
@@ -126,8 +157,12 @@ def test_files_landing_give_rows_and_dead_letters(tmp_path, real_files):
     assert sorted(rows["file"]) == sorted(str(watch / f.name) for f in real_files)
     shipped = int(os.path.basename(predict.model_dir(predict.REPO_MODELS + "/default")))
     assert set(rows["model_version"]) == {shipped} and (rows["error"].isna() | (rows["error"] == "")).all()
-    expected = {Path(r["file"]).name: r for r in predict.predict_files(
-        [str(f) for f in real_files], predict.Predictor(predict.REPO_MODELS + "/default"))}
+    expected = {
+        Path(r["file"]).name: r
+        for r in predict.predict_files(
+            [str(f) for f in real_files], predict.Predictor(predict.REPO_MODELS + "/default")
+        )
+    }
     for row in rows.to_dict("records"):
         want = expected[Path(row["file"]).name]
         assert row["spec_id"] == want["spec_id"]
@@ -266,24 +301,42 @@ def test_model_versions_wait_for_a_complete_copy(tmp_path, base_path):
 
 # --- the Dataflow variant, arguments, notifications ---
 
+
 def test_dataflow_variant_reads_gcs_notifications(base_path):
     """With a Pub/Sub subscription the job reads GCS notifications, ticks from its own
     impulse and writes what is left when drained; it is built and serialised, not run."""
     settings = stream.StreamSettings(
-        watch="gs://bucket/landing", model_base_path="gs://bucket/models/stellarpop", output="gs://bucket/out",
-        run_id="r", start=time.time(), pubsub_subscription="projects/my-project/subscriptions/spectra", watermark_timers=True)
+        watch="gs://bucket/landing",
+        model_base_path="gs://bucket/models/stellarpop",
+        output="gs://bucket/out",
+        run_id="r",
+        start=time.time(),
+        pubsub_subscription="projects/my-project/subscriptions/spectra",
+        watermark_timers=True,
+    )
     # the DataflowRunner itself would look for credentials while the graph is built: not here
     pipeline = beam.Pipeline(options=PipelineOptions(["--streaming"]))
     stream.build_pipeline(pipeline, settings)
     labels = []
-    pipeline.visit(type("V", (beam.pipeline.PipelineVisitor,), {
-        "enter_composite_transform": lambda self, node: labels.append(node.full_label),
-        "visit_transform": lambda self, node: labels.append(node.full_label)})())
+    pipeline.visit(
+        type(
+            "V",
+            (beam.pipeline.PipelineVisitor,),
+            {
+                "enter_composite_transform": lambda self, node: labels.append(node.full_label),
+                "visit_transform": lambda self, node: labels.append(node.full_label),
+            },
+        )()
+    )
     assert "GCS notifications" in labels and "With ticks" in labels and "List the folder" not in labels
     proto = pipeline.to_runner_api()
     assert any("ReadFromPubSub" in t.spec.urn or "pubsub" in t.spec.urn for t in proto.components.transforms.values())
-    stream_run.check_stream_args("gs://bucket/landing", str(base_path), "gs://bucket/out",
-                             pubsub_subscription="projects/my-project/subscriptions/spectra")
+    stream_run.check_stream_args(
+        "gs://bucket/landing",
+        str(base_path),
+        "gs://bucket/out",
+        pubsub_subscription="projects/my-project/subscriptions/spectra",
+    )
 
 
 def test_notifications_become_file_records():
@@ -291,32 +344,54 @@ def test_notifications_become_file_records():
     attrs = {"eventType": "OBJECT_FINALIZE", "bucketId": "b", "objectId": "landing/spec-1.fits"}
     record = stream_io.record_from_notification(json.dumps(meta).encode(), attrs, "gs://b/landing", seen=9.0)
     assert record == FileRecord("gs://b/landing/spec-1.fits", 725760, 1767323045.678, 9.0)
-    assert stream_io.record_from_notification(b"", attrs | {"eventType": "OBJECT_DELETE"}, "gs://b/landing", 9.0) is None
+    assert (
+        stream_io.record_from_notification(b"", attrs | {"eventType": "OBJECT_DELETE"}, "gs://b/landing", 9.0) is None
+    )
     outside = attrs | {"objectId": "elsewhere/spec-1.fits"}
     assert stream_io.record_from_notification(json.dumps(meta).encode(), outside, "gs://b/landing", 9.0) is None
     hidden = attrs | {"objectId": "landing/.spec-1.fits"}
     assert stream_io.record_from_notification(json.dumps(meta).encode(), hidden, "gs://b/landing", 9.0) is None
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"window_s": 0}, "--window 0: a window is a positive number of seconds"),
-    ({"stop_after_s": -1}, "--stop-after -1: a positive number of seconds"),
-    ({"watch": "missing"}, "--watch {tmp}/missing: not a folder"),
-    ({"output": "file.txt"}, "--output {tmp}/file.txt: a file; the output is a folder"),
-    ({"output": "in/out"}, "--output {tmp}/in/out: inside the watched folder"),
-    ({"base": "in"}, "--model-base-path {tmp}/in: no numbered version folder"),
-    ({"pubsub_subscription": "spectra"}, "--pubsub-subscription spectra: expected projects/PROJECT/subscriptions/NAME"),
-    ({"pubsub_subscription": "projects/p/subscriptions/s"}, "--watch {tmp}/in: with --pubsub-subscription, the gs://"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"window_s": 0}, "--window 0: a window is a positive number of seconds"),
+        ({"stop_after_s": -1}, "--stop-after -1: a positive number of seconds"),
+        ({"watch": "missing"}, "--watch {tmp}/missing: not a folder"),
+        ({"output": "file.txt"}, "--output {tmp}/file.txt: a file; the output is a folder"),
+        ({"output": "in/out"}, "--output {tmp}/in/out: inside the watched folder"),
+        ({"base": "in"}, "--model-base-path {tmp}/in: no numbered version folder"),
+        (
+            {"pubsub_subscription": "spectra"},
+            "--pubsub-subscription spectra: expected projects/PROJECT/subscriptions/NAME",
+        ),
+        (
+            {"pubsub_subscription": "projects/p/subscriptions/s"},
+            "--watch {tmp}/in: with --pubsub-subscription, the gs://",
+        ),
+    ],
+)
 def test_argument_errors(tmp_path, base_path, change, message):
     (tmp_path / "in").mkdir()
     (tmp_path / "file.txt").write_text("x")
-    args = {"watch": "in", "base": str(base_path), "output": "out", "window_s": 10.0, "stop_after_s": None,
-            "pubsub_subscription": None} | change
+    args = {
+        "watch": "in",
+        "base": str(base_path),
+        "output": "out",
+        "window_s": 10.0,
+        "stop_after_s": None,
+        "pubsub_subscription": None,
+    } | change
     with pytest.raises(ValueError) as err:
-        stream_run.check_stream_args(str(tmp_path / args["watch"]), str(tmp_path / args["base"]), str(tmp_path / args["output"]),
-                                 window_s=args["window_s"], stop_after_s=args["stop_after_s"],
-                                 pubsub_subscription=args["pubsub_subscription"])
+        stream_run.check_stream_args(
+            str(tmp_path / args["watch"]),
+            str(tmp_path / args["base"]),
+            str(tmp_path / args["output"]),
+            window_s=args["window_s"],
+            stop_after_s=args["stop_after_s"],
+            pubsub_subscription=args["pubsub_subscription"],
+        )
     assert str(err.value).startswith(message.format(tmp=tmp_path))
 
 
@@ -324,8 +399,12 @@ def test_select_new_takes_settled_new_files_oldest_first():
     """A listing yields the files unmodified for SETTLE_S whose version is new, oldest first,
     up to the limit; the rest (and files still being written) wait for a later listing."""
     now = 100.0
-    listing = [FileRecord("/w/c", 1, 90.0, now), FileRecord("/w/a", 1, 95.0, now), FileRecord("/w/b", 2, 99.5, now),
-               FileRecord("/w/d", 3, 80.0, now)]
+    listing = [
+        FileRecord("/w/c", 1, 90.0, now),
+        FileRecord("/w/a", 1, 95.0, now),
+        FileRecord("/w/b", 2, 99.5, now),
+        FileRecord("/w/d", 3, 80.0, now),
+    ]
     known = {"/w/d": (3, 80.0), "/w/gone": (1, 1.0)}
     fresh, updated = stream_io.select_new(listing, known, now, limit=1)
     assert [r.path for r in fresh] == ["/w/c"]  # b is still being written, d is known, a waits

@@ -8,12 +8,12 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from make_test_data import SAME_PREDICTION
 from tensorflow_serving.apis import prediction_log_pb2
 
-from make_test_data import SAME_PREDICTION
+from stellarpop.pipeline.training import warmup
 from stellarpop.serving import requests as serving_requests
 from stellarpop.serving import server
-from stellarpop.pipeline.training import warmup
 
 
 def test_write_read_round_trip(tmp_path, examples, add_version):
@@ -53,13 +53,16 @@ def test_no_warmup_file(tmp_path):
     assert warmup.read_warmup(str(tmp_path)) == []
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"serialized_examples": []}, "no serialized Examples"),
-    ({"max_records": 1001}, "1 to 1000"),
-    ({"max_records": 0}, "1 to 1000"),
-    ({"batch_size": 0}, "batch_size"),
-    ({"serialized_examples": ["text"]}, "bytes"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"serialized_examples": []}, "no serialized Examples"),
+        ({"max_records": 1001}, "1 to 1000"),
+        ({"max_records": 0}, "1 to 1000"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"serialized_examples": ["text"]}, "bytes"),
+    ],
+)
 def test_bad_arguments(tmp_path, examples, kwargs, message):
     args = {"export_dir": str(tmp_path), "serialized_examples": examples[:1], **kwargs}
     with pytest.raises(ValueError, match=message):
@@ -91,11 +94,13 @@ def test_failing_warmup_request_raises(tmp_path, examples, add_version):
 
 def _length_model(calls: list[int]):
     """A stand-in signature: output ``n`` = byte length of each Example; b"bad" is refused."""
+
     def fn(examples):
         calls.append(int(examples.shape[0]))
         if b"bad" in examples.numpy().tolist():
             raise tf.errors.InvalidArgumentError(None, None, "Could not parse example input")
         return {"n": tf.strings.length(examples)}
+
     return fn
 
 

@@ -43,8 +43,14 @@ def make_spectrum(seed: int, masked: tuple[int, ...] = (), scale: float = 3.0) -
     flux[list(masked)] = 1e3
     ivar[list(masked)] = 0.0
     return Spectrum(
-        wave=GRID, flux=flux.astype(np.float32), ivar=ivar.astype(np.float32), bad=bad,
-        spec_id=f"mock-{seed}", z=0.02 + 0.07 * seed, snr_r=4.0 + 7.0 * seed, bpt_class=f"class{seed % 2}",
+        wave=GRID,
+        flux=flux.astype(np.float32),
+        ivar=ivar.astype(np.float32),
+        bad=bad,
+        spec_id=f"mock-{seed}",
+        z=0.02 + 0.07 * seed,
+        snr_r=4.0 + 7.0 * seed,
+        bpt_class=f"class{seed % 2}",
     )
 
 
@@ -91,9 +97,9 @@ def raw_instances(spectra: list[Spectrum], spec: dict = RAW_SPEC) -> list[dict]:
     ]
     parsed = examples.parse(serialized, labels=True, truth=True)
     wrap = {k: getattr(v, "shape", None) == [1] for k, v in spec.items()}
-    return [{k: [parsed[k][i].tolist()] if wrap[k] else parsed[k][i].tolist() for k in spec} for i in range(len(spectra))]
-
-
+    return [
+        {k: [parsed[k][i].tolist()] if wrap[k] else parsed[k][i].tolist() for k in spec} for i in range(len(spectra))
+    ]
 
 
 def expected_rows(spectra: list[Spectrum], label_rows: list[dict], centre: float, half_width: float) -> list[dict]:
@@ -182,7 +188,8 @@ def test_config_rejects_unknown_label_source_and_empty_window():
 class PreprocessingFnTest(tft_unit.TransformTestCase):
     def test_ppxf_labels_default_window(self):
         self.assertAnalyzeAndTransformResults(
-            raw_instances(SPECTRA), dataset_metadata.DatasetMetadata.from_feature_spec(RAW_SPEC),
+            raw_instances(SPECTRA),
+            dataset_metadata.DatasetMetadata.from_feature_spec(RAW_SPEC),
             functools.partial(P.preprocessing_fn, custom_config={"preprocessing": {"label_source": "ppxf"}}),
             expected_rows(SPECTRA, LABELS, F.NORM_CENTRE, F.NORM_HALF_WIDTH),
         )
@@ -192,9 +199,12 @@ class PreprocessingFnTest(tft_unit.TransformTestCase):
         centre = 5500.0
         spectra = list(SPECTRA)
         spectra[1] = make_spectrum(1, masked=(int(centre - F.GRID_START),))
-        config = {"preprocessing": {"label_source": "truth", "preparation": {"norm_centre": centre, "norm_half_width": 1.5}}}
+        config = {
+            "preprocessing": {"label_source": "truth", "preparation": {"norm_centre": centre, "norm_half_width": 1.5}}
+        }
         self.assertAnalyzeAndTransformResults(
-            raw_instances(spectra, SCHEMAGEN_SPEC), dataset_metadata.DatasetMetadata.from_feature_spec(SCHEMAGEN_SPEC),
+            raw_instances(spectra, SCHEMAGEN_SPEC),
+            dataset_metadata.DatasetMetadata.from_feature_spec(SCHEMAGEN_SPEC),
             functools.partial(P.preprocessing_fn, custom_config=config),
             expected_rows(spectra, TRUTH, centre, 1.5),
         )
@@ -227,8 +237,9 @@ def test_tft_layer_serves_without_labels(transform_dir, parse_keys):
     out = layer(tf.io.parse_example(serialized, spec))
     assert not set(P.LABEL_XF_KEYS) & set(out)
     for i, s in enumerate(SPECTRA):
-        np.testing.assert_allclose(out[P.FLUX_XF][i].numpy(), reference(s, F.NORM_CENTRE, F.NORM_HALF_WIDTH)[P.FLUX_XF],
-                                   rtol=1e-5)
+        np.testing.assert_allclose(
+            out[P.FLUX_XF][i].numpy(), reference(s, F.NORM_CENTRE, F.NORM_HALF_WIDTH)[P.FLUX_XF], rtol=1e-5
+        )
     for key in F.LABEL_KEYS:
         values = np.array([lab[key] for lab in LABELS], np.float32)
         min_key, max_key = P.range_keys(key)

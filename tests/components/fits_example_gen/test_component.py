@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
-
 import glob
 import json
 import os
 import shutil
 
+import pytest
 import tensorflow as tf
 from astropy.io import fits
-from tfx.orchestration import metadata, pipeline as tfx_pipeline
+from tfx.orchestration import metadata
+from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 from tfx.types import artifact_utils
 
@@ -57,9 +57,8 @@ def test_executor_do_writes_splits_failures_and_properties(tmp_path, bundled, br
 
 
 def test_executor_sets_custom_properties(tmp_path, bundled):
-    from tfx.types import standard_artifacts
-
     from tfx.proto import example_gen_pb2
+    from tfx.types import standard_artifacts
     from tfx.utils import proto_utils
 
     examples = standard_artifacts.Examples()

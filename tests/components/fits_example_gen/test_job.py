@@ -11,8 +11,8 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from stellarpop.components.fits_example_gen import job
-from stellarpop.schema.preparation import Preparation, Selection
 from stellarpop.schema import features as F
+from stellarpop.schema.preparation import Preparation, Selection
 
 
 def test_process_file_names_each_problem(broken):

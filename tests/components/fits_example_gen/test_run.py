@@ -71,8 +71,18 @@ def test_other_inputs_in_the_same_folder_are_refused(inputs, tmp_path):
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_sigkill_then_rerun_resumes_without_redoing_chunks(inputs, single_run, tmp_path):
-    cmd = [sys.executable, "-m", "stellarpop.pipeline.cli", "ingest", *inputs, "-o", str(tmp_path),
-           "--chunk-size", "2", "--beam-arg=--runner=DirectRunner"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "stellarpop.pipeline.cli",
+        "ingest",
+        *inputs,
+        "-o",
+        str(tmp_path),
+        "--chunk-size",
+        "2",
+        "--beam-arg=--runner=DirectRunner",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first_done = tmp_path / run.CHUNKS_DIR / "00000" / run.DONE_FILE
     deadline = time.time() + 300

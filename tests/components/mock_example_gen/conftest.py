@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import glob
 import os
+
 import pytest
 import tensorflow as tf
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
-from stellarpop.components import examples, instrument, templates
-from stellarpop.components import readers
+
+from stellarpop.components import examples, instrument, readers, templates
 from stellarpop.components.mock_example_gen import job
 from stellarpop.schema import features as F
-
-
 
 
 @pytest.fixture(scope="session")
@@ -42,9 +41,7 @@ def records_fixture():
     return _records
 
 
-
 @pytest.fixture(name="run", scope="session")
 def run_fixture():
     """:func:`_run` (test modules take helpers as fixtures, not imports)."""
     return _run
-

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+
 import pytest
-from tfx.orchestration import metadata, pipeline as tfx_pipeline
+from tfx.orchestration import metadata
+from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+
 from stellarpop.components.mock_example_gen import component, job
 from stellarpop.components.scratch import scratch_tempdir
 
@@ -15,7 +18,9 @@ def test_component_in_local_dag_runner(tmp_path, records):
     gen = component.MockExampleGen(job.SimConfig(n=6, seed=4, shard_size=3))
     db = str(tmp_path / "mlmd.sqlite")
     p = tfx_pipeline.Pipeline(
-        pipeline_name="mock-test", pipeline_root=str(tmp_path / "root"), components=[gen],
+        pipeline_name="mock-test",
+        pipeline_root=str(tmp_path / "root"),
+        components=[gen],
         metadata_connection_config=metadata.sqlite_metadata_connection_config(db),
         beam_pipeline_args=["--direct_num_workers=1"],
     )

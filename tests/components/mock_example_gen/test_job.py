@@ -6,12 +6,14 @@ import dataclasses
 import glob
 import json
 import os
+
 import numpy as np
 import pytest
+
 from stellarpop.components import examples, nuisances, priors, simulate
-from stellarpop.schema import config_codec
 from stellarpop.components.fits_example_gen import job as ingest_job
 from stellarpop.components.mock_example_gen import job
+from stellarpop.schema import config_codec
 from stellarpop.schema import features as F
 from stellarpop.schema.preparation import Preparation, Selection
 
@@ -45,8 +47,9 @@ def test_config_round_trips_and_records_its_split_scheme():
     wide = job.SimConfig(n=5, seed=7, priors=priors.Priors(mode="wide"), nuisances="realistic")
     assert wide.nuisances == nuisances.Nuisances.realistic() and job.SimConfig.from_json(wide.to_json()) == wide
     custom = job.SimConfig(n=5, seed=7, nuisances={"preset": "realistic", "gap_prob": 0.2, "gap_range": [200, 900]})
-    assert custom.nuisances == nuisances.Nuisances(**{**dataclasses.asdict(nuisances.Nuisances.realistic()),
-                                                      "gap_prob": 0.2, "gap_range": (200, 900)})
+    assert custom.nuisances == nuisances.Nuisances(
+        **{**dataclasses.asdict(nuisances.Nuisances.realistic()), "gap_prob": 0.2, "gap_range": (200, 900)}
+    )
     assert job.SimConfig(n=5, seed=7, nuisances={"calib_rms": 0.04}).nuisances == nuisances.Nuisances(calib_rms=0.04)
     assert job.SimConfig(n=5, seed=7, nuisances="none") == plain
     with pytest.raises(ValueError):
@@ -54,7 +57,10 @@ def test_config_round_trips_and_records_its_split_scheme():
     # sdss_fraction 0 draws as before the field existed: left out, so earlier records still match.
     assert "sdss_fraction" not in wide.to_json()
     mixed = dataclasses.replace(wide, priors=priors.Priors(mode="wide", sdss_fraction=0.33))
-    assert json.loads(mixed.to_json())["priors"]["sdss_fraction"] == 0.33 and job.SimConfig.from_json(mixed.to_json()) == mixed
+    assert (
+        json.loads(mixed.to_json())["priors"]["sdss_fraction"] == 0.33
+        and job.SimConfig.from_json(mixed.to_json()) == mixed
+    )
 
 
 def test_nuisances_off_is_the_plain_simulation(inst_prep):
@@ -77,7 +83,10 @@ def test_plate_shares_its_calibration_error(inst_prep):
     off = dataclasses.replace(on, nuisances=nuisances.Nuisances())
 
     def ratio(index, config=on):
-        a, b = job.one_spectrum(index, config, prep, inst), job.one_spectrum(index, dataclasses.replace(config, nuisances=off.nuisances), prep, inst)
+        a, b = (
+            job.one_spectrum(index, config, prep, inst),
+            job.one_spectrum(index, dataclasses.replace(config, nuisances=off.nuisances), prep, inst),
+        )
         assert a.params == b.params
         return a.model / b.model
 

@@ -6,7 +6,9 @@ import glob
 import json
 import os
 import tempfile
+
 from typer.testing import CliRunner
+
 from stellarpop.components.mock_example_gen import job
 from stellarpop.pipeline.cli import app
 
@@ -32,7 +34,18 @@ def test_cli_simulate_and_refuse_other_config(tmp_path, monkeypatch):
     system_tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
     out = tmp_path / "run"
-    args = ["simulate", "--n", "5", "--seed", "7", "--shard-size", "5", "-o", str(out), "--beam-arg=--runner=DirectRunner"]
+    args = [
+        "simulate",
+        "--n",
+        "5",
+        "--seed",
+        "7",
+        "--shard-size",
+        "5",
+        "-o",
+        str(out),
+        "--beam-arg=--runner=DirectRunner",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert list(system_tmp.iterdir()) == []  # not TFX's package of itself (components.scratch)

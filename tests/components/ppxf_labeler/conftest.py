@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import glob
 import os
+
 import pytest
 import tensorflow as tf
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+
 from stellarpop.components import examples, ppxf_fit
 from stellarpop.components.mock_example_gen import job as sim_job
 from stellarpop.components.ppxf_labeler import job, run
@@ -49,7 +51,6 @@ def _records(examples_dir: str) -> dict[str, dict]:
 def labels_fixture():
     """:func:`_labels` (test modules take helpers as fixtures, not imports)."""
     return _labels
-
 
 
 @pytest.fixture(name="records", scope="session")

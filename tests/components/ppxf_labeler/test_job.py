@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+
 import numpy as np
 import pytest
+
 from stellarpop.components import examples, ppxf_fit
 from stellarpop.components.ppxf_labeler import job
 from stellarpop.schema import features as F
-
 
 
 def test_labels_every_split_and_counts_the_cut(mocks, reference, labels, records, n_mocks):
@@ -25,7 +26,7 @@ def test_labels_every_split_and_counts_the_cut(mocks, reference, labels, records
     written = records(os.path.join(out, "examples"))
     assert len(written) == sum(c[job.LABELLED] for c in counts.values())
     d_age, d_vd = [], []
-    for spec_id, (split, raw) in written.items():
+    for spec_id, (_split, raw) in written.items():
         parsed = examples.parse(raw, labels=True, truth=True)
         r = ppxf_fit.LabelResult.from_json(labels[spec_id])
         assert parsed[F.VD] == pytest.approx(r.vd, rel=1e-6) and parsed[F.VD] >= 50

@@ -7,11 +7,12 @@ import signal
 import subprocess
 import sys
 import time
+
 import pytest
+
 from stellarpop.components import ppxf_fit
 from stellarpop.components.ppxf_labeler import job, run
 from stellarpop.pipeline import configs
-
 
 
 @pytest.mark.slow
@@ -26,8 +27,18 @@ def test_several_workers_give_the_same_labels(mocks, reference, tmp_path, labels
 @pytest.mark.e2e
 def test_kill_9_and_resume_gives_the_uninterrupted_labels(mocks, reference, tmp_path, labels, records, n_mocks):
     out, _ = reference
-    cmd = [sys.executable, "-m", "stellarpop.pipeline.cli", "label", mocks, "-o", str(tmp_path),
-           "--gas-components", "0", "--beam-arg=--runner=DirectRunner"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "stellarpop.pipeline.cli",
+        "label",
+        mocks,
+        "-o",
+        str(tmp_path),
+        "--gas-components",
+        "0",
+        "--beam-arg=--runner=DirectRunner",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     ckpt = tmp_path / job.CHECKPOINT_DIR
     deadline = time.time() + 180
