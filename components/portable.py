@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]  # the checkout (an editable install runs from it)
+# The workspace folder beside the checkout (real spectra for benchmarks; absent on a clone).
+WORKSPACE, WORKSPACE_PREFIX = REPO.parent / "shared", "../shared"
 
 
 def _cache_root() -> str:
@@ -28,7 +30,7 @@ def _cache_root() -> str:
 def default_roots() -> list[tuple[str, str]]:
     """(prefix, absolute folder) pairs, most specific first (a venv inside the checkout before it)."""
     packages = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()}
-    roots = {"$STELLARPOP_CACHE": _cache_root(), "../shared": str(REPO.parent / "shared")}
+    roots = {"$STELLARPOP_CACHE": _cache_root(), WORKSPACE_PREFIX: str(WORKSPACE)}
     return [*roots.items(), *(("site-packages", p) for p in sorted(packages)), ("", str(REPO))]
 
 

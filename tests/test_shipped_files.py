@@ -39,5 +39,5 @@ def test_the_pattern_finds_what_it_is_for():
     assert MACHINE_PATH.search(b'"model": "/work/exp/v7/artifacts"')
     assert MACHINE_PATH.search(b"/root/.cache/stellarpop/ppxf-8.2.6/spectra/x.fits")
     assert MACHINE_PATH.search(b"<code>/home/ann/runs/x</code>")
-    assert not MACHINE_PATH.search(b"serving/models/default/7 and ../shared/real-sdss/spec.fits")
+    assert not MACHINE_PATH.search(b"serving/models/default/7 and ../elsewhere/spec.fits")
     assert not MACHINE_PATH.search(b"$STELLARPOP_CACHE/ppxf-8.2.6 and ~/.cache/stellarpop, 1e-17 erg/s/cm^2/A")

@@ -167,6 +167,13 @@ def _where(path: str, run_root: str) -> str:
     return portable_path(path, {"RUN": run_root}) if path else path
 
 
+def mean_sigma(stats: dict, key: str) -> str:
+    """A slice's clipped mean and sigma of ``key`` as one cell: ``+0.0012 / 0.0650``."""
+    d = figs.DECIMALS[key] + 1
+    mean, std = (stats.get(metrics.metric_name(kind, key)) for kind in ("clipped_mean", "clipped_std"))
+    return f"{num(mean, d, True)} / {num(std, d)}"
+
+
 def _by_kind_rows(evaluation: Evaluation) -> list[tuple]:
     """Per BPT class of the test split: N and clipped mean / sigma of each label."""
     rows = []
@@ -174,12 +181,7 @@ def _by_kind_rows(evaluation: Evaluation) -> list[tuple]:
         m = evaluation.candidate.get(((F.BPT_CLASS, value),), {})
         row = [bin_label(F.BPT_CLASS, value), num(m.get(metrics.metric_name("example_count", F.LOG_AGE)), 0)]
         for key in F.LABEL_KEYS:
-            d = figs.DECIMALS[key] + 1
-            row.append(
-                f"{num(m.get(metrics.metric_name('clipped_mean', key)), d, True)} / "
-                f"{num(m.get(metrics.metric_name('clipped_std', key)), d)}"
-            )
-            row.append(num(m.get(metrics.metric_name("coverage68", key)), 2))
+            row += [mean_sigma(m, key), num(m.get(metrics.metric_name("coverage68", key)), 2)]
         rows.append(row)
     return rows
 
@@ -358,12 +360,7 @@ def slice_section(evaluation: Evaluation, feature: str, name: str, stem: str, ou
         per = {m: by.get(((feature, value),), {}) for m, by in models.items()}
         row = [bin_label(feature, value), num(per["candidate"].get(metrics.metric_name("example_count", F.LOG_AGE)), 0)]
         for key in F.LABEL_KEYS:
-            d = figs.DECIMALS[key] + 1
-            row += [
-                f"{num(p.get(metrics.metric_name('clipped_mean', key)), d, True)} / "
-                f"{num(p.get(metrics.metric_name('clipped_std', key)), d)}"
-                for p in per.values()
-            ]
+            row += [mean_sigma(p, key) for p in per.values()]
         rows.append(row)
     series = {
         m: {
