@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from stellarpop.pipeline.cli.common import (
@@ -63,7 +64,7 @@ def print_ingest_summary(summary: dict, examples_dir: Path, elapsed: float) -> N
     failures = sorted(ingest_lib.read_failures(str(examples_dir)), key=lambda r: (r["stage"] == "select", r["file"]))
     for rec in failures[:10]:
         style = "yellow" if rec["stage"] == "select" else "red"
-        console.print(f"[{style}]{rec['message']}[/{style}]", highlight=False)
+        console.print(f"[{style}]{escape(rec['message'])}[/{style}]", soft_wrap=True, highlight=False)
     if len(failures) > 10:
         console.print(f"... {len(failures) - 10} more in {examples_dir / ingest_lib.FAILURES_DIR}")
 
@@ -312,4 +313,4 @@ def label(
         table.add_row(split, *(str(counts[k]) for k in (job.LABELLED, job.FAILED, job.LOW_VD)))
     console.print(table)
     for message, n in list(summary["failure_messages"].items())[:10]:
-        console.print(f"[red]{n} x {message}[/red]", highlight=False)
+        console.print(f"[red]{n} x {escape(message)}[/red]", soft_wrap=True, highlight=False)
