@@ -45,12 +45,23 @@ class Params:
     calib: tuple[float, ...] = (0.0, 0.0, 0.0)  # Legendre coefficients of the flux calibration error
     sky_residual: float = 0.02
     flux_scale: float = 30.0  # continuum near 6200 A observed, 1e-17 erg/s/cm^2/A
+    ew_halpha: float = 0.0  # rest EW (A) of the star-forming Halpha; 0: from the SFR of the last 100 Myr
+    v_gas: float = 0.0  # the gas's velocity relative to the stars, km/s
 
 
-MODES = ("sdss", "broad", "wide")
+MODES = ("sdss", "broad", "wide", "sky")
 # wide: the real sample's range, where sdss under-represents it (issue 10): sigma and S/N_r
 # log-uniform, and a share of the redshifts log-uniform at low z (nearby galaxies).
 WIDE_RANGES = {"sigma_range": (50.0, 500.0), "snr_range": (3.0, 100.0)}
+# sky: wide over the whole sky's galaxies (issue 25): dispersions from below SDSS's resolution,
+# S/N down to the paper's cut, half the galaxies with emission lines whose strength is drawn
+# (Halpha EW log-uniform up to hundreds of A), gas kinematics apart from the stars'.
+SKY_RANGES = {"sigma_range": (10.0, 500.0), "snr_range": (4.0, 100.0)}
+SKY_CLASS_FRACTIONS = (0.35, 0.40, 0.10, 0.15)
+SKY_EW_HALPHA = (3.0, 500.0)  # A, rest frame, log-uniform (star-forming and composite)
+SKY_SIGMA_GAS = (15.0, 250.0)  # km/s, log-uniform, independent of the stars'
+SKY_V_GAS = 40.0  # km/s, the std of the gas's velocity offset
+RANGES = {"wide": WIDE_RANGES, "sky": SKY_RANGES}
 WIDE_LOW_Z, WIDE_LOW_Z_FRACTION = (0.002, 0.05), 0.3
 
 
@@ -63,7 +74,13 @@ class Priors:
     :data:`WIDE_LOW_Z_FRACTION` log-uniform in :data:`WIDE_LOW_Z`, sigma and S/N_r
     log-uniform, their ranges those of :data:`WIDE_RANGES` unless given otherwise.
 
-    ``sdss_fraction`` (``broad`` and ``wide`` only) draws that share of the galaxies from
+    ``sky`` is ``wide`` over the whole sky's galaxies (:data:`SKY_RANGES`: sigma from 10 km/s,
+    below SDSS's resolution, S/N_r from 4; :data:`SKY_CLASS_FRACTIONS` unless given), with
+    emission whose strength is drawn rather than set by the star-formation history (Halpha
+    EW log-uniform in :data:`SKY_EW_HALPHA`, AGN Hbeta EW up to 30 A) and gas whose
+    dispersion and velocity are drawn apart from the stars'.
+
+    ``sdss_fraction`` (``broad``, ``wide`` and ``sky`` only) draws that share of the galaxies from
     the ``sdss`` priors instead (their own sigma and S/N ranges; this one's classes, z range
     and E(B-V) limit): a training set that covers the real sample's range and is as dense
     as the paper's sample where most real galaxies are. A network trained on ``wide``
@@ -88,9 +105,12 @@ class Priors:
                 f"priors sdss_fraction is in [0, 1] and only for broad or wide priors, "
                 f"not {self.sdss_fraction!r} with {self.mode}"
             )
-        if self.mode == "wide":  # ranges left at the class defaults take wide's
+        if self.mode in RANGES:  # ranges left at the class defaults take the mode's
             defaults = {f.name: f.default for f in dataclasses.fields(self)}
-            for name, value in WIDE_RANGES.items():
+            ranges = dict(RANGES[self.mode])
+            if self.mode == "sky":
+                ranges["class_fractions"] = SKY_CLASS_FRACTIONS
+            for name, value in ranges.items():
                 if getattr(self, name) == defaults[name]:
                     object.__setattr__(self, name, value)
 
@@ -142,7 +162,7 @@ def _draw_z(rng: np.random.Generator, priors: Priors) -> float:
     lo, hi = priors.z_range
     if priors.mode == "broad":
         return float(rng.uniform(lo, hi))
-    if priors.mode == "wide":
+    if priors.mode in ("wide", "sky"):
         if rng.random() < WIDE_LOW_Z_FRACTION:
             return _log_uniform(rng, max(lo, WIDE_LOW_Z[0]), min(hi, WIDE_LOW_Z[1]))
         return float(rng.uniform(lo, hi))
@@ -151,15 +171,15 @@ def _draw_z(rng: np.random.Generator, priors: Priors) -> float:
 
 def draw_params(rng: np.random.Generator, priors: Priors = Priors()) -> Params:
     """Draw one galaxy from the priors."""
-    if priors.sdss_fraction and rng.random() < priors.sdss_fraction:
+    if priors.sdss_fraction and rng.random() < priors.sdss_fraction:  # sdss galaxies: no sky emission
         priors = Priors(class_fractions=priors.class_fractions, z_range=priors.z_range, ebv_max=priors.ebv_max)
-    broad = priors.mode in ("broad", "wide")
+    broad = priors.mode in ("broad", "wide", "sky")
     cls = CLASSES[int(rng.choice(len(CLASSES), p=np.asarray(priors.class_fractions) / sum(priors.class_fractions)))]
     z = _draw_z(rng, priors)
     t_univ = age_of_universe(z)
     if broad:
         ebv = float(rng.uniform(0, priors.ebv_max))
-        wide = priors.mode == "wide"
+        wide = priors.mode in ("wide", "sky")
         sigma = _log_uniform(rng, *priors.sigma_range) if wide else float(rng.uniform(*priors.sigma_range))
         snr = _log_uniform(rng, *priors.snr_range)
     else:
@@ -169,7 +189,7 @@ def draw_params(rng: np.random.Generator, priors: Priors = Priors()) -> Params:
         sigma = float(np.clip(rng.lognormal(math.log(sig_med), 0.35), *priors.sigma_range))
         snr = float(np.clip(rng.lognormal(math.log(16.0), 0.5), *priors.snr_range))
     x, y = _draw_bpt(rng, cls)
-    return Params(
+    params = Params(
         z=z,
         ebv=ebv,
         sigma=sigma,
@@ -184,6 +204,21 @@ def draw_params(rng: np.random.Generator, priors: Priors = Priors()) -> Params:
         calib=tuple(float(c) for c in rng.normal(0, 0.02, 3)),
         sky_residual=float(abs(rng.normal(0, 0.02))),
         flux_scale=float(10 ** rng.uniform(0.5, 2.0)),
+    )
+    return _sky_emission(rng, params) if priors.mode == "sky" else params
+
+
+def _sky_emission(rng: np.random.Generator, params: Params) -> Params:
+    """``sky`` mode's emission lines: their strength and the gas's kinematics, drawn after
+    everything else (so the rest of a draw is ``wide``'s with sky's ranges)."""
+    cls = params.galaxy_class
+    ew = _log_uniform(rng, *SKY_EW_HALPHA) if cls in ("star-forming", "composite") else 0.0
+    return dataclasses.replace(
+        params,
+        ew_halpha=ew,
+        agn_ew_hbeta=_log_uniform(rng, 0.5, 30.0) if cls in ("AGN", "composite") else 0.0,
+        sigma_gas=_log_uniform(rng, *SKY_SIGMA_GAS),
+        v_gas=float(rng.normal(0.0, SKY_V_GAS)),
     )
 
 

@@ -111,10 +111,14 @@ def gaussian_broaden(flux: np.ndarray, sigma_pix: float) -> np.ndarray:
     return gaussian_filter1d(flux, sigma_pix, mode="nearest", truncate=5.0)
 
 
-def line_fluxes(params: Params, weights: np.ndarray, prep: Prepared, cont_hbeta: float) -> dict[str, float]:
+def line_fluxes(
+    params: Params, weights: np.ndarray, prep: Prepared, cont_hbeta: float, cont_halpha: float | None = None
+) -> dict[str, float]:
     """Intrinsic (unattenuated) line luminosities in L_sun.
 
-    Star formation: L(Halpha) from the SFR averaged over the last 100 Myr (Kennicutt 1998);
+    Star formation: L(Halpha) from the SFR averaged over the last 100 Myr (Kennicutt 1998),
+    or, where ``params.ew_halpha`` is set, an Halpha of that rest EW against the continuum
+    ``cont_halpha`` (a line strength drawn, not implied by the history);
     AGN: an Hbeta of rest EW ``agn_ew_hbeta`` against the continuum ``cont_hbeta``.
     Ratios: case B Balmer lines; [NII]/Halpha and [OIII]/Hbeta from the BPT point; the
     others typical of the class.
@@ -123,6 +127,8 @@ def line_fluxes(params: Params, weights: np.ndarray, prep: Prepared, cont_hbeta:
         return {}
     young = weights[prep.ages < 0.1].sum()
     l_hbeta = L_HALPHA_PER_SFR * young / 1e8 / 2.86
+    if params.ew_halpha > 0:
+        l_hbeta = params.ew_halpha * (cont_hbeta if cont_halpha is None else cont_halpha) / 2.86
     if params.galaxy_class in ("AGN", "composite"):
         l_hbeta += params.agn_ew_hbeta * cont_hbeta
     if params.galaxy_class == "star-forming" and l_hbeta <= 0:
@@ -165,16 +171,18 @@ def rest_model(params: Params, prep: Prepared, nuisance: N.Draw | None = None) -
     lsf_extra = nuisance.lsf_kms if nuisance is not None else 0.0
     stars = gaussian_broaden(stars, math.hypot(params.sigma, lsf_extra) / prep.velscale)
     near_hb = np.abs(lam - LINES["Hbeta"]) < 50
+    near_ha = np.abs(lam - LINES["Halpha"]) < 50
     spec = stars * 10 ** (-0.4 * params.ebv * prep.k_dust)
-    fluxes = line_fluxes(params, weights, prep, float(np.median(stars[near_hb])))
+    fluxes = line_fluxes(params, weights, prep, float(np.median(stars[near_hb])), float(np.median(stars[near_ha])))
     if fluxes:
         ebv_gas = params.ebv / 0.44  # Calzetti (2000): stars see 0.44 of the gas's E(B-V)
         sig_gas = math.hypot(params.sigma_gas, prep.lsf_kms, lsf_extra) / C_KMS  # gas and SDSS's LSF
         dln = prep.ln_lam[1] - prep.ln_lam[0]
         half = int(math.ceil(6 * sig_gas / dln)) + 2
         names = list(fluxes)
-        mus = np.array([LINES[n] for n in names])
-        att = 10 ** (-0.4 * ebv_gas * calzetti_k(mus))
+        rest_mus = np.array([LINES[n] for n in names])
+        att = 10 ** (-0.4 * ebv_gas * calzetti_k(rest_mus))
+        mus = rest_mus * (1 + params.v_gas / C_KMS)
         for name, mu, a in zip(names, mus, att):
             i = int(round((math.log(mu) - prep.ln_lam[0]) / dln))
             sl = slice(max(i - half, 0), min(i + half + 1, lam.size))

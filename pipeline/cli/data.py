@@ -186,12 +186,13 @@ def simulate(
     mode: Annotated[
         str,
         typer.Option(
-            help="Priors: 'sdss' (like the paper's sample), 'broad', or 'wide' (the real sample's range: "
-            "z 0.002-0.3 weighted to low z, sigma 50-500 km/s, S/N_r 3-100; for training)."
+            help="Priors: 'sdss' (like the paper's sample), 'broad', 'wide' (the real sample's range: "
+            "z 0.002-0.3 weighted to low z, sigma 50-500 km/s, S/N_r 3-100), or 'sky' (wide over every kind "
+            "of galaxy: sigma 10-500 km/s, S/N_r 4-100, Halpha EW up to 500 A, gas kinematics of its own)."
         ),
     ] = "sdss",
     sdss_fraction: Annotated[
-        float, typer.Option(help="With --mode wide or broad: this share drawn from the 'sdss' priors instead.")
+        float, typer.Option(help="With --mode wide, sky or broad: this share drawn from the 'sdss' priors instead.")
     ] = 0.0,
     nuisances: Annotated[
         str,
