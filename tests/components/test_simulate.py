@@ -578,3 +578,42 @@ def test_same_seed_gives_identical_bytes_with_nuisances(prep, instrument):
 
     assert one(3) == one(3)
     assert one(3) != one(4)
+
+
+def test_sky_priors_cover_every_kind_of_galaxy():
+    """sky: sigma 10-500 km/s (below SDSS's resolution) and S/N_r 4-100 log-uniform, the
+    sky's class mix, Halpha EW log-uniform 3-500 A for star-forming and composite galaxies,
+    gas dispersion and velocity drawn apart from the stars'; wide's draws unchanged."""
+    sky = priors.Priors(mode="sky")
+    assert sky.sigma_range == priors.SKY_RANGES["sigma_range"] and sky.snr_range == priors.SKY_RANGES["snr_range"]
+    assert sky.class_fractions == priors.SKY_CLASS_FRACTIONS
+    draws = [priors.draw_params(np.random.default_rng([5, i]), sky) for i in range(3000)]
+    sigma = np.array([p.sigma for p in draws])
+    assert sigma.min() >= 10 and sigma.max() <= 500 and abs(np.mean(sigma < 50) - math.log(5) / math.log(50)) < 0.04
+    sf = [p for p in draws if p.galaxy_class in ("star-forming", "composite")]
+    ew = np.array([p.ew_halpha for p in sf])
+    assert ew.min() >= 3 and ew.max() <= 500 and np.mean(ew > 100) > 0.2
+    assert all(p.ew_halpha == 0 for p in draws if p.galaxy_class in ("passive", "AGN"))
+    assert np.std([p.v_gas for p in draws]) == pytest.approx(priors.SKY_V_GAS, rel=0.1)
+    assert abs(np.corrcoef([p.sigma for p in draws], [p.sigma_gas for p in draws])[0, 1]) < 0.1
+    wide = priors.draw_params(np.random.default_rng(3), priors.Priors(mode="wide"))
+    assert wide.ew_halpha == 0 and wide.v_gas == 0  # the fields' defaults: wide draws as before
+
+
+def test_a_drawn_halpha_ew_is_the_spectrums(prep):
+    """A star-forming galaxy drawn at Halpha EW 300 A shows a line of about that EW in its
+    noise-free rest-frame model (no dust on the gas; the gas moved by v_gas)."""
+    base = priors.draw_params(np.random.default_rng(11), priors.Priors(mode="sky"))
+    params = dataclasses.replace(
+        base, galaxy_class="star-forming", ew_halpha=300.0, ebv=0.0, sigma=50.0, sigma_gas=60.0, v_gas=100.0
+    )
+    spec, _ = S.rest_model(params, prep)
+    lam = np.exp(prep.ln_lam)
+    line = np.abs(lam - S.LINES["Halpha"] * (1 + 100.0 / 299792.458)) < 15
+    side = (np.abs(lam - 6564.6) > 40) & (np.abs(lam - 6564.6) < 80)
+    cont = np.median(spec[side])
+    ew = np.sum((spec[line] - cont) / cont * np.gradient(lam)[line])
+    nii = 10**params.log_nii_ha * 2.86 * 300 / 2.86 * (1 + 1 / 3.05)  # [NII] is outside the window
+    assert ew == pytest.approx(300.0, rel=0.15), (ew, nii)
+    peak = lam[line][np.argmax(spec[line])]
+    assert peak > S.LINES["Halpha"]  # redshifted by the gas's own velocity
