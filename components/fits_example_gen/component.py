@@ -98,7 +98,7 @@ class Executor(BaseExampleGenExecutor):
         props = dict(exec_properties)
         props[_REPORT_DIR_KEY] = examples.uri
         span, version = self._resolve_span(props, input_config)
-        super().Do(input_dict, output_dict, props)
+        self._generate(examples, props)
         examples.span = span  # the property TFX's span resolver functions read
         examples.set_int_custom_property(example_gen_utils.SPAN_PROPERTY_NAME, span)
         if version is not None:
@@ -110,6 +110,48 @@ class Executor(BaseExampleGenExecutor):
         examples.set_int_custom_property("num_rejected", summary["rejected_by_selection"])
         examples.set_string_custom_property("failures_by_reason", json.dumps(summary["failures"], sort_keys=True))
         log.info("ingest summary (span %d): %s", span, json.dumps(summary))
+
+    def _generate(self, examples, props: dict[str, Any]) -> None:
+        """What ``BaseExampleGenExecutor.Do`` does, with the splits written by the ingest job.
+
+        The base executor partitions with ``beam.Partition`` (tagged outputs) and writes with
+        ``WriteToTFRecord`` (a sink whose finalisation the DaskRunner never runs); here the
+        job's :class:`~stellarpop.components.fits_example_gen.job.SplitWriter` assigns splits
+        with TFX's own partition function and writes TFX's file names, on every runner.
+        """
+        import math
+        import os
+
+        from tfx.components.example_gen import write_split
+        from tfx.components.util import examples_utils
+
+        self._log_startup({}, {standard_component_specs.EXAMPLES_KEY: [examples]}, props)
+        input_config = proto_utils.json_to_proto(
+            props[standard_component_specs.INPUT_CONFIG_KEY], example_gen_pb2.Input()
+        )
+        output_config = proto_utils.json_to_proto(
+            props[standard_component_specs.OUTPUT_CONFIG_KEY], example_gen_pb2.Output()
+        )
+        file_format = props.get(standard_component_specs.OUTPUT_FILE_FORMAT_KEY, example_gen_pb2.FORMAT_TFRECORDS_GZIP)
+        if file_format not in (example_gen_pb2.FILE_FORMAT_UNSPECIFIED, example_gen_pb2.FORMAT_TFRECORDS_GZIP):
+            raise ValueError(f"output_file_format {file_format}: FitsExampleGen writes gzipped TFRecords only")
+        split_names = example_gen_utils.generate_output_split_names(input_config, output_config)
+        examples.split_names = artifact_utils.encode_split_names(split_names)
+        config = job.IngestConfig.from_json(props.get(INGEST_CONFIG_KEY))
+        pattern = os.path.join(props[standard_component_specs.INPUT_BASE_KEY] or "", input_config.splits[0].pattern)
+        output_json = proto_utils.proto_to_json(output_config)
+
+        def writer_of(n_files: int) -> job.SplitWriter:
+            n_shards = max(1, math.ceil(n_files / job.FILES_PER_SHARD))
+            return job.SplitWriter(examples.uri, output_json, tuple(split_names), n_shards)
+
+        with self._make_beam_pipeline() as pipeline:
+            _ = pipeline | "IngestSpectra" >> job.IngestSpectra(  # pylint: disable=no-value-for-parameter
+                config, examples.uri, "" if config.inputs else pattern, writer_of=writer_of
+            )
+        if props.get(standard_component_specs.OUTPUT_DATA_FORMAT_KEY):
+            examples_utils.set_payload_format(examples, props[standard_component_specs.OUTPUT_DATA_FORMAT_KEY])
+        examples_utils.set_file_format(examples, write_split.to_file_format_str(example_gen_pb2.FORMAT_TFRECORDS_GZIP))
 
     @staticmethod
     def _resolve_span(props: dict[str, Any], input_config: example_gen_pb2.Input) -> tuple[int, int | None]:

@@ -8,9 +8,12 @@ and writes failure records and a run summary. The FitsExampleGen executor and th
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
+import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +21,7 @@ import apache_beam as beam
 import tensorflow as tf
 
 from stellarpop.components import examples, readers
+from stellarpop.components.atomic import write_text, write_tfrecords
 from stellarpop.components.instrument import DEFAULT_BAD_BITS
 from stellarpop.components.progress import ProgressFile
 from stellarpop.components.spectra import SpectrumError, describe_cuts, prepare
@@ -88,46 +92,63 @@ def resolve(config: IngestConfig, pattern: str = "") -> tuple[list[str], list[di
     return files, [failure(m.file, "resolve", "not_found", f"{m.file}: {m.message}") for m in missing]
 
 
+# Tags of the job's records: (tag, payload) pairs stand in for tagged outputs, which the
+# DaskRunner of Beam 2.59 mixes into every consumer.
+SPECTRUM, FAILURE = "spectrum", "failure"
+# Report items, all meeting in one group of a constant key (see _write_reports).
+_ID, _FAIL, _CUT, _KEPT, _SEED = "id", "failure", "cut", "kept", "seed"
+FILES_PER_SHARD = 5000  # inputs per output shard of each split (one writer each)
+
+
+def _payloads(item: tuple, tag: str):
+    """The payload of a (tag, payload) record with ``tag``; nothing for other tags."""
+    if item[0] == tag:
+        yield item[1]
+
+
 class _ProcessFile(beam.DoFn):
-    """Beam wrapper of :func:`process_file`; reports progress to ``progress_dir``."""
+    """Beam wrapper of :func:`process_file` -> (SPECTRUM, record) or (FAILURE, record);
+    reports progress to ``progress_dir``. ``process`` calls ``setup`` itself when a runner
+    did not (the DaskRunner maps ``process`` alone)."""
 
     def __init__(self, config: IngestConfig):
         self._config = config
 
     def setup(self):
         self._progress = ProgressFile(self._config.progress_dir)
+        self._ready = True
 
     def process(self, path: str):
+        if not getattr(self, "_ready", False):
+            self.setup()
         spec, fail = process_file(path, self._config)
+        self._progress.add()
         if fail is not None:
-            yield beam.pvalue.TaggedOutput("failures", fail)
+            yield FAILURE, fail
         else:
             serialized = examples.to_example(spec).SerializeToString(deterministic=True)
-            yield (
-                spec.spec_id,
-                path,
-                serialized,
-                spec.selection,
-                describe_cuts(spec, self._config.preparation.selection),
-            )
-        self._progress.add()
+            cuts = describe_cuts(spec, self._config.preparation.selection)
+            yield SPECTRUM, (spec.spec_id, path, serialized, spec.selection, cuts)
 
     def finish_bundle(self):
-        self._progress.flush()
+        if getattr(self, "_ready", False):
+            self._progress.flush()
 
 
-def _duplicates(item):
-    """For one spectrum id read from several files, keep the first file; fail the others."""
-    spec_id, paths = item
-    paths = sorted(paths)
-    for other in paths[1:]:
-        yield failure(
-            other, "duplicate", "duplicate_id", f"{other}: spectrum id {spec_id} already read from {paths[0]}", spec_id
-        )
+def _first_of_id(item):
+    """For one spectrum id read from several files, keep the first file's record (by file
+    name, as before: independent of the order workers finish); fail the others."""
+    spec_id, records = item
+    records = sorted(records, key=lambda r: r[1])
+    yield SPECTRUM, records[0]
+    for other in records[1:]:
+        msg = f"{other[1]}: spectrum id {spec_id} already read from {records[0][1]}"
+        yield FAILURE, failure(other[1], "duplicate", "duplicate_id", msg, spec_id)
 
 
 class _DropKnown(beam.DoFn):
-    """Fails spectra whose id an earlier run (chunk) already read."""
+    """Fails spectra whose id an earlier run (chunk) already read; failures pass through.
+    The ids are read on first use (``setup`` or the first ``process``), not pickled."""
 
     def __init__(self, known_ids: str):
         self._pattern = known_ids
@@ -135,13 +156,16 @@ class _DropKnown(beam.DoFn):
     def setup(self):
         self._known = read_ids(self._pattern) if self._pattern else {}
 
-    def process(self, r):
-        first = self._known.get(r[0])
+    def process(self, item):
+        if not hasattr(self, "_known"):
+            self.setup()
+        tag, r = item
+        first = self._known.get(r[0]) if tag == SPECTRUM else None
         if first is None:
-            yield r
+            yield item
         else:
             msg = f"{r[1]}: spectrum id {r[0]} already read from {first}"
-            yield beam.pvalue.TaggedOutput("failures", failure(r[1], "duplicate", "duplicate_id", msg, r[0]))
+            yield FAILURE, failure(r[1], "duplicate", "duplicate_id", msg, r[0])
 
 
 def read_ids(pattern: str) -> dict[str, str]:
@@ -156,20 +180,60 @@ def read_ids(pattern: str) -> dict[str, str]:
     return out
 
 
-def _summary(_, n_inputs, n_written, stage_reason_counts, cut_counts, config_json):
-    failures: dict[str, dict[str, int]] = {}
-    for (stage, reason), n in stage_reason_counts:
-        failures.setdefault(stage, {})[reason] = n
-    n_errors = sum(n for (stage, _), n in stage_reason_counts if stage in ERROR_STAGES)
-    n_rejected = sum(n for (stage, _), n in stage_reason_counts if stage == "select")
+def _unique(records, known_ids: str):
+    """Tagged records with one SPECTRUM per spectrum id: duplicates within the run and ids
+    read by earlier runs (chunks) become FAILURE records. The records of one id meet in a
+    GroupByKey (no side input: the DaskRunner has none)."""
+    by_id = (
+        records
+        | "Spectra" >> beam.FlatMap(_payloads, SPECTRUM)
+        | "KeyById" >> beam.Map(lambda r: (r[0], r))
+        | "GroupById" >> beam.GroupByKey()
+        | "FirstOfId" >> beam.FlatMap(_first_of_id)
+        | "KnownIds" >> beam.ParDo(_DropKnown(known_ids))
+    )
+    read_failures_ = records | "ReadFailures" >> beam.Filter(lambda item: item[0] == FAILURE)
+    return (by_id, read_failures_) | "Checked" >> beam.Flatten()
+
+
+def _select(item, select: bool):
+    """A unique spectrum -> (KEPT, record), or with ``select`` and outside the paper's
+    sample -> a FAILURE ("select") record; failures pass through."""
+    tag, r = item
+    if tag != SPECTRUM:
+        yield item
+    elif select and r[3]:
+        yield FAILURE, failure(r[1], "select", "+".join(r[3]), f"{r[1]}: outside the paper's sample: {r[4]}", r[0])
+    else:
+        yield _KEPT, r
+
+
+def _report_items(item):
+    """The small items the report is made of (see :func:`_write_report`)."""
+    tag, r = item
+    if tag == FAILURE:
+        yield _FAIL, json.dumps(r, sort_keys=True)
+    elif tag == SPECTRUM:
+        yield _ID, f"{r[0]}\t{r[1]}"
+        for cut in r[3]:
+            yield _CUT, cut
+    else:
+        yield _KEPT, ""
+
+
+def _summary(n_inputs: int, n_written: int, failures: list[dict], cut_counts: Counter, config_json: str) -> str:
+    stage_reason = Counter((f["stage"], f["reason"]) for f in failures)
+    by_stage: dict[str, dict[str, int]] = {}
+    for (stage, reason), n in sorted(stage_reason.items()):
+        by_stage.setdefault(stage, {})[reason] = n
     return json.dumps(
         {
             "inputs": n_inputs,
             "examples": n_written,
-            "errors": n_errors,
-            "rejected_by_selection": n_rejected,
-            "failures": failures,
-            "selection_cuts_failed": dict(cut_counts),
+            "errors": sum(n for (stage, _), n in stage_reason.items() if stage in ERROR_STAGES),
+            "rejected_by_selection": sum(n for (stage, _), n in stage_reason.items() if stage == "select"),
+            "failures": by_stage,
+            "selection_cuts_failed": dict(sorted(cut_counts.items())),
             "config": json.loads(config_json),
         },
         indent=2,
@@ -177,100 +241,132 @@ def _summary(_, n_inputs, n_written, stage_reason_counts, cut_counts, config_jso
     )
 
 
-def _unique(spectra, known_ids: str):
-    """One record per spectrum id: duplicates within the run and ids read by earlier runs
-    (chunks) become failure records. Returns (unique records, [failure PCollections])."""
-    dup_failures = (
-        spectra
-        | "IdToPath" >> beam.Map(lambda r: (r[0], r[1]))
-        | "GroupById" >> beam.GroupByKey()
-        | "Duplicates" >> beam.FlatMap(_duplicates)
+def _write_report(group, report_dir: str, n_inputs: int, config_json: str) -> str:
+    """Writes ``ids/``, ``failures/`` and the summary from the one group of report items.
+
+    One group of a constant key (a GroupByKey: every runner has it) replaces Beam's text
+    sinks and the Count/ToList side inputs, none of which the DaskRunner runs. Lines are
+    sorted, so the files do not depend on the runner. Returns the summary's path.
+    """
+    _, items = group
+    kinds: dict[str, list[str]] = {_ID: [], _FAIL: [], _CUT: [], _KEPT: []}
+    for kind, value in items:
+        if kind != _SEED:
+            kinds[kind].append(value)
+    one = "00000-of-00001"
+    write_text(os.path.join(report_dir, IDS_DIR, f"ids-{one}.tsv"), "".join(f"{x}\n" for x in sorted(kinds[_ID])))
+    failures = [json.loads(x) for x in sorted(kinds[_FAIL])]
+    write_text(
+        os.path.join(report_dir, FAILURES_DIR, f"failures-{one}.jsonl"), "".join(f"{x}\n" for x in sorted(kinds[_FAIL]))
     )
-    losers = dup_failures | "LoserPaths" >> beam.Map(lambda f: f["file"]) | "LoserSet" >> beam.combiners.ToSet()
-    checked = (
-        spectra
-        | "DropDuplicates" >> beam.Filter(lambda r, lost: r[1] not in lost, lost=beam.pvalue.AsSingleton(losers))
-        | "KnownIds" >> beam.ParDo(_DropKnown(known_ids)).with_outputs("failures", main="unique")
-    )
-    return checked.unique, [dup_failures, checked.failures]
+    text = _summary(n_inputs, len(kinds[_KEPT]), failures, Counter(kinds[_CUT]), config_json)
+    return write_text(os.path.join(report_dir, SUMMARY_FILE), text)
 
 
-def _selected(pipeline: beam.Pipeline, unique, select: bool):
-    """(kept records, selection failure records): with ``select`` the spectra outside the
-    paper's sample are rejected and recorded, else all are kept."""
-    if not select:
-        return unique, pipeline | "NoRejected" >> beam.Create([])
-    kept = unique | "Selected" >> beam.Filter(lambda r: not r[3])
-    rejected = (
-        unique
-        | "Rejected" >> beam.Filter(lambda r: bool(r[3]))
-        | "RejectRecord"
-        >> beam.Map(
-            lambda r: failure(r[1], "select", "+".join(r[3]), f"{r[1]}: outside the paper's sample: {r[4]}", r[0])
-        )
-    )
-    return kept, rejected
+def _shard_of(spec_id: str, n_shards: int) -> int:
+    """A stable shard (crc32: Python's str hash differs between worker processes)."""
+    return zlib.crc32(spec_id.encode()) % n_shards
 
 
-def _write_reports(pipeline: beam.Pipeline, report_dir: str, failures, unique, kept, n_inputs: int, config_json: str):
-    """The ids of every spectrum read, the failure records and the run summary."""
-    _ = (
-        unique
-        | "IdLine" >> beam.Map(lambda r: f"{r[0]}\t{r[1]}")
-        | "WriteIds" >> beam.io.WriteToText(os.path.join(report_dir, IDS_DIR, "ids"), file_name_suffix=".tsv")
-    )
-    _ = (
-        failures
-        | "FailureJson" >> beam.Map(lambda f: json.dumps(f, sort_keys=True))
-        | "WriteFailures"
-        >> beam.io.WriteToText(
-            os.path.join(report_dir, FAILURES_DIR, "failures"), file_name_suffix=".jsonl", num_shards=1
-        )
-    )
-    counts = (
-        failures
-        | "StageReason" >> beam.Map(lambda f: (f["stage"], f["reason"]))
-        | "CountFailures" >> beam.combiners.Count.PerElement()
-    )
-    cuts = unique | "Cuts" >> beam.FlatMap(lambda r: r[3]) | "CountCuts" >> beam.combiners.Count.PerElement()
-    n_written = kept | "CountWritten" >> beam.combiners.Count.Globally()
-    _ = (
-        pipeline
-        | "SummarySeed" >> beam.Create([None])
-        | "Summary"
-        >> beam.Map(
-            _summary,
-            n_inputs=n_inputs,
-            n_written=beam.pvalue.AsSingleton(n_written),
-            stage_reason_counts=beam.pvalue.AsList(counts),
-            cut_counts=beam.pvalue.AsList(cuts),
-            config_json=config_json,
-        )
-        | "WriteSummary"
-        >> beam.io.WriteToText(os.path.join(report_dir, SUMMARY_FILE), num_shards=1, shard_name_template="")
+@dataclass(frozen=True)
+class SplitWriter:
+    """Writes kept spectra into ``Split-<name>/data_tfrecord-SSSSS-of-NNNNN.gz`` (TFX's
+    ExampleGen names), assigning splits with TFX's own partition function and config.
+
+    Each shard's records meet in a GroupByKey and are written sorted by spectrum id under a
+    temporary name, then renamed: no Beam file sink (its finalisation never runs on the
+    DaskRunner), and a reader never sees a partial file. Every shard writes every split, if
+    empty, as Beam's sink wrote one file for an empty split.
+    """
+
+    examples_dir: str
+    output_config_json: str
+    split_names: tuple[str, ...]
+    n_shards: int
+
+    def write(self, group) -> int:
+        from tfx.components.example_gen.base_example_gen_executor import _PartitionFn
+        from tfx.proto import example_gen_pb2
+        from tfx.utils import proto_utils
+
+        shard, records = group
+        config = proto_utils.json_to_proto(self.output_config_json, example_gen_pb2.Output())
+        splits = config.split_config.splits
+        buckets = list(itertools.accumulate(s.hash_buckets for s in splits))
+        by_split: dict[str, list[bytes]] = {s: [] for s in self.split_names}
+        for r in sorted((r for r in records if r is not None), key=lambda r: r[0]):
+            index = (
+                _PartitionFn(tf.train.Example.FromString(r[2]), len(buckets), buckets, config.split_config)
+                if splits
+                else 0
+            )
+            by_split[self.split_names[index]].append(r[2])
+        for split, serialized in by_split.items():
+            path = os.path.join(
+                self.examples_dir, f"Split-{split}", f"data_tfrecord-{shard:05d}-of-{self.n_shards:05d}.gz"
+            )
+            write_tfrecords(path, serialized)
+        return sum(len(v) for v in by_split.values())
+
+
+def _write_splits(pipeline: beam.Pipeline, kept, writer: SplitWriter):
+    shards = pipeline | "AllShards" >> beam.Create([(k, None) for k in range(writer.n_shards)])
+    keyed = kept | "KeyByShard" >> beam.Map(lambda r, n: (_shard_of(r[0], n), r), writer.n_shards)
+    return (
+        (keyed, shards)
+        | "ShardRecords" >> beam.Flatten()
+        | "GroupByShard" >> beam.GroupByKey()
+        | "WriteShard" >> beam.Map(writer.write)
     )
 
 
 @beam.ptransform_fn
-def IngestSpectra(pipeline: beam.Pipeline, config: IngestConfig, report_dir: str, pattern: str = ""):  # noqa: N802
+def IngestSpectra(
+    pipeline: beam.Pipeline,
+    config: IngestConfig,
+    report_dir: str,
+    pattern: str = "",  # noqa: N802
+    writer_of=None,
+):
     """Files -> tf.train.Examples on the model grid (the PTransform's output).
 
     Side outputs, written under ``report_dir``: ``failures/failures-*.jsonl`` (one record
     per unusable input, duplicate or rejected spectrum), ``ids/`` and ``ingest_summary.json``.
+    ``writer_of(n_files)``, if given, returns the :class:`SplitWriter` that also writes the
+    kept spectra into split files (the executor's output on every runner).
+
+    The same pipeline runs on the DirectRunner and on the DaskRunner: only Create, ParDo/Map,
+    GroupByKey and Flatten, with (tag, payload) records instead of tagged outputs.
     """
     files, unresolved = resolve(config, pattern)
     log.info("ingest: %d input files, %d unresolved inputs", len(files), len(unresolved))
-    results = (
+    records = (
         pipeline
         | "Files" >> beam.Create(files)
         | "Reshuffle" >> beam.Reshuffle()
-        | "Process" >> beam.ParDo(_ProcessFile(config)).with_outputs("failures", main="spectra")
+        | "Process" >> beam.ParDo(_ProcessFile(config))
     )
-    unique, id_failures = _unique(results.spectra, config.known_ids)
-    kept, rejected = _selected(pipeline, unique, config.select)
-    unresolved_pc = pipeline | "Unresolved" >> beam.Create(unresolved)
-    all_failures = (results.failures, *id_failures, rejected, unresolved_pc) | "AllFailures" >> beam.Flatten()
-    _write_reports(pipeline, report_dir, all_failures, unique, kept, len(files) + len(unresolved), config.to_json())
+    checked = _unique(records, config.known_ids)
+    selected = checked | "Select" >> beam.FlatMap(_select, config.select)
+    unresolved_pc = pipeline | "Unresolved" >> beam.Create([(FAILURE, u) for u in unresolved])
+    seed = pipeline | "ReportSeed" >> beam.Create([(_SEED, "")])  # a report also for no input
+    n_inputs, config_json = len(files) + len(unresolved), config.to_json()
+    report_dir = str(report_dir)
+    items = (
+        (checked | "UniqueOnly" >> beam.Filter(lambda item: item[0] == SPECTRUM), selected, unresolved_pc)
+        | "ReportRecords" >> beam.Flatten()
+        | "ReportItems" >> beam.FlatMap(_report_items)
+    )
+    _ = (
+        (items, seed)
+        | "WithSeed" >> beam.Flatten()
+        | "KeyReport" >> beam.Map(lambda item: (None, item))
+        | "GroupReport" >> beam.GroupByKey()
+        | "WriteReport" >> beam.Map(lambda group: _write_report(group, report_dir, n_inputs, config_json))
+    )
+    kept = selected | "Kept" >> beam.FlatMap(_payloads, _KEPT)
+    if writer_of is not None:
+        _write_splits(pipeline, kept, writer_of(len(files)))
     return kept | "ToExample" >> beam.Map(lambda r: tf.train.Example.FromString(r[2]))
 
 

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from stellarpop.components import examples, instrument, readers, simulate, spectra, templates
 from stellarpop.components import nuisances as N
+from stellarpop.components.atomic import write_text
 from stellarpop.components.bpt import CLASSES
 from stellarpop.components.priors import Priors, draw_params
 from stellarpop.components.progress import ProgressFile
@@ -142,14 +143,19 @@ class SimulateShard(beam.DoFn):
         self._out = out_dir
 
     def setup(self):
+        """Loads the templates and the instrument. Also called by the first ``process``: the
+        DaskRunner maps ``process`` alone and never calls ``setup``."""
         lib = templates.load_library(self._config.library or None)
         self._inst = readers.instrument_from_files(self._config.instrument_files or None)
         self._prep = templates.prepare(lib, self._inst)
         # Every mock is on SDSS's grid (as stored: float32 loglam): one overlap for all.
         self._overlap = spectra.model_grid_overlap(10.0 ** self._inst.loglam.astype(np.float32).astype(np.float64))
         self._progress = ProgressFile(self._config.progress_dir)
+        self._ready = True
 
     def process(self, shard: int):
+        if not getattr(self, "_ready", False):
+            self.setup()
         cfg = self._config
         done = os.path.join(self._out, SHARDS_DIR, f"shard-{shard:05d}.done")
         if tf.io.gfile.exists(done):
@@ -219,30 +225,37 @@ def _merge(counts: list[dict]) -> dict:
     return total
 
 
+def _summary_text(keyed, config: SimConfig, recorded: str) -> str:
+    """The run summary of every shard's counts (``keyed``: the one group of a constant key)."""
+    _, counts = keyed
+    return json.dumps(
+        {**_merge(list(counts)), "n": config.n, "shards": config.n_shards, "config": json.loads(recorded)},
+        indent=2,
+        sort_keys=True,
+    )
+
+
 def run(pipeline: beam.Pipeline, config: SimConfig, out_dir: str):
     """Add the simulation to a Beam pipeline; writes ``Split-*/shard-*.gz`` and a summary.
 
     The template library is made ready here, in the launching process, before any worker
-    starts: a cold cache is filled once (with a log line) instead of by every worker.
+    starts: a cold cache is filled once (with a log line) instead of by every worker. The
+    shards' counts meet in one group of a constant key (a GroupByKey, which every runner
+    translates; ``ToList`` is a side input on the DaskRunner) and the summary is written by
+    :func:`write_text`, so the same pipeline runs on the DirectRunner and on Dask.
     """
     templates.library_path(config.library or None)
     recorded = dataclasses.replace(config, progress_dir="").to_json()
+    summary_path = os.path.join(out_dir, SUMMARY_FILE)
     return (
         pipeline
         | "Shards" >> beam.Create(list(range(config.n_shards)))
         | "Reshuffle" >> beam.Reshuffle()
         | "Simulate" >> beam.ParDo(SimulateShard(config, out_dir))
-        | "Counts" >> beam.combiners.ToList()
-        | "Summary"
-        >> beam.Map(
-            lambda counts: json.dumps(
-                {**_merge(counts), "n": config.n, "shards": config.n_shards, "config": json.loads(recorded)},
-                indent=2,
-                sort_keys=True,
-            )
-        )
-        | "WriteSummary"
-        >> beam.io.WriteToText(os.path.join(out_dir, SUMMARY_FILE), num_shards=1, shard_name_template="")
+        | "KeyCounts" >> beam.Map(lambda counts: (None, counts))
+        | "Counts" >> beam.GroupByKey()
+        | "Summary" >> beam.Map(_summary_text, config=config, recorded=recorded)
+        | "WriteSummary" >> beam.Map(lambda text: write_text(summary_path, text))
     )
 
 

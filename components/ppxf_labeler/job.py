@@ -19,6 +19,7 @@ the labels do not depend on the number of workers or on interruptions (tested).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from stellarpop.components import ppxf_fit, readers, templates
+from stellarpop.components.atomic import write_text, write_tfrecords
 from stellarpop.components.progress import ProgressFile, ResumeError
 from stellarpop.schema import config_codec
 from stellarpop.schema import features as F
@@ -148,46 +150,73 @@ class _CheckpointWriter:
             self._fh = None
 
 
+FIT_SLICES = 16  # units of work per input file in the fit pass (see fit_all)
+
+
+@functools.lru_cache(maxsize=2)
+def _checkpoints(ckpt_dir: str, token: str) -> dict[str, ppxf_fit.LabelResult]:
+    """The checkpoints as one pass (``token``) found them, read once per worker process.
+
+    The DaskRunner gives every task its own copy of a DoFn and never calls ``setup``: the
+    cache keeps a worker from re-reading every checkpoint for each unit of work. A new pass
+    has a new token, so it never sees another pass's snapshot."""
+    return read_checkpoints(ckpt_dir)
+
+
+@functools.lru_cache(maxsize=2)
+def _fitter(config_json: str) -> ppxf_fit.Fitter:
+    """The fitter of a configuration, built once per worker process (templates and LSF)."""
+    config = LabelConfig.from_json(config_json)
+    lib = templates.load_library(config.fit.library or None)
+    inst = readers.instrument_from_files(config.instrument_files or None)
+    return ppxf_fit.Fitter(lib, inst, config.fit)
+
+
+def read_slice(unit: tuple[str, int, int]) -> list[bytes]:
+    """Records ``k, k + n, k + 2n, ...`` of a gzipped (by name) or plain TFRecord file."""
+    path, k, n = unit
+    dataset = tf.data.TFRecordDataset([path], compression_type="GZIP" if path.endswith(".gz") else "")
+    return [raw.numpy() for i, raw in enumerate(dataset) if i % n == k]
+
+
 class FitSpectra(beam.DoFn):
-    """Fits the spectra that have no checkpointed result; checkpoints each result.
+    """Fits the spectra of one unit of work (file, slice, slices) that have no checkpointed
+    result; checkpoints each result.
 
-    The finished ids are read from the checkpoints in ``setup`` (not pickled into the DoFn:
-    the job graph stays the same size however many spectra are done)."""
+    The finished ids are read from the checkpoints on first use (not pickled into the DoFn:
+    the job graph stays the same size however many spectra are done). The checkpoint writer
+    is opened and closed within ``process``: the DaskRunner calls no ``start_bundle`` or
+    ``finish_bundle``, so nothing may wait in a buffer for them."""
 
-    def __init__(self, config: LabelConfig, ckpt_dir: str):
+    def __init__(self, config: LabelConfig, ckpt_dir: str, token: str = ""):
         self._config = config
         self._dir = ckpt_dir
+        self._token = token or uuid.uuid4().hex
 
     def setup(self):
         from threadpoolctl import threadpool_limits
 
         # One BLAS thread: results then do not depend on the threads a worker happens to get.
         self._limits = threadpool_limits(1)
-        lib = templates.load_library(self._config.fit.library or None)
-        inst = readers.instrument_from_files(self._config.instrument_files or None)
-        self._fitter = ppxf_fit.Fitter(lib, inst, self._config.fit)
+        self._fitter = _fitter(self._config.to_json())
         self._progress = ProgressFile(self._config.progress_dir)
-        self._writer = None
-        self._done = frozenset(read_checkpoints(self._dir))
+        self._done = frozenset(_checkpoints(self._dir, self._token))
 
-    def start_bundle(self):
-        self._writer = _CheckpointWriter(self._dir, self._config.remote_batch)
-
-    def process(self, serialized: bytes):
-        spec_id, flux, ivar, mask, z = spectrum_of(tf.train.Example.FromString(serialized))
-        if spec_id not in self._done:
-            result = self._fitter.fit(spec_id, flux, ivar, mask, z)
-            self._writer.write(result)
-            beam.metrics.Metrics.counter("ppxf", "fitted").inc()
-        self._progress.add()
-
-    def finish_bundle(self):
-        self._writer.close()
-        self._progress.flush()
-
-    def teardown(self):
-        if self._writer is not None:
-            self._writer.close()
+    def process(self, unit: tuple[str, int, int]):
+        if not hasattr(self, "_done"):
+            self.setup()
+        writer = _CheckpointWriter(self._dir, self._config.remote_batch)
+        try:
+            for serialized in read_slice(unit):
+                spec_id, flux, ivar, mask, z = spectrum_of(tf.train.Example.FromString(serialized))
+                if spec_id not in self._done:
+                    writer.write(self._fitter.fit(spec_id, flux, ivar, mask, z))
+                    beam.metrics.Metrics.counter("ppxf", "fitted").inc()
+                self._progress.add()
+        finally:
+            writer.close()
+            self._progress.flush()
+        return []
 
 
 def add_labels(example: tf.train.Example, result: ppxf_fit.LabelResult) -> tf.train.Example:
@@ -205,72 +234,95 @@ def add_labels(example: tf.train.Example, result: ppxf_fit.LabelResult) -> tf.tr
 
 
 class WriteLabels(beam.DoFn):
-    """Adds labels to one split's Examples; drops failed fits and sigma < min_vd (counted).
-    The results are read from the checkpoints in ``setup``."""
+    """Adds labels to one input file of a split and writes it as one output file; drops
+    failed fits and sigma < min_vd. Yields the file's (split, {outcome: n}) counts.
 
-    COUNTS = "counts"
+    The results are read from the checkpoints on first use. The output file is written under
+    a temporary name and renamed (:mod:`~stellarpop.components.atomic`), not by a Beam sink,
+    whose finalisation the DaskRunner never runs; its records keep the input's order."""
 
-    def __init__(self, split: str, ckpt_dir: str, min_vd: float):
+    def __init__(self, split: str, ckpt_dir: str, min_vd: float, out_dir: str = "", n_files: int = 1, token: str = ""):
         self._split = split
         self._dir = ckpt_dir
         self._min_vd = min_vd
+        self._out = out_dir
+        self._n_files = n_files
+        self._token = token or uuid.uuid4().hex
 
     def setup(self):
-        self._results = read_checkpoints(self._dir)  # spec_id -> LabelResult
+        self._results = _checkpoints(self._dir, self._token)  # spec_id -> LabelResult
 
-    def process(self, serialized: bytes):
+    def label(self, serialized: bytes) -> tuple[str, bytes | None]:
+        """(outcome, labelled record or None) of one input record."""
         example = tf.train.Example.FromString(serialized)
-        spec_id = example.features.feature[F.SPEC_ID].bytes_list.value[0].decode()
-        result = self._results[spec_id]
+        result = self._results[example.features.feature[F.SPEC_ID].bytes_list.value[0].decode()]
         if not result.ok:
-            outcome = FAILED
-        elif not result.vd >= self._min_vd:
-            outcome = LOW_VD
-        else:
-            outcome = LABELLED
-            yield add_labels(example, result).SerializeToString(deterministic=True)
-        yield beam.pvalue.TaggedOutput(self.COUNTS, (self._split, outcome))
+            return FAILED, None
+        if not result.vd >= self._min_vd:
+            return LOW_VD, None
+        return LABELLED, add_labels(example, result).SerializeToString(deterministic=True)
+
+    def process(self, indexed_file: tuple[int, str]):
+        if not hasattr(self, "_results"):
+            self.setup()
+        index, path = indexed_file
+        counts: Counter = Counter()
+        labelled = []
+        for serialized in read_slice((path, 0, 1)):
+            outcome, record = self.label(serialized)
+            counts[outcome] += 1
+            if record is not None:
+                labelled.append(record)
+        name = f"labelled-{index:05d}-of-{self._n_files:05d}.gz"
+        write_tfrecords(os.path.join(self._out, f"Split-{self._split}", name), labelled)
+        yield self._split, dict(counts)
 
 
-def read_files(pipeline: beam.Pipeline, files: list[str], label: str):
-    """A PCollection of serialized Examples from gzipped (by name) or plain TFRecord files."""
+def fit_all(pipeline: beam.Pipeline, files: list[str], config: LabelConfig, ckpt_dir: str, slices: int = FIT_SLICES):
+    """Pass 1: fit every spectrum of ``files`` that has no result in ``ckpt_dir``.
+
+    The units of work are (file, k, ``slices``): records k, k + slices, ... of a file. Only
+    Create and ParDo: the DaskRunner spreads the work by Create's partitions alone (its
+    Reshuffle does nothing), so one unit per file would leave all but a few workers idle."""
+    units = [(f, k, slices) for f in files for k in range(slices)]
     return (
         pipeline
-        | f"{label}Files" >> beam.Create(files)
-        | f"{label}Read" >> beam.io.ReadAllFromTFRecord(compression_type=beam.io.filesystem.CompressionTypes.AUTO)
-    )
-
-
-def fit_all(pipeline: beam.Pipeline, files: list[str], config: LabelConfig, ckpt_dir: str):
-    """Pass 1: fit every spectrum of ``files`` that has no result in ``ckpt_dir``."""
-    return (
-        read_files(pipeline, files, "Fit")
+        | "FitUnits" >> beam.Create(units)
         | "Reshuffle" >> beam.Reshuffle()
         | "Fit" >> beam.ParDo(FitSpectra(config, ckpt_dir))
     )
 
 
+def _write_counts(group, path: str) -> str:
+    """label_counts.json ([[split, outcome, n], ...]) of every file's counts."""
+    _, items = group
+    total: Counter = Counter()
+    for item in items:
+        if item is not None:
+            split, counts = item
+            total.update({(split, outcome): n for outcome, n in counts.items()})
+    return write_text(path, json.dumps([[s, o, n] for (s, o), n in sorted(total.items())]))
+
+
 def write_all(pipeline: beam.Pipeline, splits: dict[str, list[str]], ckpt_dir: str, min_vd: float, out_dir: str):
-    """Pass 2: every split rewritten with labels into ``out_dir/Split-*``; counts to a summary."""
-    counts = []
+    """Pass 2: every split rewritten with labels into ``out_dir/Split-*`` (one output file per
+    input file); the counts meet in one group of a constant key and go to label_counts.json."""
+    token = uuid.uuid4().hex
+    counts = [pipeline | "CountsSeed" >> beam.Create([None])]  # a counts file also for no input
     for split, files in splits.items():
-        out = read_files(pipeline, files, f"Write{split}") | f"Label{split}" >> beam.ParDo(
-            WriteLabels(split, ckpt_dir, min_vd)
-        ).with_outputs(WriteLabels.COUNTS, main="examples")
-        _ = out.examples | f"Write{split}" >> beam.io.WriteToTFRecord(
-            os.path.join(out_dir, f"Split-{split}", "labelled"),
-            file_name_suffix=".gz",
-            compression_type=beam.io.filesystem.CompressionTypes.GZIP,
+        counts.append(
+            pipeline
+            | f"Write{split}Files" >> beam.Create(list(enumerate(files)))
+            | f"Write{split}Reshuffle" >> beam.Reshuffle()
+            | f"Label{split}" >> beam.ParDo(WriteLabels(split, ckpt_dir, min_vd, out_dir, len(files), token))
         )
-        counts.append(out[WriteLabels.COUNTS])
+    path = os.path.join(out_dir, "label_counts.json")
     return (
         counts
         | "AllCounts" >> beam.Flatten()
-        | "Count" >> beam.combiners.Count.PerElement()
-        | "ToList" >> beam.combiners.ToList()
-        | "Dump" >> beam.Map(lambda pairs: json.dumps([[s, o, n] for (s, o), n in sorted(pairs)]))
-        | "WriteCounts"
-        >> beam.io.WriteToText(os.path.join(out_dir, "label_counts.json"), num_shards=1, shard_name_template="")
+        | "KeyCounts" >> beam.Map(lambda item: (None, item))
+        | "GroupCounts" >> beam.GroupByKey()
+        | "WriteCounts" >> beam.Map(_write_counts, path)
     )
 
 
