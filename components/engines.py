@@ -27,6 +27,8 @@ written to that subset (no side inputs, tagged outputs, Beam file sinks or DoFn 
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import socket
 import time
@@ -64,8 +66,8 @@ def check_scheduler(address: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
     """Check that a Dask scheduler answers at ``address``; returns its number of workers.
 
     A plain TCP connect first (a closed port fails at once, a dropped one after
-    ``timeout_s``), then a ``distributed.Client`` handshake, which tells a scheduler from any
-    other server. The client is closed again: the job opens its own.
+    ``timeout_s``), then Dask's ``identity`` request (:func:`_identity`), which tells a
+    scheduler from any other server and counts its workers.
 
     Raises
     ------
@@ -78,23 +80,47 @@ def check_scheduler(address: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
         socket.create_connection((host, port), timeout=timeout_s).close()
     except OSError as exc:
         raise SchedulerError(f"--dask {address}: no Dask scheduler reachable ({exc.strerror or exc})") from None
-    import distributed
-
     start = time.monotonic()
     try:
-        with distributed.Client(address, timeout=timeout_s, set_as_default=False) as client:
-            n_workers = len(client.scheduler_info().get("workers", {}))
-    except (OSError, TimeoutError) as exc:
+        info = _identity(address, timeout_s)
+    except (OSError, asyncio.TimeoutError, TimeoutError) as exc:
         raise SchedulerError(
             f"--dask {address}: the server there did not answer as a Dask scheduler within {timeout_s:g} s "
             f"({type(exc).__name__})"
         ) from None
+    if not isinstance(info, dict) or info.get("type") != "Scheduler":
+        raise SchedulerError(f"--dask {address}: the server there is not a Dask scheduler")
+    n_workers = len(info.get("workers", {}))
     if not n_workers:
         raise SchedulerError(
             f"--dask {address}: the scheduler has no workers (start some with `dask worker {address}`)"
         )
     log.info("Dask scheduler %s: %d workers (checked in %.1f s)", address, n_workers, time.monotonic() - start)
     return n_workers
+
+
+def _identity(address: str, timeout_s: float) -> dict:
+    """The scheduler's ``identity`` reply, all of it within ``timeout_s``.
+
+    Not ``distributed.Client(address, timeout=...)``: its timeout covers the TCP connect
+    only, and against a server that accepts the connection but never answers (measured: any
+    silent port) it waits for ever. The exchange runs on its own event loop in its own
+    thread, leaving the caller's loop (and distributed's) alone."""
+    from distributed.comm import connect
+
+    async def exchange():
+        comm = await connect(address, timeout=timeout_s)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    async def bounded():
+        return await asyncio.wait_for(exchange(), timeout_s)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, bounded()).result()
 
 
 def beam_args(
