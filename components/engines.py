@@ -92,9 +92,7 @@ def check_scheduler(address: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
         raise SchedulerError(f"--dask {address}: the server there is not a Dask scheduler")
     n_workers = len(info.get("workers", {}))
     if not n_workers:
-        raise SchedulerError(
-            f"--dask {address}: the scheduler has no workers (start some with `dask worker {address}`)"
-        )
+        raise SchedulerError(f"--dask {address}: the scheduler has no workers (start them: `dask worker {address}`)")
     log.info("Dask scheduler %s: %d workers (checked in %.1f s)", address, n_workers, time.monotonic() - start)
     return n_workers
 

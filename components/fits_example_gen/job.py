@@ -20,13 +20,11 @@ from typing import Any
 import apache_beam as beam
 import tensorflow as tf
 
-from stellarpop.components import examples, readers
+from stellarpop.components import config_codec, examples, readers
 from stellarpop.components.atomic import write_text, write_tfrecords
 from stellarpop.components.instrument import DEFAULT_BAD_BITS
 from stellarpop.components.progress import ProgressFile
-from stellarpop.components.spectra import SpectrumError, describe_cuts, prepare
-from stellarpop.schema import config_codec
-from stellarpop.schema.preparation import Preparation
+from stellarpop.components.spectra import Preparation, SpectrumError, describe_cuts, prepare
 
 log = logging.getLogger(__name__)
 
@@ -256,9 +254,8 @@ def _write_report(group, report_dir: str, n_inputs: int, config_json: str) -> st
     one = "00000-of-00001"
     write_text(os.path.join(report_dir, IDS_DIR, f"ids-{one}.tsv"), "".join(f"{x}\n" for x in sorted(kinds[_ID])))
     failures = [json.loads(x) for x in sorted(kinds[_FAIL])]
-    write_text(
-        os.path.join(report_dir, FAILURES_DIR, f"failures-{one}.jsonl"), "".join(f"{x}\n" for x in sorted(kinds[_FAIL]))
-    )
+    lines = "".join(f"{x}\n" for x in sorted(kinds[_FAIL]))
+    write_text(os.path.join(report_dir, FAILURES_DIR, f"failures-{one}.jsonl"), lines)
     text = _summary(n_inputs, len(kinds[_KEPT]), failures, Counter(kinds[_CUT]), config_json)
     return write_text(os.path.join(report_dir, SUMMARY_FILE), text)
 
@@ -295,16 +292,12 @@ class SplitWriter:
         buckets = list(itertools.accumulate(s.hash_buckets for s in splits))
         by_split: dict[str, list[bytes]] = {s: [] for s in self.split_names}
         for r in sorted((r for r in records if r is not None), key=lambda r: r[0]):
-            index = (
-                _PartitionFn(tf.train.Example.FromString(r[2]), len(buckets), buckets, config.split_config)
-                if splits
-                else 0
-            )
+            example = tf.train.Example.FromString(r[2])
+            index = _PartitionFn(example, len(buckets), buckets, config.split_config) if splits else 0
             by_split[self.split_names[index]].append(r[2])
         for split, serialized in by_split.items():
-            path = os.path.join(
-                self.examples_dir, f"Split-{split}", f"data_tfrecord-{shard:05d}-of-{self.n_shards:05d}.gz"
-            )
+            name = f"data_tfrecord-{shard:05d}-of-{self.n_shards:05d}.gz"
+            path = os.path.join(self.examples_dir, f"Split-{split}", name)
             write_tfrecords(path, serialized)
         return sum(len(v) for v in by_split.values())
 
