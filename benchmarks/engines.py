@@ -14,14 +14,12 @@ after: the machine may be shared.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
-
 from ingest import make_files  # benchmarks/, beside this script
 from ppxf_vs_truth import machine, write_result
 
@@ -47,14 +45,22 @@ def timed(fn, *args) -> tuple[float, dict]:
 def bench_ingest(files: list[Path], out: Path, args: list[str]) -> dict:
     config = ingest_job.IngestConfig(inputs=tuple(map(str, files)))
     wall, summary = timed(ingest_run.run_standalone, str(out), config, args)
-    return {"files": len(files), "wall_s": round(wall, 2), "files_per_s": round(len(files) / wall, 2),
-            "examples": summary["examples"]}
+    return {
+        "files": len(files),
+        "wall_s": round(wall, 2),
+        "files_per_s": round(len(files) / wall, 2),
+        "examples": summary["examples"],
+    }
 
 
 def bench_label(mocks: str, out: Path, args: list[str]) -> dict:
     wall, summary = timed(label_run.run_standalone, [mocks], str(out), FAST, args)
-    return {"spectra": summary["fitted"], "wall_s": round(wall, 2), "spectra_per_s": round(summary["fitted"] / wall, 3),
-            "labelled": sum(s[label_job.LABELLED] for s in summary["splits"].values())}
+    return {
+        "spectra": summary["fitted"],
+        "wall_s": round(wall, 2),
+        "spectra_per_s": round(summary["fitted"] / wall, 3),
+        "labelled": sum(s[label_job.LABELLED] for s in summary["splits"].values()),
+    }
 
 
 def main(
@@ -71,16 +77,20 @@ def main(
         tmp = Path(tmp_name)
         (tmp / "data").mkdir()
         files = make_files(tmp / "data", ingest)
-        sim_run.run_standalone(str(tmp / "mocks"), sim_job.SimConfig(n=label, seed=17, shard_size=max(1, label // 4)),
-                               configs.local_beam_args(workers))
+        sim_run.run_standalone(
+            str(tmp / "mocks"),
+            sim_job.SimConfig(n=label, seed=17, shard_size=max(1, label // 4)),
+            configs.local_beam_args(workers),
+        )
         mocks = str(tmp / "mocks" / "examples")
         direct = configs.local_beam_args(workers)
         result = {"direct": {}, "dask": {}}
         result["direct"]["ingest"] = bench_ingest(files, tmp / "ingest-direct", direct)
         result["direct"]["label"] = bench_label(mocks, tmp / "label-direct", direct)
         start = time.perf_counter()
-        with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                      dashboard_address=None) as cluster:
+        with distributed.LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as cluster:
             result["dask"]["cluster_start_s"] = round(time.perf_counter() - start, 2)
             dask = engines.beam_args(cluster.scheduler_address, direct)
             result["dask"]["ingest"] = bench_ingest(files, tmp / "ingest-dask", dask)

@@ -20,7 +20,6 @@ from typing import Any
 
 import apache_beam as beam
 from tfx import types
-from tfx.components.example_gen import input_processor
 from tfx.components.example_gen import utils as example_gen_utils
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
 from tfx.components.example_gen.component import FileBasedExampleGen
@@ -30,9 +29,10 @@ from tfx.types import artifact_utils, standard_artifacts, standard_component_spe
 from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import proto_utils
 
+from stellarpop.components import cache_key, spans
 from stellarpop.components.fits_example_gen import job
 from stellarpop.components.fits_example_gen.job import IngestConfig
-from stellarpop.transforms import features as F
+from stellarpop.schema import features as F
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,7 @@ class FitsExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec):
     PARAMETERS = {
         **standard_component_specs.FileBasedExampleGenSpec.PARAMETERS,
         INGEST_CONFIG_KEY: ExecutionParameter(type=str, optional=True),
-        # Set by pipeline.stamp: a fingerprint of the code that runs, read by no executor.
-        "code_fingerprint": ExecutionParameter(type=str, optional=True),
+        **cache_key.PARAMETER,  # the code's fingerprint in the cache key, read by no executor
     }
 
 
@@ -66,38 +65,6 @@ def default_output_config() -> example_gen_pb2.Output:
 def default_input_config(pattern: str = "*") -> example_gen_pb2.Input:
     """One input split; a directory that the pattern matches is searched recursively."""
     return example_gen_utils.make_default_input_config(pattern)
-
-
-def static_span(span: int) -> range_config_pb2.RangeConfig:
-    """The range_config that makes the component read span ``span`` (not the latest)."""
-    return range_config_pb2.RangeConfig(
-        static_range=range_config_pb2.StaticRange(start_span_number=span, end_span_number=span)
-    )
-
-
-def resolve_span(
-    input_base: str, input_config: example_gen_pb2.Input, range_config: range_config_pb2.RangeConfig | None = None
-) -> tuple[int, int | None, example_gen_pb2.Input]:
-    """(span, version, input config with the span filled in), as FileBasedExampleGen's
-    driver resolves them: the latest span under ``input_base``, or the one ``range_config``
-    names. A pattern without span spec gives span 0 and the config unchanged.
-
-    Raises
-    ------
-    ValueError
-        No files match the pattern (for that span).
-    """
-    processor = input_processor.FileBasedInputProcessor(input_base, input_config.splits, range_config)
-    span, version = processor.resolve_span_and_version()
-    resolved = example_gen_pb2.Input()
-    resolved.CopyFrom(input_config)
-    for split in resolved.splits:
-        split.pattern = processor.get_pattern_for_span_version(split.pattern, span, version)
-    return span, version, resolved
-
-
-def _has_span_spec(input_config: example_gen_pb2.Input) -> bool:
-    return any(any(spec in s.pattern for spec in ("{SPAN", "{YYYY}", "{VERSION")) for s in input_config.splits)
 
 
 @beam.ptransform_fn
@@ -189,14 +156,14 @@ class Executor(BaseExampleGenExecutor):
         run) the pattern names one span and ``props`` holds it; an executor called without the
         driver (``Do`` in tests, a standalone run) resolves the span spec itself, honouring
         ``range_config``, and rewrites ``props``' input config."""
-        if not _has_span_spec(input_config):
+        if not spans.has_span_spec(input_config):
             span = props.get(example_gen_utils.SPAN_PROPERTY_NAME) or 0
             return int(span), props.get(example_gen_utils.VERSION_PROPERTY_NAME)
         range_config = None
         if props.get(standard_component_specs.RANGE_CONFIG_KEY):
             range_config = range_config_pb2.RangeConfig()
             proto_utils.json_to_proto(props[standard_component_specs.RANGE_CONFIG_KEY], range_config)
-        span, version, resolved = resolve_span(
+        span, version, resolved = spans.resolve_span(
             props[standard_component_specs.INPUT_BASE_KEY], input_config, range_config
         )
         props[standard_component_specs.INPUT_CONFIG_KEY] = proto_utils.proto_to_json(resolved)
@@ -210,7 +177,7 @@ class FitsExampleGen(FileBasedExampleGen):
 
     Outputs one ``Examples`` artefact with train/eval/test splits and, beside them, the
     failure records and run summary of the ingest job. With a span spec in the input
-    pattern, one span: the latest, or the one ``range_config`` names (:func:`static_span`).
+    pattern, one span: the latest, or the one ``range_config`` names (:func:`stellarpop.components.spans.static_span`).
     """
 
     SPEC_CLASS = FitsExampleGenSpec

@@ -20,11 +20,13 @@ from typing import Any
 import apache_beam as beam
 import tensorflow as tf
 
-from stellarpop.components import config_codec, examples, readers
+from stellarpop.components import examples, readers
 from stellarpop.components.atomic import write_text, write_tfrecords
 from stellarpop.components.instrument import DEFAULT_BAD_BITS
 from stellarpop.components.progress import ProgressFile
-from stellarpop.components.spectra import Preparation, SpectrumError, describe_cuts, prepare
+from stellarpop.components.spectra import SpectrumError, describe_cuts, prepare
+from stellarpop.schema import config_codec
+from stellarpop.schema.preparation import Preparation
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from stellarpop.components.mock_example_gen import run as sim_run
 from stellarpop.components.ppxf_labeler import job as label_job
 from stellarpop.components.ppxf_labeler import run as label_run
 from stellarpop.pipeline import configs
-from stellarpop.transforms import features as F
+from stellarpop.schema import features as F
 
 pytestmark = pytest.mark.slow  # a cluster of two worker processes importing TensorFlow: about 50 s
 
