@@ -41,6 +41,8 @@ from apache_beam.runners.runner import PipelineState
 log = logging.getLogger(__name__)
 
 DASK_RUNNER = f"{__name__}.DaskRunner"
+# Beam's own name of its DaskRunner (not registered: the dotted path); replaced by ours.
+STOCK_DASK_RUNNERS = ("apache_beam.runners.dask.dask_runner.DaskRunner", "DaskRunner")
 DEFAULT_TIMEOUT_S = 5.0
 # Options of the local DirectRunner that mean nothing on a cluster (configs.local_beam_args).
 _DIRECT_ONLY = ("--runner", "--direct_running_mode", "--direct_num_workers")
@@ -144,8 +146,13 @@ def beam_args(
         The scheduler cannot be used (:func:`check_scheduler`), or ``--runner`` names another
         runner than the DirectRunner.
     """
-    args = list(user_args or [])
+    args = [f"--runner={DASK_RUNNER}" if _runner(a) in STOCK_DASK_RUNNERS else a for a in user_args or []]
     if dask_address is None:
+        if is_dask(args):  # Dask named through Beam's own arguments: the same checks
+            named = [a.split("=", 1)[1] for a in args if a.startswith("--dask_client_address=")]
+            if not named:
+                raise SchedulerError("DaskRunner: give --dask_client_address=tcp://HOST:PORT (a running scheduler)")
+            check_scheduler(named[-1], timeout_s)
         return args
     for arg in args:
         if arg.startswith("--runner") and arg.split("=", 1)[-1] not in ("DirectRunner", DASK_RUNNER):
@@ -158,6 +165,10 @@ def beam_args(
         f"--dask_client_address={dask_address}",
         f"--dask_connection_timeout={int(max(1, timeout_s))}",
     ]
+
+
+def _runner(arg: str) -> str | None:
+    return arg.split("=", 1)[1] if arg.startswith("--runner=") else None
 
 
 def pipeline_options(dask_address: str | None, user_args: list[str] | None = None) -> PipelineOptions:

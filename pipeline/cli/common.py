@@ -36,16 +36,29 @@ BeamArgs = Annotated[
         help="Beam pipeline argument, repeatable (e.g. --beam-arg=--runner=DataflowRunner); replaces the local profile."
     ),
 ]
+Dask = Annotated[
+    str | None,
+    typer.Option(
+        "--dask",
+        metavar="tcp://HOST:PORT",
+        help="Run the job on this running dask.distributed scheduler instead of local processes.",
+    ),
+]
 Restart = Annotated[bool, typer.Option(help="Discard a previous run in --output instead of resuming it.")]
 Library = Annotated[Path | None, typer.Option(help="An sps_lib .npz instead of the E-MILES build.")]
 CPUS = os.cpu_count() or 1
 
 
-def beam_args(beam_arg: list[str] | None, workers: int) -> list[str]:
-    """``--beam-arg`` values, else the local multi-process profile with ``workers``."""
+def beam_args(beam_arg: list[str] | None, workers: int, dask: str | None = None) -> list[str]:
+    """``--beam-arg`` values, else the local multi-process profile with ``workers``; with
+    ``dask`` (or Beam's DaskRunner named in ``--beam-arg``), the Dask runner's arguments
+    after a check of the scheduler (a one-line error within seconds if it cannot be used)."""
+    from stellarpop.components import engines
     from stellarpop.pipeline import configs
 
-    return list(beam_arg) if beam_arg else configs.local_beam_args(workers)
+    if dask is None and not beam_arg:
+        return configs.local_beam_args(workers)
+    return engines.beam_args(dask, list(beam_arg or []))
 
 
 # Loggers whose INFO lines always show: they announce the one-time download and build of the

@@ -17,6 +17,7 @@ from rich.table import Table
 from stellarpop.pipeline.cli.common import (
     CPUS,
     BeamArgs,
+    Dask,
     Library,
     Restart,
     Verbose,
@@ -97,6 +98,7 @@ def ingest(
     ] = F.NORM_HALF_WIDTH,
     workers: Workers = CPUS,
     beam_arg: BeamArgs = None,
+    dask: Dask = None,
     chunk_size: Annotated[
         int,
         typer.Option(min=0, help="Files per chunk; a re-run of the same command skips finished chunks (0: one chunk)."),
@@ -127,7 +129,7 @@ def ingest(
     output = output_folder(output)
     examples_dir = output / "examples"
     config = ingest_lib.IngestConfig(select=select, preparation=preparation)
-    args = beam_args(beam_arg, workers)
+    args = beam_args(beam_arg, workers, dask)
     started = time.time()
     summary, elapsed = run_job(
         output,
@@ -208,6 +210,7 @@ def simulate(
     library: Library = None,
     workers: Workers = CPUS,
     beam_arg: BeamArgs = None,
+    dask: Dask = None,
     restart: Restart = False,
     verbose: Verbose = False,
 ) -> None:
@@ -233,7 +236,7 @@ def simulate(
             library=str(library or ""),
         )
     output = output_folder(output)
-    args = beam_args(beam_arg, workers)
+    args = beam_args(beam_arg, workers, dask)
     summary, elapsed = run_job(
         output,
         n,
@@ -272,6 +275,7 @@ def label(
     library: Library = None,
     workers: Workers = CPUS,
     beam_arg: BeamArgs = None,
+    dask: Dask = None,
     restart: Annotated[bool, typer.Option(help="Discard checkpointed fits in --output instead of resuming.")] = False,
     verbose: Verbose = False,
 ) -> None:
@@ -292,7 +296,7 @@ def label(
     config = job.LabelConfig(
         fit=ppxf_fit.FitConfig(gas_components=gas_components, library=str(library or "")), min_vd=min_vd
     )
-    args = beam_args(beam_arg, workers)
+    args = beam_args(beam_arg, workers, dask)
     summary, elapsed = run_job(
         output,
         total,

@@ -45,8 +45,8 @@ FAST = label_job.LabelConfig(fit=ppxf_fit.FitConfig(gas_components=0))
 
 
 @pytest.fixture(scope="module")
-def dask_args():
-    """Beam arguments of a 2-worker LocalCluster of processes; checks that it leaves no process."""
+def scheduler():
+    """The address of a 2-worker LocalCluster of processes; checks that it leaves no process."""
     import distributed
 
     before = {p.pid for p in psutil.Process().children(recursive=True)}
@@ -54,7 +54,7 @@ def dask_args():
         n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
     )
     try:
-        yield engines.beam_args(cluster.scheduler_address, configs.local_beam_args(2))
+        yield cluster.scheduler_address
     finally:
         cluster.close()
     deadline = time.time() + 30
@@ -66,6 +66,12 @@ def dask_args():
             break
         time.sleep(0.5)
     assert not left, f"processes left by the cluster: {left}"
+
+
+@pytest.fixture(scope="module")
+def dask_args(scheduler):
+    """The jobs' Beam arguments for that cluster, as the CLI's ``--dask`` makes them."""
+    return engines.beam_args(scheduler, configs.local_beam_args(2))
 
 
 def _cmdline(process: psutil.Process) -> list[str]:
@@ -169,6 +175,43 @@ def test_label_on_dask_equals_direct_and_resumes_from_checkpoints(dask_args, moc
     assert _labels(tmp_path / "dask") == _labels(tmp_path / "direct")
     assert _records(str(tmp_path / "dask" / "examples")) == _records(str(tmp_path / "direct" / "examples"))
     _no_temp_files(str(tmp_path / "dask"))
+
+
+def test_the_cli_runs_ingest_on_dask_by_flag_and_by_beams_own_arguments(scheduler, bundled, tmp_path):
+    from typer.testing import CliRunner
+
+    from stellarpop.pipeline.cli import app
+
+    inputs = list(map(str, bundled.values()))
+    direct = _direct(_ingest, inputs, tmp_path / "direct", DIRECT)[:3]
+    stock = "apache_beam.runners.dask.dask_runner.DaskRunner"
+    for name, how in (
+        ("flag", ["--dask", scheduler]),
+        ("beam", [f"--beam-arg=--runner={stock}", f"--beam-arg=--dask_client_address={scheduler}"]),
+    ):
+        out = tmp_path / name
+        result = CliRunner().invoke(app, ["ingest", *inputs, "-o", str(out), *how])
+        assert result.exit_code == 0, result.output
+        run = json.loads((out / "run.json").read_text())
+        assert f"--runner={engines.DASK_RUNNER}" in run["beam_args"]
+        uri = str(out / "examples")
+        fails = sorted(json.dumps(r, sort_keys=True) for r in ingest_job.read_failures(uri))
+        ids = sorted(Path(p).read_text() for p in glob.glob(os.path.join(uri, ingest_job.IDS_DIR, "*.tsv")))
+        assert (_records(uri), fails, ids) == direct
+
+
+def test_the_cli_names_a_dead_scheduler_in_one_line(bundled, tmp_path):
+    from typer.testing import CliRunner
+
+    from stellarpop.pipeline.cli import app
+
+    address = f"tcp://127.0.0.1:{_closed_port()}"
+    start = time.monotonic()
+    result = CliRunner().invoke(app, ["ingest", *map(str, bundled.values()), "-o", str(tmp_path), "--dask", address])
+    assert time.monotonic() - start < 10
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and address in lines[0], result.output
+    assert "no Dask scheduler reachable" in lines[0]
 
 
 def _closed_port() -> int:
