@@ -34,16 +34,19 @@ class Reader:
     kind: str  # "fits": sniff(HDUList), read(HDUList, path); "file": sniff(first bytes), read(path)
     sniff: Callable
     read: Callable
+    # "fits" readers: read(path, bad_bits) of the plain files the reader would take, without
+    # astropy (raw_fits.NotPlain for any other file: the file is then opened with astropy)
+    fast: Callable | None = None
 
 
 READERS: dict[str, Reader] = {}
 
 
-def register_reader(name: str, kind: str, sniff: Callable):
+def register_reader(name: str, kind: str, sniff: Callable, fast: Callable | None = None):
     """Decorator: add a reader to the registry (tried in registration order)."""
 
     def wrap(read: Callable) -> Callable:
-        READERS[name] = Reader(name, kind, sniff, read)
+        READERS[name] = Reader(name, kind, sniff, read, fast)
         return read
 
     return wrap
@@ -116,6 +119,12 @@ def _read_fits(path: str, bad_bits) -> Spectrum:
         # A FITS file is whole 2880-byte blocks; a cut-off download almost never is. Cheaper
         # than walking every HDU of a full spec file (which costs a third of the read time).
         raise SpectrumError("truncated", f"size {size} bytes is not a whole number of 2880-byte FITS blocks: truncated")
+    first = next(r for r in READERS.values() if r.kind == "fits")
+    if first.fast is not None:  # the first reader's own files without astropy's header parser
+        try:
+            return first.fast(path, bad_bits)
+        except Exception:  # noqa: BLE001 - astropy reads it again and names what is wrong
+            pass
     try:
         with warnings.catch_warnings():
             # astropy warns and carries on past damaged headers and data (non-ASCII bytes,

@@ -10,6 +10,7 @@ that ship inside ppxf; a spec-lite writer for simulated spectra.
 
 from __future__ import annotations
 
+import functools
 import glob
 import math
 import os
@@ -21,6 +22,7 @@ from astropy.io import fits
 
 from stellarpop.components import bpt
 from stellarpop.components.instrument import DEFAULT_BAD_BITS, R_BAND, Instrument, bad_pixels, sdss_loglam
+from stellarpop.components.readers import raw_fits
 from stellarpop.components.readers.registry import computed_snr, num, position_object_id, register_reader, text
 from stellarpop.components.spectra import Spectrum, SpectrumError
 
@@ -79,8 +81,8 @@ _TFORM = re.compile(r"^\s*(\d*)([LBIJKAED])\s*$")
 _NUMPY = {"L": "i1", "B": "u1", "I": ">i2", "J": ">i4", "K": ">i8", "E": ">f4", "D": ">f8"}
 
 
-def table_columns(hdul: fits.HDUList, key, path: str) -> dict[str, np.ndarray]:
-    """All columns of a binary-table HDU, lower-cased names -> arrays.
+def table_columns(hdul: fits.HDUList, key, path: str, only: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """The columns of a binary-table HDU (all, or those of ``only``), lower-cased names -> arrays.
 
     Reads the rows with one numpy call from the header's TFORMs: astropy's table layer
     costs ~40 ms for SDSS's 126-column SPECOBJ row, which would cap ingest at ~20 files/s.
@@ -94,35 +96,26 @@ def table_columns(hdul: fits.HDUList, key, path: str) -> dict[str, np.ndarray]:
     # re-serialises every header); column keywords are parsed from the raw 80-byte cards.
     start, offset = getattr(hdu, "_header_offset", None), getattr(hdu, "_data_offset", None)
     if start is None or offset is None or path.endswith(".gz"):
-        return _astropy_columns(hdu)
-    with open(path, "rb") as fh:
-        fh.seek(start)
-        raw_header = fh.read(offset - start)
-    cards = {}
-    for i in range(0, len(raw_header), 80):
-        card = raw_header[i : i + 80]
-        if card[:5] in (b"TTYPE", b"TFORM", b"TSCAL", b"TZERO") and card[8:10] == b"= ":
-            cards[card[:8].strip().decode()] = card[10:].split(b"/")[0].strip().strip(b"'").strip().decode()
-    fields = []
-    for i in range(1, ncol + 1):
-        m = _TFORM.match(cards.get(f"TFORM{i}", ""))
-        if m is None:
-            return _astropy_columns(hdu)
-        repeat = int(m.group(1) or 1)
-        code = m.group(2)
-        dt = np.dtype(f"S{repeat}") if code == "A" else np.dtype((_NUMPY[code], (repeat,) if repeat > 1 else ()))
-        fields.append((cards.get(f"TTYPE{i}", f"col{i}").lower(), dt))
-    if np.dtype(fields).itemsize != width:
-        return _astropy_columns(hdu)
-    dtype = np.dtype(fields)
+        return _astropy_columns(hdu, only)
+    if isinstance(hdu, raw_fits.RawHDU):  # its header's bytes are at hand
+        cards = _header_column_cards(hdu.raw_header)
+    else:
+        cards = _column_cards(path, start, offset)
+    forms = tuple((cards.get(f"TTYPE{i}", f"col{i}").lower(), cards.get(f"TFORM{i}", "")) for i in range(1, ncol + 1))
+    dtype = _row_dtype(forms)
+    if dtype is None or dtype.itemsize != width:
+        return _astropy_columns(hdu, only)
     with open(path, "rb") as fh:
         fh.seek(offset)
         raw = fh.read(width * nrow)
     if len(raw) < width * nrow:
         raise SpectrumError("truncated", f"HDU {hdu.name or key} is truncated ({len(raw)} of {width * nrow} bytes)")
     rows = np.frombuffer(raw, dtype=dtype, count=nrow)
+    wanted = None if only is None else {n.lower() for n in only}
     cols = {}
-    for i, (name, _) in enumerate(fields, start=1):
+    for i, (name, _) in enumerate(forms, start=1):
+        if wanted is not None and name not in wanted:
+            continue
         col = rows[name]
         if col.dtype.kind == "S":  # str, as astropy gives (the fallback must not differ)
             col = col.astype(f"U{col.dtype.itemsize}")
@@ -131,8 +124,58 @@ def table_columns(hdul: fits.HDUList, key, path: str) -> dict[str, np.ndarray]:
     return cols
 
 
-def _astropy_columns(hdu) -> dict[str, np.ndarray]:
-    return {c.lower(): np.asarray(hdu.data[c]) for c in hdu.columns.names}
+@functools.lru_cache(maxsize=64)
+def _row_dtype(forms: tuple[tuple[str, str], ...]) -> np.dtype | None:
+    """The numpy row type of (name, TFORM) columns; None for a TFORM it does not cover. The
+    files of one data release share their table layouts: built once per layout."""
+    fields = []
+    for name, form in forms:
+        m = _TFORM.match(form)
+        if m is None:
+            return None
+        repeat = int(m.group(1) or 1)
+        code = m.group(2)
+        dt = np.dtype(f"S{repeat}") if code == "A" else np.dtype((_NUMPY[code], (repeat,) if repeat > 1 else ()))
+        fields.append((name, dt))
+    try:
+        return np.dtype(fields)
+    except ValueError:  # duplicate column names
+        return None
+
+
+def _column_cards(path: str, start: int, offset: int) -> dict[str, str]:
+    """The column keywords of the header at ``start`` (data at ``offset``), from its raw cards."""
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        return _header_column_cards(fh.read(offset - start))
+
+
+@functools.lru_cache(maxsize=64)
+def _header_column_cards(raw_header: bytes) -> dict[str, str]:
+    """The column keywords of a table header's bytes; a table header holds no more than its
+    layout, so the files of one data release share it: parsed once per layout (do not
+    modify the dict returned)."""
+    cards = {}
+    for i in range(0, len(raw_header), 80):
+        card = raw_header[i : i + 80]
+        if card[:5].decode("ascii", "replace") in _COLUMN_KEYS and card[8:10] == b"= ":
+            cards[card[:8].strip().decode()] = _card_text(card[10:])
+    return cards
+
+
+_COLUMN_KEYS = ("TTYPE", "TFORM", "TSCAL", "TZERO")
+
+
+def _card_text(value: bytes) -> str:
+    """A column keyword's value field as text (names, formats and numbers carry no '/')."""
+    return value.split(b"/")[0].strip().strip(b"'").strip().decode()
+
+
+def _astropy_columns(hdu, only: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    if isinstance(hdu, raw_fits.RawHDU):
+        raise raw_fits.NotPlain("a table for astropy")
+    wanted = None if only is None else {n.lower() for n in only}
+    return {c.lower(): np.asarray(hdu.data[c]) for c in hdu.columns.names if wanted is None or c.lower() in wanted}
 
 
 def _need(cols: dict, names: Sequence[str], hdu_name: str) -> None:
@@ -169,7 +212,33 @@ def spzline_bpt_class(hdul: fits.HDUList, path: str) -> str:
     return bpt.classify(fluxes, errors)
 
 
-@register_reader("sdss_spec", "fits", _is_sdss_spec)
+def _is_plain_sdss_spec(hdus: list[raw_fits.RawHDU]) -> bool:
+    """:func:`_is_sdss_spec` of a scanned file."""
+    if len(hdus) < 2 or hdus[1].header.get("XTENSION") != "BINTABLE":
+        return False
+    h = hdus[1].header
+    names = {str(h.get(f"TTYPE{i}", "")).strip().lower() for i in range(1, int(h.get("TFIELDS", 0)) + 1)}
+    return hdus[1].name == "COADD" or {"loglam", "flux", "ivar"} <= names
+
+
+def read_plain_sdss_spec(path: str, bad_bits=DEFAULT_BAD_BITS) -> Spectrum:
+    """:func:`read_sdss_spec` of an uncompressed file, its HDUs found by
+    :func:`~stellarpop.components.readers.raw_fits.scan` instead of astropy (the same
+    Spectrum, several times faster); ``NotPlain`` for a file that is not one."""
+    hdus = raw_fits.scan(path)
+    if not _is_plain_sdss_spec(hdus):
+        raise raw_fits.NotPlain("not an SDSS spec file")
+    return read_sdss_spec(hdus, path, bad_bits)
+
+
+# What read_sdss_spec takes of SPECOBJ's 126 columns (SPALL's 200+)
+META_COLUMNS = (
+    "plate", "mjd", "fiberid", "plug_ra", "plug_dec", "bestobjid", "objid", "sn_median", "z", "z_err",
+    "zwarning", "class", "subclass", "vdisp", "vdisp_err",
+)  # fmt: skip
+
+
+@register_reader("sdss_spec", "fits", _is_sdss_spec, fast=read_plain_sdss_spec)
 def read_sdss_spec(hdul: fits.HDUList, path: str, bad_bits=DEFAULT_BAD_BITS) -> Spectrum:
     """A DR8+ ``spec`` or ``spec-lite`` file (or a BOSS one) as a :class:`Spectrum`.
 
@@ -182,7 +251,7 @@ def read_sdss_spec(hdul: fits.HDUList, path: str, bad_bits=DEFAULT_BAD_BITS) -> 
     meta_key = _hdu_named(hdul, ("SPECOBJ", "SPALL"), 2)
     if meta_key is None:
         raise SpectrumError("missing_hdu", "no SPECOBJ or SPALL HDU with the redshift and identifiers")
-    meta = table_columns(hdul, meta_key, path)
+    meta = table_columns(hdul, meta_key, path, only=META_COLUMNS)
     meta_name = hdul[meta_key].name
     if not meta or len(next(iter(meta.values()))) < 1:
         raise SpectrumError("missing_hdu", f"{meta_name} HDU is empty")
