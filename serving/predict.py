@@ -24,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-from stellarpop.components import examples, readers
+from stellarpop.components import examples, readers, resolution
 from stellarpop.components.spectra import SpectrumError, prepare
 from stellarpop.schema import config_codec
 from stellarpop.schema import features as F
@@ -48,20 +48,29 @@ META_COLUMNS = (
 )
 
 
+# Below its spectrum's resolution (components.resolution) vd is an upper limit, flagged.
+VD_UNRESOLVED, VD_LIMIT = "vd_unresolved", "vd_limit"
+
 # The columns of a prediction table, in order (also the streaming job's, which adds its own).
 TABLE_COLUMNS = (
     list(META_COLUMNS)
     + [c for k in F.LABEL_KEYS for c in (k, k + F.ERR_SUFFIX)]
-    + [F.OOD_SCORE, F.OOD_FLAG, "quality", "error"]
+    + [F.OOD_SCORE, F.OOD_FLAG, VD_UNRESOLVED, VD_LIMIT, "quality", "error"]
 )
 FLOAT_OUTPUTS = F.LABEL_KEYS + F.LABEL_ERR_KEYS + (F.OOD_SCORE,)
 
 
-def output_values(out: Mapping[str, np.ndarray], i: int) -> dict:
+def output_values(out: Mapping[str, np.ndarray], i: int, snr_r: float | None = None) -> dict:
     """Row ``i``'s values of a model's outputs: NaN (flag None) for what the model lacks (an
-    export older than the out-of-domain score) or a failed batch."""
+    export older than the out-of-domain score) or a failed batch. With the spectrum's
+    ``snr_r``, a vd below its resolution limit becomes the upper limit, ``vd_unresolved``."""
     row = {k: float(out[k][i]) if k in out else math.nan for k in FLOAT_OUTPUTS}
     row[F.OOD_FLAG] = bool(out[F.OOD_FLAG][i]) if F.OOD_FLAG in out else None
+    row[VD_UNRESOLVED], row[VD_LIMIT] = None, math.nan
+    if snr_r is not None and F.VD in out:
+        row[F.VD], row[VD_UNRESOLVED], row[VD_LIMIT] = resolution.mark(
+            row[F.VD], row[F.VD + F.ERR_SUFFIX], float(snr_r)
+        )
     return row
 
 
@@ -175,7 +184,7 @@ def predict_files(files: list[str], model: Model, batch_size: int = 256, on_prog
                 for row, _ in pending:
                     row["error"] = f"{row['file']}: prediction failed: {failed}"
             for i, (row, _) in enumerate(pending):
-                row.update(output_values(out, i))
+                row.update(output_values(out, i, row["snr_r"]))
             pending.clear()
 
     for path in files:

@@ -213,7 +213,7 @@ def predict_prepared(ready: list[tuple], version: LoadedVersion) -> list[tuple]:
         if isinstance(value, str):
             out.append(dead_letter(record, "inference", value))
             continue
-        row.update(predict.output_values({k: [v] for k, v in value.items()}, 0))
+        row.update(predict.output_values({k: [v] for k, v in value.items()}, 0, row.get("snr_r")))
         row.update(model_version=version.number, landed=iso(record.mtime), predicted=predicted)
         out.append((ROW, record, row))
     return out

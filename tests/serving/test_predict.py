@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from stellarpop.components import examples, readers
+from stellarpop.components import examples, readers, resolution
 from stellarpop.components.spectra import prepare
 from stellarpop.schema import features as F
 from stellarpop.schema.preparation import Preparation, Selection
@@ -48,7 +48,9 @@ def test_rows_use_the_models_preparation_and_its_selection(bundled, tmp_path):
     for path, row, sent in zip(files, rows, model.calls):
         # The bytes sent are those ingest writes for the same preparation: one path.
         want = examples.to_example(prepare(readers.read_spectrum(path), strict)).SerializeToString(deterministic=True)
-        assert sent == [want] and row[F.VD] == pytest.approx(row["z"]) and 0.9 < row["coverage"] <= 1.0
+        # every output is z: a vd far below any resolution, reported as the upper limit
+        assert sent == [want] and row[F.LOG_AGE] == pytest.approx(row["z"]) and 0.9 < row["coverage"] <= 1.0
+        assert row[pred.VD_UNRESOLVED] and row[F.VD] == resolution.vd_limit(row["snr_r"]) == row[pred.VD_LIMIT]
     # Another window changes the normalisability check the model was trained with.
     masked_window = Preparation(norm_centre=9500.0)  # beyond the model grid: nothing to normalise
     rows = pred.predict_files(files, _Recorder(masked_window))
