@@ -1,5 +1,9 @@
-"""Ingest and label throughput on the DirectRunner (2 processes) and on a local 2-worker Dask
-cluster, side by side in one run (the same pipelines: ``components.engines``).
+"""Predict, ingest and label throughput on the DirectRunner (2 processes) and on a local
+2-worker Dask cluster, side by side in one run (the same pipelines: ``components.engines``).
+
+Predict is ``stellarpop predict``'s loop (one process: read, prepare, encode, the shipped
+model) on the same files as ingest. Reading alone is timed both ways in the same run: the
+fast path (``readers.raw_fits``) and astropy's, whose ratio the machine's load cancels in.
 
 Ingest reads N SDSS spec-lite files built from ppxf's real spectra (``benchmarks/ingest.py``);
 label fits M simulated mocks with pPXF (stars only, as the labeller's fast tests). Each rate
@@ -8,7 +12,7 @@ DirectRunner starts worker processes for each pass; the Dask workers are started
 timing, and import TensorFlow on their first task). The load average is recorded before and
 after: the machine may be shared.
 
-    python benchmarks/engines.py --ingest 200 --label 40 --out runs/bench/engines.json
+    python benchmarks/engines.py --ingest 2000 --label 40 --out runs/bench/engines.json
 """
 
 from __future__ import annotations
@@ -53,6 +57,44 @@ def bench_ingest(files: list[Path], out: Path, args: list[str]) -> dict:
     }
 
 
+def bench_read(files: list[Path]) -> dict:
+    """Files/s of read_spectrum alone, fast path and astropy's (interleaved rounds: the same load)."""
+    import dataclasses
+
+    from stellarpop.components import readers
+    from stellarpop.components.readers import registry
+
+    first = next(k for k, r in registry.READERS.items() if r.kind == "fits")
+    fast = registry.READERS[first]
+    walls = {"fast": 0.0, "astropy": 0.0}
+    chunks = [files[i : i + 100] for i in range(0, len(files), 100)]
+    for chunk in chunks:
+        for name, reader in (("fast", fast), ("astropy", dataclasses.replace(fast, fast=None))):
+            registry.READERS[first] = reader
+            start = time.perf_counter()
+            for path in chunk:
+                readers.read_spectrum(path)
+            walls[name] += time.perf_counter() - start
+    registry.READERS[first] = fast
+    rates = {f"{k}_files_per_s": round(len(files) / v, 1) for k, v in walls.items()}
+    return {**rates, "speedup": round(walls["astropy"] / walls["fast"], 2)}
+
+
+def bench_predict(files: list[Path]) -> dict:
+    """``stellarpop predict``'s loop with the shipped model; the model's loading not timed."""
+    from stellarpop.serving import predict as pred
+
+    model = pred.Predictor(None)
+    pred.predict_files(list(map(str, files[:64])), model)  # the first call traces the graph
+    wall, rows = timed(pred.predict_files, list(map(str, files)), model)
+    return {
+        "files": len(files),
+        "wall_s": round(wall, 2),
+        "files_per_s": round(len(files) / wall, 2),
+        "predicted": sum(1 for r in rows if not r["error"]),
+    }
+
+
 def bench_label(mocks: str, out: Path, args: list[str]) -> dict:
     wall, summary = timed(label_run.run_standalone, [mocks], str(out), FAST, args)
     return {
@@ -85,6 +127,8 @@ def main(
         mocks = str(tmp / "mocks" / "examples")
         direct = configs.local_beam_args(workers)
         result = {"direct": {}, "dask": {}}
+        result["read"] = bench_read(files)
+        result["predict"] = bench_predict(files)
         result["direct"]["ingest"] = bench_ingest(files, tmp / "ingest-direct", direct)
         result["direct"]["label"] = bench_label(mocks, tmp / "label-direct", direct)
         start = time.perf_counter()
@@ -97,6 +141,11 @@ def main(
             result["dask"]["label"] = bench_label(mocks, tmp / "label-dask", dask)
     result.update(workers=workers, machine_before=before, machine_after=machine())
     write_result(out, result, before)
+    r = result["read"]
+    print(
+        f"read    {r['fast_files_per_s']:8.1f} files/s (astropy's path {r['astropy_files_per_s']:.1f}: x{r['speedup']})"
+    )
+    print(f"predict {result['predict']['files_per_s']:8.2f} files/s (one process)")
     for engine in ("direct", "dask"):
         r = result[engine]
         ingest_rate, label_rate = r["ingest"]["files_per_s"], r["label"]["spectra_per_s"]
