@@ -4,9 +4,9 @@ SDSS's spectrograph has an instrumental dispersion of about 65 km/s (R ~ 2000); 
 dispersion adds to it in quadrature, so a dispersion well below it widens the lines by less
 than the noise lets one measure. SDSS's own VDISP is not a measurement below ~70 km/s. The
 limit is per spectrum: it grows as the S/N falls, ``limit = LIMIT_AT_SNR10 * (10 / S/N_r)**EXPONENT``,
-clipped to ``[LIMIT_MIN, LIMIT_MAX]``. The constants are measured on simulated spectra of
-known dispersion (sigma 10-500 km/s, ``docs/model_card.md``, "Unresolved dispersions"):
-the true dispersion below which the network's median error exceeds half the dispersion.
+clipped to ``[LIMIT_MIN, LIMIT_MAX]``. The constants are not yet measured: 70 km/s at S/N 10
+is SDSS's stated resolution and the S/N^-1/2 scaling is an assumption. Measuring them on simulated spectra of known
+dispersion (the ``sky`` priors go down to 10 km/s) is issue 25's open work.
 
 A value below its spectrum's limit is reported as an upper limit: ``vd_unresolved`` true
 and ``vd`` = max(limit, vd + vd_err) (a 1-sigma upper bound that is never below the limit).
