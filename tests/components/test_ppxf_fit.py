@@ -179,3 +179,94 @@ def test_an_error_is_retried_once_with_lsq_box_then_failed(setup, monkeypatch):
     r = fitter.fit("m", grid.flux, grid.ivar, grid.bad, 0.1)
     assert r.status == ppxf_fit.FAILED and np.isnan(r.vd)
     assert r.message == "gas free, nnls: RuntimeError: no; gas free, lsq_box: RuntimeError: no"
+
+
+# Nebular lines of a starburst that neither the simulator nor ppxf_util.emission_lines makes
+# (vacuum A, flux / Hbeta): without them in the fit the stars' sigma grows to smooth them away.
+STARBURST_LINES = {
+    3771.70: 0.041,  # H11
+    3751.22: 0.031,  # H12
+    3735.43: 0.025,  # H13
+    4472.73: 0.04,  # HeI
+    6679.99: 0.03,  # HeI
+    7067.14: 0.025,  # HeI
+    7137.76: 0.08,  # [ArIII]
+    7322.01: 0.02,  # [OII]
+    7332.75: 0.017,  # [OII]
+}
+
+
+def _emission_mock(setup, z, sigma, sigma_gas, ew_halpha, snr, bursts, extra_lines):
+    """A star-forming mock (simulate's lines, ``ew_halpha``), with STARBURST_LINES added if
+    ``extra_lines``, observed at S/N ``snr`` (fixed seed)."""
+    _, inst, prep = setup
+    comps = tuple(priors.Component(start=a, tau=0.0, mh=m, mass=w) for a, m, w in bursts)
+    params = priors.Params(
+        z=z, ebv=0.1, sigma=sigma, snr_r=snr, galaxy_class="star-forming", components=comps, sky_residual=0.0,
+        ew_halpha=ew_halpha, sigma_gas=sigma_gas, log_nii_ha=-1.0, log_oiii_hb=0.5,
+    )  # fmt: skip
+    rest, _ = simulate.rest_model(params, prep)
+    if extra_lines:
+        lam = np.exp(prep.ln_lam)
+        hbeta = ew_halpha * np.median(rest[np.abs(lam - simulate.LINES["Halpha"]) < 50]) / 2.86
+        width = math.hypot(sigma_gas, prep.lsf_kms) / simulate.C_KMS
+        for mu, ratio in STARBURST_LINES.items():
+            rest = rest + ratio * hbeta * np.exp(-0.5 * ((lam - mu) / (mu * width)) ** 2) / (
+                math.sqrt(2 * math.pi) * mu * width
+            )
+    flux, ivar, _, _, _ = simulate.observe(params, rest, prep, inst, np.random.default_rng(1))
+    spec = spectra.Spectrum(wave=10**inst.loglam, flux=flux, ivar=ivar, bad=ivar <= 0, spec_id="sb", z=z)
+    return spectra.to_model_grid(spec)
+
+
+YOUNG = [(0.0631, -0.71, 1.0), (0.5012, -0.71, 1.0)]
+
+
+def test_unlisted_nebular_lines_are_fitted_not_smoothed_by_the_stars(setup):
+    """A starburst at sigma 40 km/s with H11-H13, HeI, [ArIII] and [OII]7320 lines: without
+    those lines in the gas templates the stars come out at ~170 km/s."""
+    lib, inst, _ = setup
+    z = 0.04
+    grid = _emission_mock(setup, z, 40.0, 40.0, 300.0, 30.0, YOUNG, extra_lines=True)
+    cfg = ppxf_fit.FitConfig(extra_lines=False, sigma_suspect=math.inf)
+    before = ppxf_fit.Fitter(lib, inst, cfg).fit("sb", grid.flux, grid.ivar, grid.bad, z)
+    assert before.ok and before.vd > 120.0  # the failure the extra lines fix
+    r = ppxf_fit.Fitter(lib, inst).fit("sb", grid.flux, grid.ivar, grid.bad, z)
+    assert r.ok and r.message == "" and abs(r.vd - 40.0) < 25.0, (r.vd, r.message)
+    assert r.chi2 < before.chi2
+
+
+def test_stars_far_broader_than_the_gas_are_refitted_tied_or_not_ok(setup):
+    """Stars suspect (here from 150 km/s) with detected gas under half as broad: refitted
+    with the gas tied to them; the tied fit is the label if it fits about as well, else
+    the free fit's values are kept with status ``inconsistent``."""
+    lib, inst, _ = setup
+    z = 0.04
+    grid = _emission_mock(setup, z, 40.0, 40.0, 300.0, 30.0, YOUNG, extra_lines=True)
+    cfg = ppxf_fit.FitConfig(extra_lines=False, sigma_suspect=150.0)
+    r = ppxf_fit.Fitter(lib, inst, cfg).fit("sb", grid.flux, grid.ivar, grid.bad, z)
+    assert r.ok and abs(r.vd - 40.0) < 15.0, (r.vd, r.message)
+    assert r.message == "gas free, nnls: stellar sigma >= 150 km/s, detected gas under 0.5 of it"
+
+    z = 0.08  # broad stars with narrow gas: the tied fit is far worse, the data want the broad stars
+    grid = _emission_mock(setup, z, 450.0, 40.0, 20.0, 20.0, [(7.9433, 0.0, 1.0)], extra_lines=False)
+    r = ppxf_fit.Fitter(lib, inst).fit("broad", grid.flux, grid.ivar, grid.bad, z)
+    assert r.status == ppxf_fit.INCONSISTENT and not r.ok and abs(r.vd - 450.0) < 30.0, (r.vd, r.message)
+    assert r.message == (
+        "gas free, nnls: stellar sigma >= 400 km/s, detected gas under 0.5 of it; "
+        "gas tied, nnls: chi2/DOF more than 5% above the free fit's"
+    )
+
+
+@pytest.mark.skipif(not REAL_SDSS.is_dir(), reason="shared/real-sdss is not beside the checkout")
+def test_star_forming_dwarf_is_not_labelled_at_hundreds_of_km_s(setup):
+    """1176-52791-0591 (SDSS.fits: a starburst dwarf, SDSS VDISP 19 +- 51 km/s, below SDSS's
+    ~70 km/s resolution) came out ``ok`` at 628 km/s with the gas at 51 km/s."""
+    lib, inst, _ = setup
+    path = REAL_SDSS / "more" / "SDSS.fits"
+    r = _labeller_fit(ppxf_fit.Fitter(lib, inst), path)
+    assert r.ok and r.message == "" and r.vd < 19.0 + 90.0, (r.vd, r.message)
+    # Without the extra lines the free fit is the 628 km/s one: refitted tied to the gas, never ok at 400+.
+    r = _labeller_fit(ppxf_fit.Fitter(lib, inst, ppxf_fit.FitConfig(extra_lines=False)), path)
+    assert r.message.startswith("gas free, nnls: stellar sigma >= 400 km/s")
+    assert r.vd < 100.0 if r.ok else r.status == ppxf_fit.INCONSISTENT
