@@ -133,7 +133,7 @@ CASES = [
     (
         ["simulate", "--mode", "flat", "-o", "{tmp}/out"],
         2,
-        "--mode priors mode is one of ('sdss', 'broad', 'wide'), not 'flat'",
+        "--mode priors mode is one of ('sdss', 'broad', 'wide', 'sky'), not 'flat'",
     ),
     (
         ["simulate", "--sdss-fraction", "0.5", "-o", "{tmp}/out"],
